@@ -1,0 +1,55 @@
+"""Default ConfigDict pieces shared by the files in `configs/`.
+
+Config files stay short: they start from `base_config()` and override what differs. Model
+sizes live in `model_1p3b()` / `model_tiny()` so both the released size and the CPU-sized
+model are spelled out once.
+"""
+
+import ml_collections
+
+
+def model_1p3b() -> ml_collections.ConfigDict:
+  """The released JanusFlow-1.3B (official config.json, see docs/architecture.md)."""
+  return ml_collections.ConfigDict(dict(
+      llm=dict(vocab_size=102400, embed_dim=2048, mlp_dim=5632, num_layers=24, num_heads=16,
+               num_kv_heads=16, head_dim=128, rms_norm_eps=1e-6, rope_theta=10000.0,
+               remat_policy="full"),
+      und_encoder=dict(image_size=384, patch_size=16, width=1024, depth=24, num_heads=16,
+                       mlp_dim=4096, layer_norm_eps=1e-6, attn_pool=True,
+                       remat_policy="full"),
+      gen_encoder=dict(in_channels=4, patch_size=2, channels=768, num_blocks=2, norm_eps=1e-6),
+      gen_decoder=dict(out_channels=4, patch_size=2, num_blocks=2, norm_eps=1e-6),
+      repa=dict(layer=6, hidden_dim=2048, num_layers=3),
+      latent_size=48,  # 384 px through the 8x SDXL-VAE
+      dtype="bfloat16",
+      param_dtype="float32",
+  ))
+
+
+def model_tiny() -> ml_collections.ConfigDict:
+  """A few-million-parameter model with every component of the real one (CPU, tests).
+
+  Grouped KV heads (4 query heads, 2 KV heads) keep that code path exercised. Latents are
+  16x16x4 (a 64 px image through an 4x patch stem would give the same token count).
+  """
+  return ml_collections.ConfigDict(dict(
+      llm=dict(vocab_size=512, embed_dim=64, mlp_dim=160, num_layers=4, num_heads=4,
+               num_kv_heads=2, head_dim=16, rms_norm_eps=1e-6, rope_theta=10000.0,
+               remat_policy="none"),
+      und_encoder=dict(image_size=32, patch_size=8, width=48, depth=2, num_heads=4,
+                       mlp_dim=96, layer_norm_eps=1e-6, attn_pool=True, remat_policy="none"),
+      gen_encoder=dict(in_channels=4, patch_size=2, channels=32, num_blocks=2, norm_eps=1e-6),
+      gen_decoder=dict(out_channels=4, patch_size=2, num_blocks=2, norm_eps=1e-6),
+      repa=dict(layer=2, hidden_dim=64, num_layers=3),
+      latent_size=8,
+      dtype="float32",
+      param_dtype="float32",
+  ))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Everything but the model sizes, with defaults; config files fill in `model`."""
+  config = ml_collections.ConfigDict()
+  config.model = model_tiny()
+  config.seed = 0
+  return config

@@ -1,0 +1,1 @@
+"""Training: optimizer, state and step."""
