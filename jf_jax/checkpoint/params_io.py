@@ -1,0 +1,57 @@
+"""Params-only checkpoints (converted official weights, stage transitions) with Orbax.
+
+Layout of a params directory:
+  DIR/params/        Orbax StandardCheckpointer tree of the model params (scanned layout)
+  DIR/model.json     the model config it was written for
+"""
+
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import orbax.checkpoint as ocp
+
+from jf_jax.models import janusflow
+from jf_jax.models import repa
+from jf_jax.models.config import JanusFlowConfig
+
+
+def abstract_params(cfg: JanusFlowConfig):
+  """Unboxed `jax.ShapeDtypeStruct` tree of the model params (nothing allocated)."""
+  return nn.unbox(janusflow.abstract_params(janusflow.JanusFlow(cfg)))["params"]
+
+
+def init_repa_projector(cfg: JanusFlowConfig, rng: jax.Array) -> dict:
+  """Fresh REPA projector params (absent from the official checkpoint)."""
+  module = repa.RepaProjector(cfg.repa.hidden_dim, cfg.und_encoder.width, cfg.repa.num_layers,
+                              dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+  dummy = jax.numpy.zeros((1, 1, cfg.llm.embed_dim), cfg.dtype)
+  return nn.unbox(module.init(rng, dummy))["params"]
+
+
+def _check_writable(directory: str, overwrite: bool) -> None:
+  if os.path.exists(directory) and os.listdir(directory) and not overwrite:
+    raise FileExistsError(f"{directory} exists and is not empty; pass --overwrite to replace "
+                          "it (nothing was written)")
+
+
+def save_params(directory: str, params: Any, model_config: dict, overwrite: bool = False):
+  """Writes params (+ model.json) to `directory`; refuses to clobber unless `overwrite`."""
+  directory = os.path.abspath(directory)
+  _check_writable(directory, overwrite)
+  os.makedirs(directory, exist_ok=True)
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.join(directory, "params"), params, force=overwrite)
+  ckptr.wait_until_finished()
+  with open(os.path.join(directory, "model.json"), "w") as f:
+    json.dump(model_config, f, indent=2, sort_keys=True)
+
+
+def load_params(directory: str, target: Any | None = None) -> Any:
+  """Restores params; `target` (ShapeDtypeStructs, may carry shardings) sets the layout."""
+  path = os.path.join(os.path.abspath(directory), "params")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no params checkpoint at {path}")
+  return ocp.StandardCheckpointer().restore(path, target)

@@ -1,0 +1,70 @@
+r"""Converts checkpoints between the official JanusFlow layout and ours.
+
+Official safetensors directory -> Orbax params directory (REPA projector freshly
+initialised, since the release has none):
+  python -m jf_jax.convert --src ~/JanusFlow-1.3B --dst /tmp/jf_1p3b \
+      --config configs/janusflow_1p3b.py
+And back (training-only parameters are dropped):
+  python -m jf_jax.convert --reverse --src /tmp/jf_1p3b --dst /tmp/official \
+      --config configs/janusflow_1p3b.py
+"""
+
+import os
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+from jf_jax.checkpoint import convert_hf
+from jf_jax.checkpoint import params_io
+from jf_jax.models import config as model_config
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "janusflow_1p3b.py"),
+    "Model config the checkpoint must match.", lock_config=True)
+_SRC = flags.DEFINE_string("src", None, "Source checkpoint directory.", required=True)
+_DST = flags.DEFINE_string("dst", None, "Destination directory.", required=True)
+_REVERSE = flags.DEFINE_bool("reverse", False, "Ours -> official instead.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty destination.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for the REPA projector's initialisation.")
+
+
+def official_to_ours(src: str, dst: str, config, seed: int = 0, overwrite: bool = False):
+  """Reads official safetensors from `src`, writes an Orbax params checkpoint to `dst`."""
+  cfg = model_config.from_config_dict(config.model)
+  params_io._check_writable(os.path.abspath(dst), overwrite)  # fail before the slow read
+  t0 = time.time()
+  state = convert_hf.load_state_dict(src)
+  print(f"read {len(state)} tensors ({sum(v.size for v in state.values()):,} params) "
+        f"from {src} in {time.time() - t0:.1f}s", flush=True)
+  params = convert_hf.to_params(state, cfg, params_io.abstract_params(cfg), source=src)
+  params["repa_projector"] = jax.tree.map(
+      np.asarray, params_io.init_repa_projector(cfg, jax.random.key(seed)))
+  params_io.save_params(dst, params, config.model.to_dict(), overwrite=overwrite)
+  print(f"wrote {dst} ({time.time() - t0:.1f}s)", flush=True)
+
+
+def ours_to_official(src: str, dst: str, config, overwrite: bool = False):
+  """Reads an Orbax params checkpoint from `src`, writes official safetensors to `dst`."""
+  cfg = model_config.from_config_dict(config.model)
+  params_io._check_writable(os.path.abspath(dst), overwrite)
+  target = params_io.abstract_params(cfg)
+  params = params_io.load_params(src, target)
+  state = convert_hf.to_state_dict(jax.tree.map(np.asarray, params), cfg)
+  path = convert_hf.save_state_dict(state, dst)
+  print(f"wrote {len(state)} tensors to {path}", flush=True)
+
+
+def main(argv):
+  del argv
+  if _REVERSE.value:
+    ours_to_official(_SRC.value, _DST.value, _CONFIG.value, _OVERWRITE.value)
+  else:
+    official_to_ours(_SRC.value, _DST.value, _CONFIG.value, _SEED.value, _OVERWRITE.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
