@@ -47,9 +47,38 @@ def model_tiny() -> ml_collections.ConfigDict:
   ))
 
 
+def tokens_tiny() -> ml_collections.ConfigDict:
+  """Special-token ids of the tiny synthetic vocabulary (ids below `num_special`)."""
+  return ml_collections.ConfigDict(dict(
+      pad_id=0, bos_id=1, eos_id=2, boi_id=3, eoi_id=4, image_id=5, gen_tag_id=6,
+      num_special=8))
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything but the model sizes, with defaults; config files fill in `model`."""
   config = ml_collections.ConfigDict()
   config.model = model_tiny()
   config.seed = 0
+  config.stage = 2  # 1 adaptation, 2 unified pre-training, 3 SFT (paper section 3.3)
+  config.tokens = tokens_tiny()
+  # Rows per global batch for each task = the stage's mixture (und : text : gen).
+  config.batch = ml_collections.ConfigDict(dict(
+      und_rows=4, text_rows=2, gen_rows=10, und_seq_len=32, text_seq_len=32,
+      gen_prompt_len=16))
+  config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+  config.logical_axis_rules = ()  # (name, mesh axes) overrides of parallel/rules.py
+  config.loss = ml_collections.ConfigDict(dict(
+      ar_weight=1.0, flow_weight=1.0, repa_weight=1.0,
+      t_distribution="logit_normal", t_loc=0.0, t_scale=1.0,  # SD3 default (spec F.11)
+      cfg_drop_prob=0.1))  # paper: drop 10% of prompts
+  config.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-4, warmup_steps=2000, schedule="constant", total_steps=390_000,
+      end_learning_rate=0.0, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0,
+      grad_clip_norm=1.0, freeze=(), mu_dtype=""))
+  config.train = ml_collections.ConfigDict(dict(
+      num_steps=390_000, microbatches=1, ema_decay=0.0, log_every=50,
+      checkpoint_every=1000, keep_checkpoints=3, max_nonfinite_in_row=10,
+      init_params_from="",  # converted official weights or an earlier stage's checkpoint
+  ))
+  config.data = ml_collections.ConfigDict(dict(source="synthetic"))
   return config

@@ -59,7 +59,7 @@ class ConvNeXtBlock(nn.Module):
     x = nn.Conv(channels, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=channels,
                 kernel_init=nn.with_logical_partitioning(
                     layers.default_kernel_init,
-                    ("conv_spatial", "conv_spatial", None, "gen_embed")),
+                    ("conv_h", "conv_w", None, "gen_embed")),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                        ("gen_embed",)),
                 name="depthwise", **kw)(x.astype(self.dtype))

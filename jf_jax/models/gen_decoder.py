@@ -44,7 +44,7 @@ class Unpatchify(nn.Module):
     x = nn.Conv(self.out_channels * self.patch_size ** 2, (1, 1),
                 kernel_init=nn.with_logical_partitioning(
                     layers.default_kernel_init,
-                    ("conv_spatial", "conv_spatial", "gen_embed", "conv_out")),
+                    ("conv_h", "conv_w", "gen_embed", "conv_out")),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                        ("conv_out",)),
                 name="unpatch_conv", **kw)(x)

@@ -43,7 +43,7 @@ class ShallowUViTEncoder(nn.Module):
     x = nn.Conv(cfg.channels, (p, p), strides=(p, p), padding="VALID",
                 kernel_init=nn.with_logical_partitioning(
                     layers.default_kernel_init,
-                    ("conv_spatial", "conv_spatial", "conv_in", "gen_embed")),
+                    ("conv_h", "conv_w", "conv_in", "gen_embed")),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                        ("gen_embed",)),
                 name="in_conv", **kw)(z.astype(self.dtype))

@@ -16,21 +16,52 @@ Axes = tuple[str | None, ...]
 default_kernel_init = nn.initializers.lecun_normal()
 
 
-def dense(features: int | Sequence[int], kernel_axes: Axes, *, name: str | None = None, dtype: Dtype,
-          param_dtype: Dtype, use_bias: bool = True, axis: int | Sequence[int] = -1,
-          kernel_init=default_kernel_init) -> nn.DenseGeneral:
+class DenseGeneral(nn.Module):
+  """Linear map over the last `len(axis)` input dims to `features` (one or more dims).
+
+  Unlike `nn.DenseGeneral`, the kernel is created directly in its final shape, so its
+  logical-axis box never sees an intermediate flat shape (which would break sharding
+  constraints under active axis rules). Parameters: `kernel` [*in, *out], `bias` [*out].
+  """
+  features: tuple[int, ...]
+  kernel_axes: Axes
+  axis: tuple[int, ...] = (-1,)
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n_in, n_out = len(self.axis), len(self.features)
+    axis = tuple(a % x.ndim for a in self.axis)
+    in_shape = tuple(x.shape[a] for a in axis)
+    init = self.kernel_init or nn.initializers.lecun_normal(
+        in_axis=tuple(range(n_in)), out_axis=tuple(range(n_in, n_in + n_out)))
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.kernel_axes),
+                        in_shape + tuple(self.features), self.param_dtype)
+    y = jax.lax.dot_general(x.astype(self.dtype), jnp.asarray(kernel, self.dtype),
+                            ((axis, tuple(range(n_in))), ((), ())))
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(
+          nn.initializers.zeros_init(), self.kernel_axes[n_in:]), tuple(self.features),
+                        self.param_dtype)
+      y = y + jnp.asarray(bias, self.dtype)
+    return y
+
+
+def dense(features: int | Sequence[int], kernel_axes: Axes, *, name: str | None = None,
+          dtype: Dtype, param_dtype: Dtype, use_bias: bool = True,
+          axis: int | Sequence[int] = -1, kernel_init=None) -> DenseGeneral:
   """A `DenseGeneral` whose kernel and bias carry logical axis names.
 
   `kernel_axes` names every kernel dimension (inputs first, then outputs); the bias is named
-  after the output dimensions.
+  after the output dimensions. Contracted input dims must be the trailing dims of `x`.
   """
-  n_out = 1 if isinstance(features, int) else len(features)
-  return nn.DenseGeneral(
-      features=features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-      kernel_init=nn.with_logical_partitioning(kernel_init, kernel_axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                             kernel_axes[-n_out:]),
-      name=name)
+  features = (features,) if isinstance(features, int) else tuple(features)
+  axis = (axis,) if isinstance(axis, int) else tuple(axis)
+  return DenseGeneral(features, tuple(kernel_axes), axis, use_bias, dtype, param_dtype,
+                      kernel_init, name=name)
 
 
 class RMSNorm(nn.Module):

@@ -114,7 +114,7 @@ class PatchEmbed(nn.Module):
     x = nn.Conv(width, (patch, patch), strides=(patch, patch), padding="VALID",
                 kernel_init=nn.with_logical_partitioning(
                     layers.default_kernel_init,
-                    ("conv_spatial", "conv_spatial", "conv_in", "vit_embed")),
+                    ("conv_h", "conv_w", "conv_in", "vit_embed")),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                        ("vit_embed",)),
                 dtype=self.dtype, param_dtype=self.param_dtype, name="proj")(images)

@@ -1,0 +1,98 @@
+"""Synthetic batches with the real layout (`layout.py`), for tests and benchmarks.
+
+Deterministic in (seed, step). Content is random but well formed: understanding rows are
+[BOS, prompt, BOI, placeholders, EOI, question, answer, EOS, pad...] with loss only on the
+answer and EOS; text rows are fully supervised up to their random length; generation rows
+have a left-padded prompt and random latents/images.
+"""
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from jf_jax.data import layout
+from jf_jax.models.config import JanusFlowConfig
+
+
+def _und_rows(rng, b, seq, n_img, tok, vocab):
+  ids = np.full((b, seq), tok.pad_id, np.int32)
+  image_mask = np.zeros((b, seq), bool)
+  weights = np.zeros((b, seq), np.float32)
+  first_word = tok.num_special
+  for r in range(b):
+    prompt = rng.integers(first_word, vocab, size=rng.integers(1, 4))
+    question = rng.integers(first_word, vocab, size=rng.integers(1, 4))
+    answer = rng.integers(first_word, vocab, size=rng.integers(1, 4))
+    row = [tok.bos_id, *prompt, tok.boi_id, *([tok.image_id] * (n_img - 1)), tok.eoi_id,
+           *question]
+    start = len(row)
+    row = row + [*answer, tok.eos_id]
+    if len(row) > seq:
+      raise ValueError(f"config.batch.und_seq_len={seq} is too short for {n_img} image "
+                       f"tokens plus text ({len(row)} needed)")
+    ids[r, :len(row)] = row
+    image_mask[r, len(prompt) + 1:len(prompt) + 1 + n_img] = True
+    weights[r, start - 1:len(row) - 1] = 1.0  # positions whose *target* is answer / EOS
+  return ids, image_mask, weights
+
+
+def _text_rows(rng, b, seq, tok, vocab):
+  ids = np.full((b, seq), tok.pad_id, np.int32)
+  weights = np.zeros((b, seq), np.float32)
+  for r in range(b):
+    n = int(rng.integers(seq // 2, seq + 1))
+    ids[r, 0] = tok.bos_id
+    ids[r, 1:n] = rng.integers(tok.num_special, vocab, size=n - 1)
+    weights[r, :n - 1] = 1.0
+  return ids, weights
+
+
+def _shift(ids, pad_id):
+  targets = np.full_like(ids, pad_id)
+  targets[:, :-1] = ids[:, 1:]
+  return targets
+
+
+def _gen_rows(rng, b, prompt_len, tok, vocab):
+  ids = np.full((b, prompt_len), tok.pad_id, np.int32)
+  mask = np.zeros((b, prompt_len), bool)
+  for r in range(b):
+    n = int(rng.integers(2, prompt_len + 1))
+    ids[r, -n] = tok.bos_id
+    ids[r, prompt_len - n + 1:] = rng.integers(tok.num_special, vocab, size=n - 1)
+    mask[r, -n:] = True
+  return ids, mask
+
+
+def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: int
+               ) -> dict[str, np.ndarray]:
+  """One global batch (numpy) with the layout of `layout.batch_shapes`."""
+  rng = np.random.default_rng([seed, step])
+  shapes = layout.batch_shapes(batch_cfg, cfg)
+  vocab = min(cfg.llm.vocab_size, tok.get("synthetic_vocab", cfg.llm.vocab_size))
+  u, us = shapes["und_ids"][0]
+  und_ids, und_image_mask, und_weights = _und_rows(rng, u, us, cfg.num_und_tokens, tok, vocab)
+  t, ts = shapes["text_ids"][0]
+  text_ids, text_weights = _text_rows(rng, t, ts, tok, vocab)
+  g, pl = shapes["gen_prompt_ids"][0]
+  gen_ids, gen_mask = _gen_rows(rng, g, pl, tok, vocab)
+  normal = lambda key: rng.standard_normal(shapes[key][0]).astype(np.float32)
+  return {
+      "und_ids": und_ids, "und_images": normal("und_images"),
+      "und_image_mask": und_image_mask, "und_valid": und_ids != tok.pad_id,
+      "und_targets": _shift(und_ids, tok.pad_id), "und_weights": und_weights,
+      "text_ids": text_ids, "text_valid": text_ids != tok.pad_id,
+      "text_targets": _shift(text_ids, tok.pad_id), "text_weights": text_weights,
+      "gen_prompt_ids": gen_ids, "gen_prompt_mask": gen_mask,
+      "gen_latents": normal("gen_latents"), "gen_images": normal("gen_images"),
+      "gen_weights": np.ones((g,), np.float32),
+  }
+
+
+def batches(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, start_step: int = 0
+            ) -> Iterator[dict[str, np.ndarray]]:
+  """Endless iterator of synthetic batches starting at `start_step` (resume-exact)."""
+  step = start_step
+  while True:
+    yield make_batch(batch_cfg, tok, cfg, seed, step)
+    step += 1

@@ -1,0 +1,189 @@
+"""The train step: next-token + rectified-flow + REPA losses in one jitted, sharded update.
+
+Loss functions return (sum, weight). The step first reads the three denominators off the
+whole batch (supervised tokens, latent elements, REPA tokens), then differentiates
+`sum / denominator` microbatch by microbatch inside a `lax.scan`, so accumulating
+microbatches is exactly one step on the whole batch.
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jf_jax.losses import flow
+from jf_jax.losses import next_token
+from jf_jax.losses import repa as repa_loss
+from jf_jax.models import janusflow
+from jf_jax.train import optim
+from jf_jax.train.state import TrainState
+
+
+def drop_prompts(rng, prompt_ids, prompt_mask, drop_prob: float, pad_id: int):
+  """Classifier-free-guidance dropout, as the official sampler builds unconditional rows.
+
+  A dropped row keeps only its BOS (the first valid position, prompts are left-padded);
+  every other prompt position becomes `pad_id` with attention mask 0.
+
+  Args:
+    prompt_ids, prompt_mask: [batch, prompt_len].
+  Returns:
+    (ids, mask) of the same shapes.
+  """
+  drop = jax.random.bernoulli(rng, drop_prob, (prompt_ids.shape[0],))[:, None]
+  mask = prompt_mask.astype(bool)
+  is_bos = mask & (jnp.cumsum(mask, axis=1) == 1)
+  new_mask = jnp.where(drop, is_bos, mask)
+  new_ids = jnp.where(drop & ~is_bos, pad_id, prompt_ids)
+  return new_ids, new_mask
+
+
+def loss_denominators(batch, cfg) -> dict[str, jax.Array]:
+  """Whole-batch weights of the three losses (never zero)."""
+  gen_rows = jnp.sum(batch["gen_weights"])
+  latent_elems = batch["gen_latents"][0].size
+  return {
+      "ar": jnp.maximum(jnp.sum(batch["und_weights"]) + jnp.sum(batch["text_weights"]), 1.0),
+      "rf": jnp.maximum(gen_rows * latent_elems, 1.0),
+      "repa": jnp.maximum(gen_rows * cfg.num_gen_tokens, 1.0),
+  }
+
+
+def _ar_sums(model, params, mb):
+  """Next-token loss sums of the understanding and text rows of a microbatch."""
+  total = jnp.zeros((), jnp.float32)
+  if mb["und_ids"].shape[0]:
+    logits, _, _ = model.apply(
+        {"params": params}, mb["und_ids"], mb["und_images"], mb["und_image_mask"],
+        attention_mask=mb["und_valid"], method=janusflow.JanusFlow.understand)
+    total += next_token.next_token_loss(logits, mb["und_targets"], mb["und_weights"])[0]
+  if mb["text_ids"].shape[0]:
+    logits = model.apply({"params": params}, mb["text_ids"], attention_mask=mb["text_valid"],
+                         method=janusflow.JanusFlow.text_logits)
+    total += next_token.next_token_loss(logits, mb["text_targets"], mb["text_weights"])[0]
+  return total
+
+
+def _generation_sums(model, params, mb, rng, loss_cfg, pad_id):
+  """(flow sum, REPA sum) of the generation rows of a microbatch."""
+  zero = jnp.zeros((), jnp.float32)
+  if not mb["gen_latents"].shape[0]:
+    return zero, zero
+  data = mb["gen_latents"]
+  t_rng, noise_rng, drop_rng = jax.random.split(rng, 3)
+  t = flow.sample_t(t_rng, data.shape[0], loss_cfg.t_distribution, loss_cfg.t_loc,
+                    loss_cfg.t_scale)
+  noise = jax.random.normal(noise_rng, data.shape, data.dtype)
+  ids, mask = drop_prompts(drop_rng, mb["gen_prompt_ids"], mb["gen_prompt_mask"],
+                           loss_cfg.cfg_drop_prob, pad_id)
+  capture = model.cfg.repa.layer if loss_cfg.repa_weight else None
+  out = model.apply({"params": params}, ids, flow.interpolate(noise, data, t), t, mask,
+                    capture_layer=capture, method=janusflow.JanusFlow.generate_velocity)
+  velocity = out if capture is None else out[0]
+  rf_sum = flow.flow_loss(velocity, flow.velocity_target(noise, data), mb["gen_weights"])[0]
+  if capture is None:
+    return rf_sum, zero
+  projected = model.apply({"params": params}, out[1],
+                          method=janusflow.JanusFlow.project_repa)
+  target = jax.lax.stop_gradient(model.apply({"params": params}, mb["gen_images"],
+                                             method=janusflow.JanusFlow.und_features))
+  return rf_sum, repa_loss.repa_loss(projected, target, mb["gen_weights"])[0]
+
+
+def _split_microbatches(batch, num: int):
+  """[rows, ...] -> [num, rows/num, ...] for every key (each task split separately)."""
+  def split(x):
+    if x.shape[0] % num:
+      raise ValueError(f"a sub-batch of {x.shape[0]} rows is not divisible by "
+                       f"config.train.microbatches={num}")
+    return x.reshape((num, x.shape[0] // num) + x.shape[1:])
+  return jax.tree.map(split, batch)
+
+
+def make_train_step(model, tx, trainable_mask, config):
+  """Builds the pure step `(state, batch) -> (state, metrics)`; jit it with shardings."""
+  loss_cfg, cfg = config.loss, model.cfg
+  coef = {"ar": loss_cfg.ar_weight, "rf": loss_cfg.flow_weight, "repa": loss_cfg.repa_weight}
+  pad_id, num_micro = config.tokens.pad_id, config.train.microbatches
+  schedule = optim.make_schedule(config.optim)
+
+  def freeze(params):
+    # stop_gradient at frozen leaves: their backward (e.g. the whole SigLIP tower in
+    # stages 1-2) is never computed, not just masked in the optimizer.
+    return jax.tree.map(lambda p, train: p if train else jax.lax.stop_gradient(p),
+                        params, trainable_mask)
+
+  def micro_loss(params, mb, rng, denom):
+    params = freeze(params)
+    sums = {"ar": _ar_sums(model, params, mb)}
+    sums["rf"], sums["repa"] = _generation_sums(model, params, mb, rng, loss_cfg, pad_id)
+    loss = sum(coef[k] * sums[k] / denom[k] for k in sums)
+    return loss, sums
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    denom = loss_denominators(batch, cfg)
+    micro = _split_microbatches(batch, num_micro)
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+    def body(carry, xs):
+      index, mb = xs
+      (loss, sums), grads = grad_fn(state.params, mb, jax.random.fold_in(rng, index), denom)
+      acc_grads, acc_loss, acc_sums = carry
+      return (jax.tree.map(jnp.add, acc_grads, grads), acc_loss + loss,
+              jax.tree.map(jnp.add, acc_sums, sums)), None
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+    init = (zeros, jnp.zeros((), jnp.float32),
+            {k: jnp.zeros((), jnp.float32) for k in coef})
+    (grads, loss, sums), _ = jax.lax.scan(body, init, (jnp.arange(num_micro), micro))
+    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
+    grad_norm = optim.trainable_global_norm(grads, trainable_mask)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema is not None:
+      ema = optim.ema_update(ema, params, config.train.ema_decay)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = state.replace(
+        step=state.step + 1, params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        ema_params=None if ema is None else keep(ema, state.ema_params))
+    metrics = {
+        "loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+        "nonfinite": 1 - finite.astype(jnp.int32),
+        **{f"{k}_loss": sums[k] / denom[k] for k in coef},
+    }
+    return new_state, metrics
+
+  return train_step
+
+
+def batch_sharding(mesh):
+  """Every batch array is split over ('data', 'fsdp') on its leading (row) axis."""
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+
+
+def jit_train_step(step_fn, state_shardings, mesh, rules, donate: bool = True):
+  """`jax.jit` with in/out shardings; the state is donated (its buffers are reused).
+
+  The returned function traces and runs under the mesh and the logical axis rules, so the
+  model's activation constraints resolve. `.jitted` is the raw jitted function (for
+  `lower(...).compile()`), to be used under `jax.set_mesh(mesh)`.
+  """
+  def step_with_rules(state, batch):
+    with nn.logical_axis_rules(rules):
+      return step_fn(state, batch)
+  jitted = jax.jit(step_with_rules, in_shardings=(state_shardings, batch_sharding(mesh)),
+                   out_shardings=(state_shardings, None),
+                   donate_argnums=(0,) if donate else ())
+
+  def run(state, batch):
+    with jax.set_mesh(mesh):
+      return jitted(state, batch)
+  run.jitted = jitted
+  return run
