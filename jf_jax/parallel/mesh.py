@@ -80,19 +80,20 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   return True
 
 
-def check_divisibility(global_batch: int, mesh: Mesh, num_heads: int,
-                       num_kv_heads: int) -> None:
+def check_divisibility(global_batch: int, mesh: Mesh, num_heads: int, num_kv_heads: int,
+                       batch_key: str = "config.batch.global_size") -> None:
   """Startup checks that the batch and heads split evenly over the mesh.
 
   The batch is sharded over ('data', 'fsdp') and must also split evenly over processes;
-  attention heads are sharded over 'tensor'.
+  attention heads are sharded over 'tensor'. Call once per separately sharded batch (e.g.
+  per task) with `batch_key` naming its config field.
   """
   batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if global_batch % batch_shards:
-    raise ValueError(f"config.batch.global_size={global_batch} is not divisible by "
+    raise ValueError(f"{batch_key}={global_batch} is not divisible by "
                      f"config.mesh.data * config.mesh.fsdp = {batch_shards}")
   if global_batch % jax.process_count():
-    raise ValueError(f"config.batch.global_size={global_batch} is not divisible by the "
+    raise ValueError(f"{batch_key}={global_batch} is not divisible by the "
                      f"process count {jax.process_count()}")
   tensor = mesh.shape["tensor"]
   for key, heads in (("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):

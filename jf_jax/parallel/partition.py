@@ -32,8 +32,8 @@ def _is_sharded(sharding: Any) -> bool:
   if isinstance(sharding, NamedSharding):
     sizes = sharding.mesh.shape
     for entry in sharding.spec:
-      axes = () if entry is None else (entry,) if isinstance(entry, str) else entry
-      if any(sizes[a] > 1 for a in axes):
+      axes = (entry,) if isinstance(entry, str) else entry
+      if isinstance(axes, (tuple, list)) and any(sizes[a] > 1 for a in axes):
         return True
     return False
   return not sharding.is_fully_replicated
@@ -86,8 +86,8 @@ def assert_params_sufficiently_sharded(shardings_or_arrays: Any, abstract: Any,
                     for nbytes, path, shape in unsharded[:10])
     raise ValueError(
         f"only {fraction:.2%} of parameter bytes are sharded (< {threshold:.0%}); give these "
-        f"a logical name mapped to a mesh axis of size > 1 (config.sharding."
-        f"logical_axis_rules) or lower the threshold. Largest unsharded:\n{top}")
+        f"a logical name mapped to a mesh axis of size > 1 (config.logical_axis_rules) "
+        f"or lower the threshold. Largest unsharded:\n{top}")
   return fraction
 
 

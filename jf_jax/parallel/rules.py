@@ -6,9 +6,10 @@ is FSDP over every tower's model width plus tensor parallelism over heads, MLP w
 the vocabulary; on a mesh with tensor = 1 that degenerates to pure FSDP.
 
 Overriding from a config: put a sequence of (logical_name, mesh_axes) pairs in
-`config.sharding.logical_axis_rules` and call
+`config.logical_axis_rules` (e.g. `(("embed", None), ("vocab", ("fsdp", "tensor")))`) and
+call
 
-    rules = merge_rules(default_rules(), config.sharding.logical_axis_rules)
+    rules = merge_rules(default_rules(), config.logical_axis_rules)
 
 An override replaces the default entry of the same name (mesh_axes may be None, one axis
 name, or a tuple of names); names the defaults lack are appended. Flax picks the first rule
@@ -42,7 +43,9 @@ _DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("gen_mlp", "tensor"),
     ("conv_in", None),
     ("conv_out", None),
-    ("conv_spatial", None),
+    ("conv_spatial", None),  # kernel height / width, under either naming
+    ("conv_h", None),
+    ("conv_w", None),
     ("repa_hidden", None),
     # Activations.
     ("act_batch", ("data", "fsdp")),
@@ -65,7 +68,7 @@ def _normalize(mesh_axes: Any) -> MeshAxes:
   axes = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
   unknown = [a for a in axes if a not in MESH_AXES]
   if unknown:
-    raise ValueError(f"config.sharding.logical_axis_rules names unknown mesh axes {unknown}; "
+    raise ValueError(f"config.logical_axis_rules names unknown mesh axes {unknown}; "
                      f"mesh axes are {MESH_AXES}")
   return axes[0] if len(axes) == 1 else axes
 

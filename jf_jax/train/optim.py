@@ -9,12 +9,16 @@ frozen leaves have no Adam moments. Clipping lives inside the 'train' branch of
 
 Freezing in the optimizer does not save backward compute: the model should also
 `stop_gradient` the outputs of frozen towers (SigLIP, the REPA target).
+
+Optimizer-state shardings: `tx` also accepts the *boxed* abstract params, and Adam's
+moments keep the boxes, so
+`partition.mesh_shardings(jax.eval_shape(tx.init, boxed_abstract_params), mesh, rules)`
+shards mu/nu exactly like their parameters (counts are replicated).
 """
 
 import re
 from typing import Any, Sequence
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import optax
@@ -24,17 +28,18 @@ TRAIN, FREEZE = "train", "freeze"
 # Stored only for checkpoint compatibility; never used in the forward pass.
 ALWAYS_FROZEN = ("vision_und_enc_model/vision_tower/attn_pool/.*",)
 
-# Paper Table 1 (v2) and section E.1. `freeze` are regexes over parameter paths.
+_TABLE1_COMMON = dict(schedule="constant", weight_decay=0.0, grad_clip_norm=1.0, b1=0.9,
+                      b2=0.95)
+
+# Paper Table 1 (v2) and section E.1: optimizer fields per stage, `freeze` as path regexes.
 STAGE_PRESETS = {
-    1: dict(freeze=("language_model/.*", "vision_und_enc_model/.*") + ALWAYS_FROZEN,
-            learning_rate=1e-4, warmup_steps=2000, total_steps=10_000),
-    2: dict(freeze=("vision_und_enc_model/.*",) + ALWAYS_FROZEN,
-            learning_rate=1e-4, warmup_steps=2000, total_steps=390_000),
-    3: dict(freeze=ALWAYS_FROZEN, learning_rate=2e-5, warmup_steps=1000,
-            total_steps=26_000),
+    1: dict(_TABLE1_COMMON, learning_rate=1e-4, warmup_steps=2000, total_steps=10_000,
+            freeze=("language_model/.*", "vision_und_enc_model/.*") + ALWAYS_FROZEN),
+    2: dict(_TABLE1_COMMON, learning_rate=1e-4, warmup_steps=2000, total_steps=390_000,
+            freeze=("vision_und_enc_model/.*",) + ALWAYS_FROZEN),
+    3: dict(_TABLE1_COMMON, learning_rate=2e-5, warmup_steps=1000, total_steps=26_000,
+            freeze=ALWAYS_FROZEN),
 }
-for _preset in STAGE_PRESETS.values():
-  _preset.update(schedule="constant", weight_decay=0.0, grad_clip_norm=1.0, b1=0.9, b2=0.95)
 
 
 def stage_freeze_regexes(stage: int) -> tuple[str, ...]:
@@ -53,9 +58,14 @@ def _key_str(key: Any) -> str:
   return str(key)
 
 
+def _is_box_value(key: Any) -> bool:
+  """The `.value` field of a Flax metadata box (nn.LogicallyPartitioned)."""
+  return isinstance(key, jax.tree_util.GetAttrKey) and key.name == "value"
+
+
 def path_str(path: Sequence[Any]) -> str:
-  """A `jax.tree_util` key path as 'a/b/c'."""
-  return "/".join(_key_str(k) for k in path)
+  """A `jax.tree_util` key path as 'a/b/c' (Flax box `.value` entries are skipped)."""
+  return "/".join(_key_str(k) for k in path if not _is_box_value(k))
 
 
 def param_paths(params: Any) -> Any:
@@ -66,15 +76,23 @@ def param_paths(params: Any) -> Any:
 def label_params(params: Any, freeze_regexes: Sequence[str]) -> Any:
   """Labels every leaf 'freeze' if its path fully matches a regex, else 'train'.
 
-  Logs a warning for a regex that matches nothing (usually a typo).
+  Args:
+    params: unboxed parameter tree (the 'params' collection, without a 'params/' prefix).
+    freeze_regexes: patterns matched with `re.fullmatch` against `param_paths`.
+
+  Raises:
+    ValueError: if a regex matches no parameter (a typo would silently train a tower);
+      the optional `ALWAYS_FROZEN` patterns are exempt.
   """
   patterns = [re.compile(r) for r in freeze_regexes]
-  paths = jax.tree.leaves(param_paths(params))
+  paths = param_paths(params)
+  flat = jax.tree.leaves(paths)
   for p in patterns:
-    if not any(p.fullmatch(path) for path in paths):
-      logging.warning("freeze regex %r (config.optim.freeze) matches no parameter", p.pattern)
+    if p.pattern not in ALWAYS_FROZEN and not any(p.fullmatch(path) for path in flat):
+      raise ValueError(f"config.optim.freeze regex {p.pattern!r} matches no parameter path; "
+                       f"paths look like {flat[:3]}")
   frozen = lambda path: any(p.fullmatch(path) for p in patterns)
-  return jax.tree.map(lambda path: FREEZE if frozen(path) else TRAIN, param_paths(params))
+  return jax.tree.map(lambda path: FREEZE if frozen(path) else TRAIN, paths)
 
 
 def decay_mask(params: Any) -> Any:
@@ -114,20 +132,26 @@ def _train_transform(config: Any) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(clip), adamw)
 
 
-def make_optimizer(config: Any, params: Any) -> tuple[optax.GradientTransformation, Any]:
+def make_optimizer(config: Any, params: Any, freeze: Sequence[str] | None = None
+                   ) -> tuple[optax.GradientTransformation, Any]:
   """Builds the optimizer for (unboxed, possibly abstract) `params`.
 
   Args:
     config: `config.optim` ConfigDict: learning_rate, warmup_steps, schedule ('constant' |
       'cosine'), total_steps, b1, b2, eps, weight_decay, grad_clip_norm (None or <= 0
-      disables clipping), freeze (regexes), optional end_learning_rate and mu_dtype.
+      disables clipping), freeze (regexes), optional end_learning_rate and mu_dtype ('' or
+      None: parameter dtype).
     params: the parameter tree (arrays or ShapeDtypeStructs); only its paths are used.
+    freeze: regexes used instead of `config.freeze`, e.g.
+      `stage_freeze_regexes(config.stage) + tuple(config.optim.freeze)`.
 
   Returns:
     (tx, trainable_mask): `tx` is an `optax.multi_transform` over labels 'train'/'freeze';
     `trainable_mask` is a bool tree shaped like `params` (True = trainable).
   """
-  labels = label_params(params, tuple(config.get("freeze", ())))
+  if freeze is None:
+    freeze = config.get("freeze", ())
+  labels = label_params(params, tuple(freeze))
   tx = optax.multi_transform({TRAIN: _train_transform(config), FREEZE: optax.set_to_zero()},
                              labels)
   return tx, jax.tree.map(lambda label: label == TRAIN, labels)
@@ -137,7 +161,7 @@ def trainable_global_norm(tree: Any, trainable_mask: Any) -> jax.Array:
   """Global L2 norm (float32) over trainable leaves only, e.g. for a grad-norm metric."""
   leaves = [x for x, keep in zip(jax.tree.leaves(tree), jax.tree.leaves(trainable_mask))
             if keep]
-  return optax.global_norm([x.astype(jnp.float32) for x in leaves])
+  return optax.tree.norm([x.astype(jnp.float32) for x in leaves])
 
 
 def count_params(params: Any, trainable_mask: Any | None = None) -> int:
