@@ -1,4 +1,11 @@
-"""Tiny JanusFlow (every component, a few million parameters) for CPU runs and tests."""
+r"""Tiny JanusFlow (every component, ~0.5M parameters) on built-in synthetic data, CPU.
+
+  python train.py                      # this config is the default
+  python train.py --config configs/tiny.py --workdir /tmp/tiny --config.train.num_steps=50
+
+Stage 3 (everything trainable): no pretrained SigLIP exists offline, so the tiny
+understanding encoder trains too.
+"""
 
 from jf_jax import config_defaults
 
@@ -6,4 +13,8 @@ from jf_jax import config_defaults
 def get_config():
   config = config_defaults.base_config()
   config.model = config_defaults.model_tiny()
+  config.stage = 3
+  config.optim.update(dict(learning_rate=1e-3, warmup_steps=20, total_steps=300))
+  config.train.update(dict(num_steps=300, log_every=20, checkpoint_every=100,
+                           keep_checkpoints=2))
   return config

@@ -1,0 +1,69 @@
+"""Train checkpoints: an Orbax `CheckpointManager` with named items.
+
+Items per step: `state` (the TrainState, sharded arrays), `data` (the input iterator's
+state, JSON) and `config` (the run's config, JSON). Saves are async; the latest
+`keep` checkpoints are kept. Restores target the *current* mesh: every leaf of the
+abstract state carries its current sharding, so a checkpoint written on one mesh restores
+on another.
+"""
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def make_manager(workdir: str, save_every: int, keep: int, async_save: bool = True
+                 ) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      save_interval_steps=save_every, max_to_keep=keep, create=True,
+      enable_async_checkpointing=async_save)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               options=options, item_names=("state", "data", "config"))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict,
+         config: dict, force: bool = False) -> bool:
+  """Starts an (async) save; returns whether a checkpoint is written at this step."""
+  args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                            data=ocp.args.JsonSave(data_state),
+                            config=ocp.args.JsonSave(config))
+  return manager.save(step, args=args, force=force)
+
+
+def with_shardings(abstract_state: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs that carry the current shardings (the restore target)."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract_state, shardings)
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state: Any, shardings: Any,
+            step: int | None = None) -> tuple[int, Any, dict] | None:
+  """Restores (step, state, data_state) of `step` (default latest); None if there is none."""
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return None
+  target = with_shardings(abstract_state, shardings)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+  return step, restored.state, restored.data
+
+
+def restore_params(workdir: str, abstract_params: Any, param_shardings: Any,
+                   step: int | None = None) -> Any:
+  """Params only, from another run's checkpoints (e.g. an earlier training stage).
+
+  Its optimizer state may have another structure (other frozen parameters), so only the
+  `params` subtree of the saved state is read.
+  """
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  manager = ocp.CheckpointManager(directory, item_names=("state", "data", "config"))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoints in {directory}")
+  target = {"params": with_shardings(abstract_params, param_shardings)}
+  restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=target, restore_args=restore_args, partial_restore=True)))
+  return restored.state["params"]

@@ -1,0 +1,211 @@
+"""The training job: build mesh/state/step from a config, then run, log and checkpoint.
+
+`setup(config)` returns everything the loop needs (also used by tests and benchmarks);
+`train(config, workdir)` resumes from the latest checkpoint in `workdir` if there is one.
+"""
+
+import dataclasses
+import os
+import signal
+import time
+from typing import Any
+
+from absl import logging
+import flax.linen as nn
+import jax
+import numpy as np
+
+from jf_jax.checkpoint import manager as ckpt
+from jf_jax.checkpoint import params_io
+from jf_jax.data import pipeline
+from jf_jax.models import config as model_config
+from jf_jax.models import janusflow
+from jf_jax.parallel import mesh as mesh_lib
+from jf_jax.parallel import partition
+from jf_jax.parallel import rules as rules_lib
+from jf_jax.train import metrics_writer
+from jf_jax.train import optim
+from jf_jax.train import state as state_lib
+from jf_jax.train import step as step_lib
+
+
+@dataclasses.dataclass
+class Setup:
+  config: Any
+  cfg: model_config.JanusFlowConfig
+  model: janusflow.JanusFlow
+  mesh: Any
+  rules: list
+  tx: Any
+  trainable_mask: Any
+  state: Any
+  shardings: Any
+  abstract: Any
+  step_fn: Any
+
+
+def optim_config(config):
+  """`config.optim` with the stage's freeze regexes prepended to the user's."""
+  ocfg = config.optim.copy_and_resolve_references()
+  with ocfg.unlocked():
+    ocfg.freeze = optim.stage_freeze_regexes(config.stage) + tuple(config.optim.freeze)
+  return ocfg
+
+
+def check_batch_config(config, mesh) -> None:
+  """Each task's rows must split over the batch shards and the microbatches."""
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  micro = config.train.microbatches
+  for key in ("und_rows", "text_rows", "gen_rows"):
+    rows = config.batch[key]
+    if rows % (shards * micro):
+      raise ValueError(
+          f"config.batch.{key}={rows} must be divisible by config.mesh.data * "
+          f"config.mesh.fsdp ({shards}) times config.train.microbatches ({micro})")
+    if rows % jax.process_count():
+      raise ValueError(f"config.batch.{key}={rows} is not divisible by the process count "
+                       f"{jax.process_count()}")
+
+
+def setup(config, devices=None) -> Setup:
+  """Builds mesh, model, optimizer, sharded state and the jitted step from `config`."""
+  cfg = model_config.from_config_dict(config.model)
+  model = janusflow.JanusFlow(cfg)
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
+  mesh_lib.check_divisibility(config.batch.und_rows + config.batch.text_rows
+                              + config.batch.gen_rows, mesh, cfg.llm.num_heads,
+                              cfg.llm.num_kv_heads, batch_key="config.batch.*_rows (sum)")
+  check_batch_config(config, mesh)
+  rules = rules_lib.merge_rules(rules_lib.default_rules(), config.logical_axis_rules)
+  abstract_params = nn.unbox(janusflow.abstract_params(model))["params"]
+  tx, mask = optim.make_optimizer(optim_config(config), abstract_params)
+  state, shardings, abstract = state_lib.init_state(
+      model, tx, mesh, rules, use_ema=config.train.ema_decay > 0, seed=config.seed)
+  if mesh.shape["fsdp"] > 1:
+    partition.assert_params_sufficiently_sharded(shardings.params, abstract.params)
+  step_fn = step_lib.jit_train_step(step_lib.make_train_step(model, tx, mask, config),
+                                    shardings, mesh, rules)
+  return Setup(config, cfg, model, mesh, rules, tx, mask, state, shardings, abstract,
+               step_fn)
+
+
+def load_initial_params(s: Setup, path: str):
+  """Params-only initialisation from a converted checkpoint or an earlier run's workdir."""
+  if os.path.isdir(os.path.join(path, "params")):
+    target = ckpt.with_shardings(s.abstract.params, s.shardings.params)
+    params = params_io.load_params(path, target)
+  elif os.path.isdir(os.path.join(path, "checkpoints")):
+    params = ckpt.restore_params(path, s.abstract.params, s.shardings.params)
+  else:
+    raise FileNotFoundError(f"config.train.init_params_from={path!r} holds neither a params "
+                            "checkpoint (params/) nor a training run (checkpoints/)")
+  return state_lib.with_params(s.state, params, s.tx, s.shardings)
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks, so it can checkpoint before exiting."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def _progress_line(step, total, metrics, tokens_s, images_s, eta_s) -> str:
+  losses = " ".join(f"{k[:-5]} {metrics[k]:.4f}" for k in ("ar_loss", "rf_loss", "repa_loss"))
+  return (f"step {step}/{total} | loss {metrics['loss']:.4f} ({losses}) | grad_norm "
+          f"{metrics['grad_norm']:.3f} | lr {metrics['learning_rate']:.2e} | "
+          f"{tokens_s:,.0f} tok/s {images_s:,.1f} img/s | eta {eta_s / 60:.1f} min")
+
+
+def train(config, workdir: str, devices=None) -> dict:
+  """Runs (or resumes) training; returns the last logged metrics."""
+  s = setup(config, devices)
+  manager = ckpt.make_manager(workdir, config.train.checkpoint_every,
+                              config.train.keep_checkpoints)
+  source = pipeline.make_source(config, s.cfg)
+  state, start = s.state, 0
+  restored = ckpt.restore(manager, s.abstract, s.shardings)
+  if restored is not None:
+    start, state, data_state = restored
+    source.set_state(data_state)
+    print(f"resumed from {workdir} at step {start}", flush=True)
+  elif config.train.init_params_from:
+    state = load_initial_params(s, config.train.init_params_from)
+    print(f"initialised params from {config.train.init_params_from}", flush=True)
+  writer = metrics_writer.MetricsWriter(workdir, enabled=jax.process_index() == 0)
+  preemption = _Preemption()
+  try:
+    return _run(s, state, start, source, manager, writer, preemption)
+  finally:
+    manager.wait_until_finished()
+    writer.close()
+    preemption.restore()
+
+
+def _count_nonfinite(flag, in_row, total, step, config) -> tuple[int, int]:
+  """Updates the non-finite counters; stops the run after too many in a row."""
+  bad = int(jax.device_get(flag))
+  in_row, total = (in_row + 1 if bad else 0), total + bad
+  if bad:
+    logging.warning("step %d: non-finite loss or gradient; state left unchanged", step)
+  if in_row >= config.train.max_nonfinite_in_row:
+    raise FloatingPointError(
+        f"{in_row} steps in a row had a non-finite loss or gradient (last at step {step}); "
+        "each left the state unchanged. Lower config.optim.learning_rate or raise "
+        "config.train.max_nonfinite_in_row.")
+  return in_row, total
+
+
+def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
+  config, total = s.config, s.config.train.num_steps
+  batch_sh = step_lib.batch_sharding(s.mesh)
+  config_json = config.to_dict()
+  last, window_start, window_tokens, window_images = {}, time.time(), 0, 0
+  nonfinite_in_row, nonfinite_total, pending_nonfinite = 0, 0, None
+  loop_start, step = time.time(), start
+  for step in range(start, total):
+    local = next(source)
+    tokens, images = pipeline.batch_stats(local, s.cfg)
+    window_tokens += tokens * jax.process_count()
+    window_images += images * jax.process_count()
+    state, metrics = s.step_fn(state, pipeline.global_batch(local, batch_sh))
+    done = step + 1
+    log_now = done % config.train.log_every == 0 or done == total
+    # The non-finite flag of the previous step is read now, so the host never waits for
+    # the step it just dispatched.
+    if pending_nonfinite is not None:
+      nonfinite_in_row, nonfinite_total = _count_nonfinite(
+          pending_nonfinite, nonfinite_in_row, nonfinite_total, done - 1, config)
+    pending_nonfinite = metrics["nonfinite"]
+    if log_now:
+      nonfinite_in_row, nonfinite_total = _count_nonfinite(
+          pending_nonfinite, nonfinite_in_row, nonfinite_total, done, config)
+      pending_nonfinite = None
+      last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      elapsed = time.time() - window_start
+      rate = (done - start) / max(time.time() - loop_start, 1e-9)
+      last.update(tokens_per_s=window_tokens / elapsed, images_per_s=window_images / elapsed,
+                  nonfinite_total=nonfinite_total)
+      print(_progress_line(done, total, last, last["tokens_per_s"], last["images_per_s"],
+                           (total - done) / rate), flush=True)
+      writer.write(done, last)
+      window_start, window_tokens, window_images = time.time(), 0, 0
+    ckpt.save(manager, done, state, source.get_state(), config_json)
+    if preemption.requested:
+      ckpt.save(manager, done, state, source.get_state(), config_json, force=True)
+      manager.wait_until_finished()
+      print(f"SIGTERM: saved checkpoint at step {done}, exiting", flush=True)
+      break
+  else:
+    if total > start:
+      ckpt.save(manager, total, state, source.get_state(), config_json, force=True)
+  last["final_step"] = step + 1 if total > start else start
+  last["state"] = state
+  return last
