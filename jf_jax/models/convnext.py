@@ -55,6 +55,7 @@ class ConvNeXtBlock(nn.Module):
     """
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     channels = x.shape[-1]
+    x = x.astype(self.dtype)  # the residual is in compute dtype too (output dtype = dtype)
     residual = x
     x = nn.Conv(channels, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=channels,
                 kernel_init=nn.with_logical_partitioning(
@@ -62,7 +63,7 @@ class ConvNeXtBlock(nn.Module):
                     ("conv_h", "conv_w", None, "gen_embed")),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                        ("gen_embed",)),
-                name="depthwise", **kw)(x.astype(self.dtype))
+                name="depthwise", **kw)(x)
     x = layers.RMSNorm(self.norm_eps, name="norm", axis_name="gen_embed", **kw)(x)
     x = layers.dense(channels * self.ffn_factor, ("gen_embed", "gen_mlp"),
                      name="channelwise_linear_1", **kw)(x)
