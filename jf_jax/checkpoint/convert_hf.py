@@ -1,13 +1,14 @@
 """Official JanusFlow state dict <-> our params, through the `param_map` table.
 
 Reads and writes safetensors with numpy only (no torch). Every problem is reported at once,
-each naming its key: missing keys, unused keys and shape mismatches.
+each naming its key: missing keys, unused keys and shape mismatches. The rule-generic core
+(`expected_shapes`, `params_from_state`, `state_from_params`) also serves `vae_map`.
 """
 
 import glob
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import safetensors.numpy
@@ -37,14 +38,19 @@ def _per_layer_shape(rule: param_map.Rule, shape: tuple[int, ...]) -> tuple[int,
   return tuple(shape[1:]) if rule.num_layers else tuple(shape)
 
 
-def expected_official_shapes(cfg: JanusFlowConfig, abstract_params) -> dict[str, tuple]:
-  """Official tensor name -> shape the model expects (from our `eval_shape` tree)."""
+def expected_shapes(rules: Sequence[param_map.Rule], abstract_params) -> dict[str, tuple]:
+  """Official tensor name -> shape, for any rule table, from our `eval_shape` tree."""
   shapes = {}
-  for rule in param_map.rules(cfg):
+  for rule in rules:
     ours = _per_layer_shape(rule, tuple(_get(abstract_params, rule.ours).shape))
     for name in param_map.official_names(rule):
       shapes[name] = param_map.official_shape(rule, ours)
   return shapes
+
+
+def expected_official_shapes(cfg: JanusFlowConfig, abstract_params) -> dict[str, tuple]:
+  """Official tensor name -> shape the model expects (from our `eval_shape` tree)."""
+  return expected_shapes(param_map.rules(cfg), abstract_params)
 
 
 def check_state_dict(state_shapes: Mapping[str, tuple], expected: Mapping[str, tuple],
@@ -64,21 +70,23 @@ def check_state_dict(state_shapes: Mapping[str, tuple], expected: Mapping[str, t
   raise CheckpointMismatchError("\n".join(lines))
 
 
-def to_params(state: Mapping[str, np.ndarray], cfg: JanusFlowConfig, abstract_params,
-              dtype=None, source: str = "checkpoint") -> dict:
-  """Official state dict -> our params (nested dict; training-only parts absent).
+def params_from_state(state: Mapping[str, np.ndarray], rules: Sequence[param_map.Rule],
+                      abstract_params, dtype, source: str = "checkpoint") -> dict:
+  """Official state dict -> our params through any rule table (checked first, all keys).
 
   Args:
     state: official name -> array (any float dtype; bf16 via ml_dtypes).
-    cfg: model config the checkpoint must match.
-    abstract_params: our params' shapes (`nn.unbox(abstract_variables)['params']`).
-    dtype: cast every tensor to this dtype (default: the config's `param_dtype`).
+    rules: the name table (`param_map.rules(cfg)`, `vae_map.rules(cfg)`, ...).
+    abstract_params: our params' shapes (unboxed `eval_shape` tree).
+    dtype: cast every tensor to this dtype.
+    source: how error messages name the checkpoint.
+  Returns:
+    Nested dict with exactly the paths the rules name.
   """
-  dtype = dtype or cfg.param_dtype
   check_state_dict({k: v.shape for k, v in state.items()},
-                   expected_official_shapes(cfg, abstract_params), source)
+                   expected_shapes(rules, abstract_params), source)
   params: dict = {}
-  for rule in param_map.rules(cfg):
+  for rule in rules:
     ours = _per_layer_shape(rule, tuple(_get(abstract_params, rule.ours).shape))
     tensors = [param_map.to_ours(rule, np.asarray(state[name]), ours).astype(dtype)
                for name in param_map.official_names(rule)]
@@ -86,11 +94,11 @@ def to_params(state: Mapping[str, np.ndarray], cfg: JanusFlowConfig, abstract_pa
   return params
 
 
-def to_state_dict(params: Mapping[str, Any], cfg: JanusFlowConfig, dtype=None
-                  ) -> dict[str, np.ndarray]:
-  """Our params -> official state dict (training-only parts such as REPA are dropped)."""
+def state_from_params(params: Mapping[str, Any], rules: Sequence[param_map.Rule],
+                      dtype=None) -> dict[str, np.ndarray]:
+  """Our params -> official state dict through any rule table (unmapped paths dropped)."""
   state = {}
-  for rule in param_map.rules(cfg):
+  for rule in rules:
     value = np.asarray(_get(params, rule.ours))
     if dtype is not None:
       value = value.astype(dtype)
@@ -101,6 +109,26 @@ def to_state_dict(params: Mapping[str, Any], cfg: JanusFlowConfig, dtype=None
     for name, layer in zip(param_map.official_names(rule), layers):
       state[name] = param_map.to_official(rule, layer)
   return state
+
+
+def to_params(state: Mapping[str, np.ndarray], cfg: JanusFlowConfig, abstract_params,
+              dtype=None, source: str = "checkpoint") -> dict:
+  """Official state dict -> our params (nested dict; training-only parts absent).
+
+  Args:
+    state: official name -> array (any float dtype; bf16 via ml_dtypes).
+    cfg: model config the checkpoint must match.
+    abstract_params: our params' shapes (`nn.unbox(abstract_variables)['params']`).
+    dtype: cast every tensor to this dtype (default: the config's `param_dtype`).
+  """
+  return params_from_state(state, param_map.rules(cfg), abstract_params,
+                           dtype or cfg.param_dtype, source)
+
+
+def to_state_dict(params: Mapping[str, Any], cfg: JanusFlowConfig, dtype=None
+                  ) -> dict[str, np.ndarray]:
+  """Our params -> official state dict (training-only parts such as REPA are dropped)."""
+  return state_from_params(params, param_map.rules(cfg), dtype)
 
 
 def safetensors_files(directory: str) -> list[str]:
@@ -115,8 +143,13 @@ def safetensors_files(directory: str) -> list[str]:
 
 def load_state_dict(directory: str) -> dict[str, np.ndarray]:
   """Reads every tensor of a (possibly sharded) safetensors checkpoint directory."""
+  return read_safetensors(safetensors_files(directory))
+
+
+def read_safetensors(files: Sequence[str]) -> dict[str, np.ndarray]:
+  """Every tensor of the given safetensors files as numpy arrays (keys must not repeat)."""
   state: dict[str, np.ndarray] = {}
-  for path in safetensors_files(directory):
+  for path in files:
     with safe_open(path, framework="numpy") as f:
       for key in f.keys():
         if key in state:

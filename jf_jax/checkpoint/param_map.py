@@ -10,7 +10,9 @@ ConvNeXt blocks) to a path in our params and a layout transform:
   * `conv`   - torch `Conv2d.weight` OIHW -> Flax HWIO.
 
 Scanned layers (`{i}`) are stacked on a leading `layers` axis. The table is the single
-source of truth for both directions (`to_params` and `to_official`).
+source of truth for both directions (`to_params` and `to_official`). The rule builders
+(`linear_rules`, `norm_rules`, `conv_rules`) and the transforms are shared with the other
+tables (`vae_map` for the SDXL-VAE).
 """
 
 import dataclasses
@@ -33,21 +35,22 @@ class Rule:
   num_layers: int = 0      # > 0: '{i}' rule stacked over this many layers
 
 
-def _linear(official, ours, in_ndim=1, bias=True, bias_kind="same", num_layers=0):
+def linear_rules(official, ours, in_ndim=1, bias=True, bias_kind="same", num_layers=0):
   """Rules for a Linear layer: weight (+ bias)."""
   yield Rule(f"{official}.weight", ours + ("kernel",), "linear", in_ndim, num_layers)
   if bias:
     yield Rule(f"{official}.bias", ours + ("bias",), bias_kind, 1, num_layers)
 
 
-def _norm(official, ours, bias=False, num_layers=0):
+def norm_rules(official, ours, bias=False, num_layers=0):
   """Rules for RMSNorm (weight -> scale) or LayerNorm (weight, bias)."""
   yield Rule(f"{official}.weight", ours + ("scale",), num_layers=num_layers)
   if bias:
     yield Rule(f"{official}.bias", ours + ("bias",), num_layers=num_layers)
 
 
-def _conv(official, ours):
+def conv_rules(official, ours):
+  """Rules for a Conv2d layer: weight (OIHW -> HWIO) and bias."""
   yield Rule(f"{official}.weight", ours + ("kernel",), "conv")
   yield Rule(f"{official}.bias", ours + ("bias",))
 
@@ -58,77 +61,77 @@ def _llm_rules(cfg: JanusFlowConfig) -> Iterator[Rule]:
   yield Rule(f"{src}.embed_tokens.weight", dst + ("embed_tokens", "embedding"))
   layer, ours = f"{src}.layers.{{i}}", dst + ("layers",)
   for proj in ("q_proj", "k_proj", "v_proj"):
-    yield from _linear(f"{layer}.self_attn.{proj}", ours + ("self_attn", proj), bias=False,
+    yield from linear_rules(f"{layer}.self_attn.{proj}", ours + ("self_attn", proj), bias=False,
                        num_layers=n)
-  yield from _linear(f"{layer}.self_attn.o_proj", ours + ("self_attn", "o_proj"), in_ndim=2,
+  yield from linear_rules(f"{layer}.self_attn.o_proj", ours + ("self_attn", "o_proj"), in_ndim=2,
                      bias=False, num_layers=n)
   for proj in ("gate_proj", "up_proj", "down_proj"):
-    yield from _linear(f"{layer}.mlp.{proj}", ours + ("mlp", proj), bias=False, num_layers=n)
+    yield from linear_rules(f"{layer}.mlp.{proj}", ours + ("mlp", proj), bias=False, num_layers=n)
   for norm in ("input_layernorm", "post_attention_layernorm"):
-    yield from _norm(f"{layer}.{norm}", ours + (norm,), num_layers=n)
-  yield from _norm(f"{src}.norm", dst + ("norm",))
-  yield from _linear("language_model.lm_head", ("language_model", "lm_head"), bias=False)
+    yield from norm_rules(f"{layer}.{norm}", ours + (norm,), num_layers=n)
+  yield from norm_rules(f"{src}.norm", dst + ("norm",))
+  yield from linear_rules("language_model.lm_head", ("language_model", "lm_head"), bias=False)
 
 
 def _siglip_rules(cfg: JanusFlowConfig) -> Iterator[Rule]:
   n = cfg.und_encoder.depth
   src, dst = "vision_und_enc_model.vision_tower", ("vision_und_enc_model", "vision_tower")
   yield Rule(f"{src}.pos_embed", dst + ("pos_embed",))
-  yield from _conv(f"{src}.patch_embed.proj", dst + ("patch_embed", "proj"))
+  yield from conv_rules(f"{src}.patch_embed.proj", dst + ("patch_embed", "proj"))
   blk, ours = f"{src}.blocks.{{i}}", dst + ("blocks",)
-  yield from _norm(f"{blk}.norm1", ours + ("norm1",), bias=True, num_layers=n)
-  yield from _linear(f"{blk}.attn.qkv", ours + ("attn", "qkv"), bias_kind="flat",
+  yield from norm_rules(f"{blk}.norm1", ours + ("norm1",), bias=True, num_layers=n)
+  yield from linear_rules(f"{blk}.attn.qkv", ours + ("attn", "qkv"), bias_kind="flat",
                      num_layers=n)
-  yield from _linear(f"{blk}.attn.proj", ours + ("attn", "proj"), in_ndim=2, num_layers=n)
-  yield from _norm(f"{blk}.norm2", ours + ("norm2",), bias=True, num_layers=n)
-  yield from _linear(f"{blk}.mlp.fc1", ours + ("mlp", "fc1"), num_layers=n)
-  yield from _linear(f"{blk}.mlp.fc2", ours + ("mlp", "fc2"), num_layers=n)
-  yield from _norm(f"{src}.norm", dst + ("norm",), bias=True)
+  yield from linear_rules(f"{blk}.attn.proj", ours + ("attn", "proj"), in_ndim=2, num_layers=n)
+  yield from norm_rules(f"{blk}.norm2", ours + ("norm2",), bias=True, num_layers=n)
+  yield from linear_rules(f"{blk}.mlp.fc1", ours + ("mlp", "fc1"), num_layers=n)
+  yield from linear_rules(f"{blk}.mlp.fc2", ours + ("mlp", "fc2"), num_layers=n)
+  yield from norm_rules(f"{src}.norm", dst + ("norm",), bias=True)
   if cfg.und_encoder.attn_pool:
     pool, ours = f"{src}.attn_pool", dst + ("attn_pool",)
     yield Rule(f"{pool}.latent", ours + ("latent",))
-    yield from _linear(f"{pool}.q", ours + ("q",), bias_kind="flat")
-    yield from _linear(f"{pool}.kv", ours + ("kv",), bias_kind="flat")
-    yield from _linear(f"{pool}.proj", ours + ("proj",), in_ndim=2)
-    yield from _norm(f"{pool}.norm", ours + ("norm",), bias=True)
-    yield from _linear(f"{pool}.mlp.fc1", ours + ("mlp", "fc1"))
-    yield from _linear(f"{pool}.mlp.fc2", ours + ("mlp", "fc2"))
+    yield from linear_rules(f"{pool}.q", ours + ("q",), bias_kind="flat")
+    yield from linear_rules(f"{pool}.kv", ours + ("kv",), bias_kind="flat")
+    yield from linear_rules(f"{pool}.proj", ours + ("proj",), in_ndim=2)
+    yield from norm_rules(f"{pool}.norm", ours + ("norm",), bias=True)
+    yield from linear_rules(f"{pool}.mlp.fc1", ours + ("mlp", "fc1"))
+    yield from linear_rules(f"{pool}.mlp.fc2", ours + ("mlp", "fc2"))
 
 
 def _convnext_rules(official: str, ours: tuple[str, ...], num_blocks: int) -> Iterator[Rule]:
   for j in range(num_blocks):
     src, dst = f"{official}.mid_block.res_blocks.{j}", ours + ("mid_block", f"res_blocks_{j}")
-    yield from _conv(f"{src}.depthwise", dst + ("depthwise",))
-    yield from _norm(f"{src}.norm", dst + ("norm",))
-    yield from _linear(f"{src}.channelwise_linear_1", dst + ("channelwise_linear_1",))
+    yield from conv_rules(f"{src}.depthwise", dst + ("depthwise",))
+    yield from norm_rules(f"{src}.norm", dst + ("norm",))
+    yield from linear_rules(f"{src}.channelwise_linear_1", dst + ("channelwise_linear_1",))
     yield Rule(f"{src}.channelwise_norm.weight", dst + ("channelwise_norm", "weight"))
     yield Rule(f"{src}.channelwise_norm.bias", dst + ("channelwise_norm", "bias"))
-    yield from _linear(f"{src}.channelwise_linear_2", dst + ("channelwise_linear_2",))
-    yield from _linear(f"{src}.cond_embeds_mapper", dst + ("cond_embeds_mapper",))
+    yield from linear_rules(f"{src}.channelwise_linear_2", dst + ("channelwise_linear_2",))
+    yield from linear_rules(f"{src}.cond_embeds_mapper", dst + ("cond_embeds_mapper",))
 
 
 def _generation_rules(cfg: JanusFlowConfig) -> Iterator[Rule]:
   enc = ("vision_gen_enc_model",)
-  yield from _linear("vision_gen_enc_model.time_embed.linear_1", enc + ("time_embed",
+  yield from linear_rules("vision_gen_enc_model.time_embed.linear_1", enc + ("time_embed",
                                                                         "linear_1"))
-  yield from _linear("vision_gen_enc_model.time_embed.linear_2", enc + ("time_embed",
+  yield from linear_rules("vision_gen_enc_model.time_embed.linear_2", enc + ("time_embed",
                                                                         "linear_2"))
-  yield from _conv("vision_gen_enc_model.in_conv", enc + ("in_conv",))
+  yield from conv_rules("vision_gen_enc_model.in_conv", enc + ("in_conv",))
   yield from _convnext_rules("vision_gen_enc_model", enc, cfg.gen_encoder.num_blocks)
   dec = ("vision_gen_dec_model",)
   yield from _convnext_rules("vision_gen_dec_model", dec, cfg.gen_decoder.num_blocks)
-  yield from _norm("vision_gen_dec_model.out_convs.0.norm", dec + ("out_convs_0", "norm"))
-  yield from _conv("vision_gen_dec_model.out_convs.0.unpatch_conv",
+  yield from norm_rules("vision_gen_dec_model.out_convs.0.norm", dec + ("out_convs_0", "norm"))
+  yield from conv_rules("vision_gen_dec_model.out_convs.0.unpatch_conv",
                    dec + ("out_convs_0", "unpatch_conv"))
-  yield from _norm("vision_gen_dec_model.input_norm", dec + ("input_norm",))
+  yield from norm_rules("vision_gen_dec_model.input_norm", dec + ("input_norm",))
 
 
 def _top_level_rules() -> Iterator[Rule]:
-  yield from _linear("vision_und_enc_aligner", ("vision_und_enc_aligner",))
+  yield from linear_rules("vision_und_enc_aligner", ("vision_und_enc_aligner",))
   yield Rule("beg_of_und_embed", ("beg_of_und_embed",))
-  yield from _linear("vision_gen_enc_aligner", ("vision_gen_enc_aligner",))
-  yield from _norm("vision_gen_dec_aligner_norm", ("vision_gen_dec_aligner_norm",))
-  yield from _linear("vision_gen_dec_aligner", ("vision_gen_dec_aligner",))
+  yield from linear_rules("vision_gen_enc_aligner", ("vision_gen_enc_aligner",))
+  yield from norm_rules("vision_gen_dec_aligner_norm", ("vision_gen_dec_aligner_norm",))
+  yield from linear_rules("vision_gen_dec_aligner", ("vision_gen_dec_aligner",))
 
 
 # Our parameters with no official counterpart (new in training).

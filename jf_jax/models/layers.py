@@ -95,6 +95,34 @@ def layer_norm(*, eps: float, name: str | None = None, dtype: Dtype, param_dtype
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axis_name,)))
 
 
+def group_norm(num_groups: int, *, eps: float, name: str | None = None, dtype: Dtype,
+               param_dtype: Dtype, axis_name: str = "norm") -> nn.GroupNorm:
+  """torch `nn.GroupNorm` over the channels-last axis (float32, two-pass statistics)."""
+  return nn.GroupNorm(
+      num_groups=num_groups, epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
+      use_fast_variance=False,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axis_name,)))
+
+
+def conv(features: int, kernel_size: int, *, name: str | None = None, dtype: Dtype,
+         param_dtype: Dtype, strides: int = 1, padding: Any = None,
+         kernel_axes: Axes = ("conv_h", "conv_w", "conv_in", "conv_out")) -> nn.Conv:
+  """torch `nn.Conv2d` on NHWC with named HWIO kernel and bias.
+
+  `padding` defaults to torch's `padding=kernel_size // 2` on every side; pass Flax-style
+  `((top, bottom), (left, right))` for anything else.
+  """
+  if padding is None:
+    padding = ((kernel_size // 2, kernel_size // 2),) * 2
+  return nn.Conv(
+      features, (kernel_size, kernel_size), strides=(strides, strides), padding=padding,
+      dtype=dtype, param_dtype=param_dtype, name=name,
+      kernel_init=nn.with_logical_partitioning(default_kernel_init, tuple(kernel_axes)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                             (kernel_axes[-1],)))
+
+
 def gelu_exact(x: jax.Array) -> jax.Array:
   """torch `nn.GELU()` (erf form), used by SigLIP and ConvNeXt."""
   return jax.nn.gelu(x, approximate=False)
