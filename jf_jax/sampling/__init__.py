@@ -1,0 +1,1 @@
+"""Jitted samplers: text-to-image (`image`) and image understanding / text (`text`)."""
