@@ -1,0 +1,74 @@
+"""`sample.py` end to end on a tiny params checkpoint: a PNG grid, an answer, clear errors.
+
+The checkpoint is random tiny params written like `python -m jf_jax.convert` writes them
+(params/ + model.json) plus the shapes world's tokenizer saved as `tokenizer.json`; images
+are decoded in pixel space (--vae=identity). Runs as subprocesses, like a user would (and
+because sample.py's absl flags would clash with other CLIs imported by the test session).
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from jf_jax import config_defaults
+from jf_jax.checkpoint import params_io
+from jf_jax.data import tokenizer as tok_lib
+from jf_jax.models import config as model_config
+from jf_jax.sampling import common
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  root = tmp_path_factory.mktemp("sample_cli")
+  model = config_defaults.model_tiny()
+  params = common.numpy_random_params(model_config.from_config_dict(model), std=0.1)
+  params_io.save_params(str(root / "ckpt"), jax.tree.map(np.asarray, params),
+                        model.to_dict())
+  tok_lib.shapes_tokenizer(config_defaults.tokens_tiny()).hf.save(
+      str(root / "ckpt" / "tokenizer.json"))
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)).save(
+      root / "cat.png")
+  return root
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  return subprocess.run([sys.executable, "sample.py", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_prompt_writes_a_grid(checkpoint):
+  out = checkpoint / "grid.png"
+  proc = _run(f"--checkpoint={checkpoint / 'ckpt'}", "--prompt=a red circle", f"--out={out}",
+              "--num=3", "--steps=2", "--cfg=2.0", "--seed=1", "--vae=identity")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "sampled in" in proc.stdout and "wrote" in proc.stdout
+  size = config_defaults.model_tiny().latent_size
+  assert Image.open(out).size == (2 * size, 2 * size)  # 3 images: 2 x 2 grid
+
+
+def test_question_prints_an_answer(checkpoint):
+  proc = _run(f"--checkpoint={checkpoint / 'ckpt'}", f"--image={checkpoint / 'cat.png'}",
+              "--question=what shape is it?", "--max_new_tokens=3")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "decoded" in proc.stdout
+
+
+def test_missing_tokenizer_and_vae_are_named(checkpoint, tmp_path):
+  bare = tmp_path / "bare"
+  bare.mkdir()
+  os.symlink(checkpoint / "ckpt" / "params", bare / "params")
+  os.symlink(checkpoint / "ckpt" / "model.json", bare / "model.json")
+  proc = _run(f"--checkpoint={bare}", "--prompt=a red circle")
+  assert proc.returncode != 0 and "no tokenizer.json" in proc.stderr
+  proc = _run(f"--checkpoint={checkpoint / 'ckpt'}", "--prompt=a red circle")
+  assert proc.returncode != 0 and "no VAE at" in proc.stderr and "--vae" in proc.stderr
