@@ -54,6 +54,41 @@ def tokens_tiny() -> ml_collections.ConfigDict:
       num_special=8))
 
 
+def tokens_deepseek() -> ml_collections.ConfigDict:
+  """Special ids of the Janus-family DeepSeek tokenizer, as asserted defaults.
+
+  The tokenizer reads the real ids from `tokenizer.json` and `data/tokenizer.py` checks
+  them against these; -1 = not checked (the generation tag is added at load time if the
+  file lacks it, and is always dropped from prompts anyway).
+  """
+  return ml_collections.ConfigDict(dict(
+      pad_id=100015, bos_id=100000, eos_id=100001, boi_id=100016, eoi_id=100593,
+      image_id=100581, gen_tag_id=-1, num_special=0))
+
+
+def data_defaults() -> ml_collections.ConfigDict:
+  """`config.data`: every input-pipeline key (docs/data.md), source "synthetic"."""
+  return ml_collections.ConfigDict(dict(
+      source="synthetic",     # synthetic | shapes | files
+      tokenizer="shapes",     # "shapes" (word level) or a directory holding tokenizer.json
+      system_prompt="",       # understanding SYS; the official one is templates.SYSTEM_PROMPT
+      gen_space="pixel",      # generation target: the image itself in [-1, 1] (tiny models)
+      image_size=32,          # stored image size; other sizes are bad examples ...
+      resize_images=False,    # ... unless True (user data of mixed sizes)
+      shuffle=True,           # seeded by config.seed, a new order every epoch
+      # source = "shapes": the generated tfds dataset (jf_jax/data/shapes_world.py).
+      data_dir="",            # tfds data_dir; '' = ~/tensorflow_datasets
+      split="train",
+      world_seed=0, num_train=20_000, num_validation=1_000, num_test=1_000,
+      # source = "files": user data (jf_jax/data/user_data.py).
+      und_files=(),           # LLaVA-style JSON files
+      gen_files=(),           # folders of image + .txt, or .jsonl of {"image", "caption"}
+      text_files=(),          # plain text files
+      text_unit="line",       # line | paragraph | file
+      image_root="",          # base for relative image paths ('' = next to the file)
+  ))
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything but the model sizes, with defaults; config files fill in `model`."""
   config = ml_collections.ConfigDict()
@@ -80,5 +115,5 @@ def base_config() -> ml_collections.ConfigDict:
       checkpoint_every=1000, keep_checkpoints=3, max_nonfinite_in_row=10,
       init_params_from="",  # converted official weights or an earlier stage's checkpoint
   ))
-  config.data = ml_collections.ConfigDict(dict(source="synthetic"))
+  config.data = data_defaults()
   return config

@@ -49,7 +49,11 @@ def make_source(config: Any, cfg: JanusFlowConfig):
   kind = config.data.source
   if kind == "synthetic":
     return SyntheticSource(config, cfg, jax.process_index(), jax.process_count())
-  raise ValueError(f"unknown config.data.source {kind!r}; expected 'synthetic'")
+  if kind in ("shapes", "files"):  # tfds shapes world / user files (data/tfds_source.py)
+    from jf_jax.data import tfds_source  # pylint: disable=g-import-not-at-top  (imports tfds)
+    return tfds_source.make_source(config, cfg, jax.process_index(), jax.process_count())
+  raise ValueError(f"unknown config.data.source {kind!r}; expected 'synthetic', 'shapes' "
+                   "or 'files'")
 
 
 def global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:

@@ -1,0 +1,148 @@
+"""Tokenizers behind one interface: the DeepSeek BPE from a checkpoint, or the shapes world's.
+
+Both are HF `tokenizers.Tokenizer`s wrapped in `Tokenizer`, which knows the seven special
+ids the model uses. Special tokens are written with the official strings in both (so the
+conversation templates in `templates.py` are one set of strings) and always encode to one
+id each.
+
+* `from_checkpoint_dir(path)`: `tokenizer.json` of a JanusFlow / DeepSeek-LLM checkpoint.
+  As the official `VLChatProcessor` does, the image and generation tags are added as special
+  tokens if the vocabulary lacks them, and pad falls back to EOS if `<｜▁pad▁｜>` is absent
+  (spec C.0). All ids are read from the file.
+* `shapes_tokenizer(tokens_cfg)`: a word-level vocabulary of the shapes world, the
+  conversation template and the official system prompt, with the special ids of
+  `config.tokens` (`config_defaults.tokens_tiny`). Pieces keep their leading space
+  (" circle"), so `decode(encode(s)) == s` for any text made of known words.
+
+`make_tokenizer(config)` picks one from `config.data.tokenizer` and checks its ids against
+`config.tokens`, which the train step uses (pad id of the CFG-dropped prompts).
+"""
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import tokenizers
+from tokenizers import decoders
+from tokenizers import models
+from tokenizers import pre_tokenizers
+
+from jf_jax.data import shapes_scene
+
+BOS = "<｜begin▁of▁sentence｜>"
+EOS = "<｜end▁of▁sentence｜>"
+PAD = "<｜▁pad▁｜>"
+IMAGE = "<image_placeholder>"
+BOI = "<begin_of_image>"
+EOI = "<end_of_image>"
+GEN_TAG = "<｜begin▁of▁generation｜>"
+UNK = "<unk>"  # shapes tokenizer only
+
+# `config.tokens` key -> special-token string.
+SPECIAL_TOKENS = {"pad_id": PAD, "bos_id": BOS, "eos_id": EOS, "boi_id": BOI, "eoi_id": EOI,
+                  "image_id": IMAGE, "gen_tag_id": GEN_TAG}
+# Tags the official processor adds when the vocabulary lacks them (spec C.0).
+_ADDED_IF_MISSING = (IMAGE, BOI, EOI, GEN_TAG)
+
+# Words of the official understanding system prompt and of the conversation template.
+_TEMPLATE_WORDS = (
+    "User Assistant You are a helpful language and vision assistant able to understand the "
+    "visual content that user provides assist with variety of tasks using natural").split()
+_PUNCTUATION = (".", ",", "?", ":", "!", "'")
+_WORD_SPLIT = r"\n\n|\n| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]|\s"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokenizer:
+  """Text <-> ids, plus the special ids the model needs (`config.tokens` names)."""
+  hf: tokenizers.Tokenizer
+  pad_id: int
+  bos_id: int
+  eos_id: int
+  boi_id: int
+  eoi_id: int
+  image_id: int
+  gen_tag_id: int
+
+  @property
+  def vocab_size(self) -> int:
+    return self.hf.get_vocab_size(with_added_tokens=True)
+
+  def encode(self, text: str) -> list[int]:
+    """Ids of `text`, no BOS/EOS added; special-token strings become their single id."""
+    return self.hf.encode(text, add_special_tokens=False).ids
+
+  def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+    return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special)
+
+  def special_ids(self) -> dict[str, int]:
+    return {key: getattr(self, key) for key in SPECIAL_TOKENS}
+
+
+def _special(hf: tokenizers.Tokenizer, **overrides) -> dict[str, int]:
+  ids = {key: hf.token_to_id(tok) for key, tok in SPECIAL_TOKENS.items()}
+  ids.update(overrides)
+  missing = sorted(k for k, v in ids.items() if v is None)
+  if missing:
+    raise ValueError(f"tokenizer lacks special tokens for {missing}")
+  return ids
+
+
+def from_checkpoint_dir(path: str) -> Tokenizer:
+  """The DeepSeek tokenizer of a checkpoint directory (its `tokenizer.json`)."""
+  file = path if path.endswith(".json") else os.path.join(path, "tokenizer.json")
+  if not os.path.exists(file):
+    raise FileNotFoundError(f"no tokenizer.json at {file} (config.data.tokenizer)")
+  hf = tokenizers.Tokenizer.from_file(file)
+  missing = [t for t in _ADDED_IF_MISSING if hf.token_to_id(t) is None]
+  hf.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                         for t in missing])
+  for tok in (BOS, EOS):
+    if hf.token_to_id(tok) is None:
+      raise ValueError(f"{file} has no {tok!r} token; is it a DeepSeek-LLM tokenizer?")
+  pad = hf.token_to_id(PAD)
+  return Tokenizer(hf, **_special(hf, pad_id=hf.token_to_id(EOS) if pad is None else pad))
+
+
+def shapes_vocabulary() -> list[str]:
+  """Non-special pieces of the shapes tokenizer, in id order."""
+  words = sorted(set(shapes_scene.vocabulary()) | set(_TEMPLATE_WORDS))
+  pieces = [p for w in words for p in (w, " " + w)]
+  pieces += [p for c in _PUNCTUATION for p in (c, " " + c)]
+  return pieces + [" ", "\n", "\n\n"]
+
+
+def shapes_tokenizer(tokens_cfg: Any) -> Tokenizer:
+  """Word-level tokenizer of the shapes world; special ids from `tokens_cfg`."""
+  ids = {SPECIAL_TOKENS[k]: int(tokens_cfg[k]) for k in SPECIAL_TOKENS}
+  num_special = int(tokens_cfg.num_special)
+  free = sorted(set(range(num_special)) - set(ids.values()))
+  if len(set(ids.values())) != len(ids) or max(ids.values()) >= num_special or not free:
+    raise ValueError("config.tokens must give distinct special ids below num_special with "
+                     f"one spare id for <unk>; got {dict(tokens_cfg)}")
+  vocab = {**ids, UNK: free[0]}
+  vocab.update({p: num_special + i for i, p in enumerate(shapes_vocabulary())})
+  hf = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+  hf.pre_tokenizer = pre_tokenizers.Split(tokenizers.Regex(_WORD_SPLIT), behavior="isolated")
+  hf.decoder = decoders.Fuse()
+  hf.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                         for t in [*SPECIAL_TOKENS.values(), UNK]])
+  return Tokenizer(hf, **{k: ids[t] for k, t in SPECIAL_TOKENS.items()})
+
+
+def make_tokenizer(config: Any) -> Tokenizer:
+  """`config.data.tokenizer`: 'shapes' or a checkpoint directory; ids checked vs config.tokens.
+
+  A `config.tokens` id of -1 means "whatever the file says" (not checked).
+  """
+  name = config.data.tokenizer
+  tok = shapes_tokenizer(config.tokens) if name == "shapes" else from_checkpoint_dir(name)
+  for key, value in tok.special_ids().items():
+    want = int(config.tokens[key])
+    if want != -1 and want != value:
+      raise ValueError(f"config.tokens.{key}={want} but the tokenizer ({name}) has "
+                       f"{SPECIAL_TOKENS[key]!r} = {value}; fix config.tokens")
+  if tok.vocab_size > config.model.llm.vocab_size:
+    raise ValueError(f"tokenizer ({name}) has {tok.vocab_size} tokens, more than "
+                     f"config.model.llm.vocab_size={config.model.llm.vocab_size}")
+  return tok

@@ -1,0 +1,1 @@
+"""Shapes-world evaluation: detector, scores, and `python -m jf_jax.eval --checkpoint DIR`."""

@@ -1,0 +1,82 @@
+"""Scores on plain numpy images and strings: GenEval-style generation, exact-match answers.
+
+Generation: an image passes when the detector's left-to-right scene equals the caption's
+(`shapes_scene.parse_caption`): same number of objects, same colour and shape for each,
+in the same order, i.e. count, colour attribution and relative position all right. The
+partial rates say which of those fail.
+
+Understanding: exact match after lower-casing, stripping whitespace and a final period.
+"""
+
+import collections
+from typing import Sequence
+
+import numpy as np
+
+from jf_jax.data import shapes_scene
+from jf_jax.eval import detector
+
+
+def generation_scores(images: Sequence[np.ndarray], captions: Sequence[str]) -> dict:
+  """GenEval-style scores of uint8 [H, W, 3] images against their captions."""
+  if len(images) != len(captions):
+    raise ValueError(f"{len(images)} images but {len(captions)} captions")
+  counts = collections.Counter()
+  by_objects = collections.defaultdict(list)
+  for image, caption in zip(images, captions):
+    want = shapes_scene.parse_caption(caption)
+    got = detector.scene(np.asarray(image))
+    count_ok = len(got) == len(want)
+    objects_ok = sorted(got) == sorted(want)
+    match = got == want
+    counts["count"] += count_ok
+    counts["objects"] += objects_ok
+    counts["position"] += match if objects_ok else 0
+    counts["objects_matched"] += objects_ok
+    counts["match"] += match
+    by_objects[len(want)].append(match)
+  n = max(len(images), 1)
+  return {
+      "score": counts["match"] / n,
+      "count_accuracy": counts["count"] / n,
+      "objects_accuracy": counts["objects"] / n,
+      # Of the images with the right objects, the fraction in the right order.
+      "position_accuracy": counts["position"] / max(counts["objects_matched"], 1),
+      "score_by_num_objects": {str(k): float(np.mean(v)) for k, v in sorted(by_objects.items())},
+      "num_images": len(images),
+  }
+
+
+def normalize_answer(text: str) -> str:
+  return text.strip().lower().rstrip(".").strip()
+
+
+def question_type(question: str) -> str:
+  """Coarse kind of a shapes-world question, for per-type accuracy."""
+  q = question.strip().lower()
+  if q.startswith("how many"):
+    return "count"
+  if q.startswith("what color"):
+    return "color"
+  if q.startswith("what shape"):
+    return "shape"
+  if q.startswith("is there"):
+    return "exists"
+  if q.startswith("is the"):
+    return "position"
+  return "other"
+
+
+def understanding_scores(predictions: Sequence[str], answers: Sequence[str],
+                         questions: Sequence[str] | None = None) -> dict:
+  """Exact-match accuracy (normalised), overall and per question type."""
+  if len(predictions) != len(answers):
+    raise ValueError(f"{len(predictions)} predictions but {len(answers)} answers")
+  hits = [normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers)]
+  out = {"accuracy": float(np.mean(hits)) if hits else 0.0, "num_questions": len(hits)}
+  if questions is not None:
+    by_type = collections.defaultdict(list)
+    for q, hit in zip(questions, hits):
+      by_type[question_type(q)].append(hit)
+    out["accuracy_by_type"] = {k: float(np.mean(v)) for k, v in sorted(by_type.items())}
+  return out

@@ -1,0 +1,401 @@
+"""Input pipeline: shapes-world builder, tokenizers, templates, packing, mixture source, user data.
+
+Small datasets (a few hundred examples, built in about a second) keep the file fast.
+"""
+
+import glob
+import importlib.util
+import io
+import itertools
+import json
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+import tokenizers
+from tokenizers import decoders
+from tokenizers import models
+from tokenizers import pre_tokenizers
+from tokenizers import trainers
+
+from jf_jax import config_defaults
+from jf_jax.data import layout
+from jf_jax.data import mixture
+from jf_jax.data import packing
+from jf_jax.data import pipeline
+from jf_jax.data import preprocess
+from jf_jax.data import processor
+from jf_jax.data import shapes_scene
+from jf_jax.data import shapes_world
+from jf_jax.data import templates
+from jf_jax.data import tfds_source
+from jf_jax.data import tokenizer as tok_lib
+from jf_jax.data import user_data
+from jf_jax.data.records import BadExample
+from jf_jax.models import config as model_config
+
+SIZES = dict(num_train=300, num_validation=30, num_test=200)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("tfds"))
+  shapes_world.load(path, **SIZES)
+  return path
+
+
+@pytest.fixture(scope="module")
+def splits(data_dir):
+  return shapes_world.load(data_dir, **SIZES)
+
+
+def _config(data_dir, **batch):
+  """A tiny pixel-space config on the test dataset (16 SigLIP patches -> short rows)."""
+  config = config_defaults.base_config()
+  config.model.und_encoder.update(dict(image_size=32, patch_size=8))
+  config.model.gen_encoder.update(dict(in_channels=3, patch_size=8))
+  config.model.gen_decoder.update(dict(out_channels=3, patch_size=8))
+  config.model.latent_size = 32
+  config.data.update(dict(source="shapes", data_dir=data_dir, **SIZES))
+  config.batch.update({**dict(und_rows=4, text_rows=2, gen_rows=6, und_seq_len=40,
+                              text_seq_len=52, gen_prompt_len=24), **batch})
+  return config, model_config.from_config_dict(config.model)
+
+
+def _texts(example):
+  return [example["caption"].decode(), example["text"].decode(),
+          *[q.decode() for q in example["questions"]], *[a.decode() for a in example["answers"]]]
+
+
+# ----------------------------------------------------------------------------- builder
+def test_builder_is_deterministic(tmp_path):
+  def build(name, seed):
+    d = str(tmp_path / name)
+    shapes_world.load(d, seed=seed, num_train=40, num_validation=5, num_test=10)
+    files = sorted(glob.glob(os.path.join(d, "**", "*.array_record*"), recursive=True))
+    return {os.path.basename(f): open(f, "rb").read() for f in files}
+  first, again, other = build("a", 0), build("b", 0), build("c", 1)
+  assert len(first) == 3 and first == again
+  assert first != other
+
+
+def test_examples_are_consistent(splits):
+  for split in ("train", "test"):
+    for i in range(50):
+      ex = splits[split][i]
+      assert ex["image"].shape == (32, 32, 3) and ex["image"].dtype == np.uint8
+      scene = shapes_world.scene_of(ex)
+      assert 1 <= len(scene) <= 3
+      assert [o.cx for o in scene] == sorted(o.cx for o in scene)
+      names = [(shapes_scene.COLOR_NAMES[o.color], shapes_scene.SHAPE_NAMES[o.shape])
+               for o in scene]
+      assert shapes_scene.parse_caption(ex["caption"].decode()) == names
+      np.testing.assert_array_equal(shapes_scene.render(scene, 32), ex["image"])
+      qa = dict(zip([q.decode() for q in ex["questions"]], [a.decode() for a in ex["answers"]]))
+      assert qa["how many shapes are there?"] == shapes_scene.COUNT_WORDS[len(scene)]
+      assert ex["text"] and all(_texts(ex))
+
+
+def test_heldout_combinations_never_in_training(splits):
+  holdout = shapes_scene.holdout_pairs(0)
+  def objects(ex):
+    return [(int(c), int(s)) for c, s in zip(ex["colors"], ex["shapes"])]
+  train = [splits["train"][i] for i in range(len(splits["train"]))]
+  val = [splits["validation"][i] for i in range(len(splits["validation"]))]
+  test = [splits["test"][i] for i in range(len(splits["test"]))]
+  assert not any(shapes_scene.has_holdout(objects(ex), holdout) for ex in train + val)
+  assert all(shapes_scene.has_holdout(objects(ex), holdout) for ex in test)
+  train_captions = {ex["caption"] for ex in train}
+  assert not train_captions & {ex["caption"] for ex in test}
+  # Every pair a test caption holds out is absent from all training captions ...
+  seen_pairs = {tuple(sorted(p)) for ex in train for p in
+                itertools.combinations(objects(ex), 2)}
+  assert not seen_pairs & holdout
+  # ... while every single object of the test split is seen in training.
+  assert {o for ex in test for o in objects(ex)} <= {o for ex in train for o in objects(ex)}
+
+
+# --------------------------------------------------------------------------- tokenizers
+def test_shapes_tokenizer_round_trip(splits):
+  tokens = config_defaults.tokens_tiny()
+  tok = tok_lib.shapes_tokenizer(tokens)
+  assert tok.special_ids() == {k: tokens[k] for k in tok_lib.SPECIAL_TOKENS}
+  unk = tok.hf.token_to_id(tok_lib.UNK)
+  for i in range(100):
+    for text in _texts(splits["train"][i]):
+      ids = tok.encode(text)
+      assert unk not in ids and min(ids) >= tokens.num_special
+      assert tok.decode(ids) == text
+  prompt = templates.und_prompt("what color is the circle?", templates.SYSTEM_PROMPT)
+  ids = tok.encode(prompt + " red" + tok_lib.EOS)
+  assert unk not in ids and ids.count(tok.image_id) == 1 and ids[-1] == tok.eos_id
+  assert tok.decode(ids, skip_special=False) == prompt + " red" + tok_lib.EOS
+  assert tok.decode(ids).endswith("\n\nAssistant: red")
+  assert tok.encode("a zebra")[-1] == unk
+
+
+def _write_bpe(path, specials):
+  """A small byte-level BPE tokenizer.json with the given special tokens (ids 0..)."""
+  hf = tokenizers.Tokenizer(models.BPE())
+  hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  hf.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False,
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  hf.train_from_iterator(["User: what color is the circle?\n\nAssistant: red",
+                          "a red circle to the left of a blue square"] * 4, trainer)
+  os.makedirs(path, exist_ok=True)
+  hf.save(os.path.join(path, "tokenizer.json"))
+  return path
+
+
+def test_checkpoint_tokenizer_reads_ids_from_file(tmp_path):
+  specials = [tok_lib.EOS, tok_lib.BOS, tok_lib.IMAGE, tok_lib.PAD, tok_lib.BOI, tok_lib.EOI]
+  tok = tok_lib.from_checkpoint_dir(_write_bpe(str(tmp_path / "ckpt"), specials))
+  assert (tok.eos_id, tok.bos_id, tok.image_id, tok.pad_id, tok.boi_id, tok.eoi_id) == (
+      0, 1, 2, 3, 4, 5)
+  assert tok.gen_tag_id == 300  # absent from the file: added, as the official processor does
+  text = (templates.und_prompt("what color? ünïcode", templates.SYSTEM_PROMPT) + " red"
+          + tok_lib.EOS + tok_lib.GEN_TAG)
+  ids = tok.encode(text)
+  assert ids.count(tok.image_id) == 1 and ids[-2:] == [tok.eos_id, tok.gen_tag_id]
+  assert tok.decode(ids, skip_special=False) == text
+  assert tok_lib.IMAGE not in tok.decode(ids)
+
+
+def test_checkpoint_tokenizer_pad_falls_back_to_eos(tmp_path):
+  tok = tok_lib.from_checkpoint_dir(_write_bpe(str(tmp_path / "nopad"), [tok_lib.BOS,
+                                                                         tok_lib.EOS]))
+  assert tok.pad_id == tok.eos_id == 1
+  assert len({tok.image_id, tok.boi_id, tok.eoi_id, tok.gen_tag_id}) == 4
+
+
+def test_make_tokenizer_checks_config_ids(tmp_path):
+  path = _write_bpe(str(tmp_path / "ckpt"), [tok_lib.BOS, tok_lib.EOS, tok_lib.PAD])
+  config = config_defaults.base_config()
+  config.data.tokenizer = path
+  config.tokens = config_defaults.tokens_deepseek()
+  with pytest.raises(ValueError, match="config.tokens.pad_id=100015"):
+    tok_lib.make_tokenizer(config)
+  config.tokens.update(dict(bos_id=0, eos_id=1, pad_id=2, image_id=-1, boi_id=-1, eoi_id=-1))
+  assert tok_lib.make_tokenizer(config).pad_id == 2
+
+
+# ---------------------------------------------------------------------------- templates
+def test_templates_match_the_official_strings():
+  sys_prompt = templates.SYSTEM_PROMPT
+  assert templates.und_prompt(" what is it? ", sys_prompt) == (
+      sys_prompt + "\n\nUser: <image_placeholder>\nwhat is it?\n\nAssistant:")
+  assert templates.und_prompt("q", "") == "User: <image_placeholder>\nq\n\nAssistant:"
+  assert templates.und_prompt("q2", "", history=[("q1", "a1")]) == (
+      "User: <image_placeholder>\nq1\n\nAssistant: a1<｜end▁of▁sentence｜>User: q2\n\n"
+      "Assistant:")
+  assert templates.gen_prompt(" a red circle ") == "User: a red circle\n\nAssistant:"
+
+
+# ------------------------------------------------------------------------------ packing
+def test_pack_und_masks_answers_and_image_slots():
+  tok = tok_lib.shapes_tokenizer(config_defaults.tokens_tiny())
+  row = packing.pack_und(tok, [("what color is the circle?", "red"), ("how many shapes are "
+                                                                      "there?", "two")],
+                         num_patches=16, seq_len=64, system_prompt="")
+  ids, n = row["ids"], int(row["valid"].sum())
+  assert ids[0] == tok.bos_id and np.all(ids[n:] == tok.pad_id) and row["valid"][:n].all()
+  flagged = np.flatnonzero(row["image_mask"])
+  assert len(flagged) == 17 and ids[flagged[0]] == tok.boi_id
+  assert np.all(ids[flagged[1:]] == tok.image_id) and ids[flagged[-1] + 1] == tok.eoi_id
+  np.testing.assert_array_equal(row["targets"][:-1], ids[1:])
+  supervised = row["targets"][row["weights"] > 0]
+  assert tok.decode(supervised, skip_special=False) == " red<｜end▁of▁sentence｜> two" + (
+      "<｜end▁of▁sentence｜>")
+  prompt_ids, flags = packing.und_prompt_ids(tok, "what color is the circle?", 16, "")
+  np.testing.assert_array_equal(ids[:len(prompt_ids)], prompt_ids)
+  np.testing.assert_array_equal(row["image_mask"][:len(flags)], flags)
+
+
+def test_pack_text_and_gen():
+  tok = tok_lib.shapes_tokenizer(config_defaults.tokens_tiny())
+  row = packing.pack_text(tok, "there is one shape.", 12)
+  n = int(row["valid"].sum())
+  assert row["ids"][0] == tok.bos_id and row["ids"][n - 1] == tok.eos_id
+  assert row["weights"].sum() == n - 1 and row["weights"][n - 1] == 0
+  gen = packing.pack_gen(tok, "a red circle", 12)
+  first = int(np.argmax(gen["prompt_mask"]))
+  assert gen["prompt_ids"][first] == tok.bos_id and gen["prompt_mask"][first:].all()
+  assert tok.decode(gen["prompt_ids"][first:]) == "User: a red circle\n\nAssistant:"
+  for fn, arg in ((packing.pack_text, "there is one shape."), (packing.pack_gen, "a red circle")):
+    with pytest.raises(BadExample, match="too_long"):
+      fn(tok, arg, 4)
+    with pytest.raises(BadExample, match="empty_text"):
+      fn(tok, "  ", 12)
+
+
+def test_preprocess_ranges_and_padding():
+  image = np.zeros((16, 32, 3), np.uint8)
+  image[..., 0] = 255
+  und = preprocess.und_image(image, 32)
+  assert und.shape == (32, 32, 3) and und.min() >= -1 and und.max() <= 1
+  np.testing.assert_allclose(und[0, 0], (127 / 255 - 0.5) / 0.5)  # grey padding band
+  np.testing.assert_allclose(und[16, 16], [1, -1, -1])
+  crop = preprocess.center_crop(np.arange(40 * 20 * 3, dtype=np.uint8).reshape(40, 20, 3), 10)
+  assert crop.shape == (10, 10, 3)
+  pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+  np.testing.assert_array_equal(preprocess.from_pixel_latent(preprocess.to_pixel_latent(pixels)),
+                                pixels)
+
+
+# ------------------------------------------------------------------------ mixture source
+def test_shapes_source_layout_and_config_keys(data_dir):
+  config, cfg = _config(data_dir)
+  source = pipeline.make_source(config, cfg)
+  batch = next(source)
+  layout.check_batch(batch, config.batch, cfg)
+  for key, (shape, dtype) in layout.batch_shapes(config.batch, cfg).items():
+    assert batch[key].dtype == dtype, key
+  assert batch["gen_weights"].tolist() == [1.0] * 6
+  assert np.abs(batch["gen_latents"]).max() <= 1.0
+  # Pixel space: the latent and the REPA image are the same picture at 32 px.
+  np.testing.assert_allclose(batch["gen_latents"], batch["gen_images"], atol=1e-6)
+  assert (batch["und_image_mask"].sum(1) == cfg.num_und_tokens).all()
+
+
+def test_tiny_shapes_config_fits_every_example(splits):
+  spec = importlib.util.spec_from_file_location(
+      "tiny_shapes", os.path.join(os.path.dirname(__file__), "..", "configs", "tiny_shapes.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  cfg = model_config.from_config_dict(config.model)
+  assert cfg.num_gen_tokens == cfg.und_encoder.num_patches  # REPA aligns the two grids
+  tok, b = tok_lib.make_tokenizer(config), config.batch
+  for split in ("train", "test"):
+    for i in range(len(splits[split])):
+      ex = splits[split][i]
+      packing.pack_text(tok, ex["text"].decode(), b.text_seq_len)
+      packing.pack_gen(tok, ex["caption"].decode(), b.gen_prompt_len)
+      for q, a in zip(ex["questions"], ex["answers"]):
+        packing.pack_und(tok, [(q.decode(), a.decode())], cfg.und_encoder.num_patches,
+                         b.und_seq_len, config.data.system_prompt)
+
+
+def test_resume_is_exact_and_processes_split_the_global_batch(data_dir):
+  config, cfg = _config(data_dir)
+  source = tfds_source.make_source(config, cfg)
+  for _ in range(3):
+    next(source)
+  state = json.loads(json.dumps(source.get_state()))  # what Orbax JsonSave stores
+  expected = [next(source) for _ in range(4)]
+  resumed = tfds_source.make_source(config, cfg)
+  resumed.set_state(state)
+  halves = [tfds_source.make_source(config, cfg, process_index=p, process_count=2)
+            for p in range(2)]
+  for h in halves:
+    h.set_state(state)
+  for want in expected:
+    got, parts = next(resumed), [next(h) for h in halves]
+    for key, value in want.items():
+      np.testing.assert_array_equal(got[key], value, err_msg=key)
+      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), value,
+                                    err_msg=key)
+
+
+def test_mixture_proportions_and_epoch_coverage(data_dir):
+  config, cfg = _config(data_dir, und_rows=6, text_rows=3, gen_rows=3)
+  source = tfds_source.make_source(config, cfg)
+  num_batches = 100  # 300 gen / text slots = one epoch; 600 und slots = two epochs
+  real = {"und": 0, "text": 0, "gen": 0}
+  for _ in range(num_batches):
+    batch = next(source)
+    real["und"] += int((batch["und_weights"].sum(1) > 0).sum())
+    real["text"] += int((batch["text_weights"].sum(1) > 0).sum())
+    real["gen"] += int(batch["gen_weights"].sum())
+  total = sum(real.values())
+  for task, rows in (("und", 6), ("text", 3), ("gen", 3)):
+    assert abs(real[task] / total - rows / 12) < 0.01
+  # Each epoch visits every example exactly once, in a new order.
+  stream = mixture.IndexStream(300, seed=0, task="gen")
+  epoch0, epoch1 = [stream(k) for k in range(300)], [stream(k) for k in range(300, 600)]
+  assert sorted(epoch0) == sorted(epoch1) == list(range(300)) and epoch0 != epoch1
+
+
+def _png(image: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def test_bad_examples_are_skipped_and_counted(data_dir):
+  config, cfg = _config(data_dir, und_rows=2, text_rows=2, gen_rows=2)
+  good = shapes_scene.render([shapes_scene.Obj(0, 0, (4, 4, 14, 14))], 32)
+  gen = [{"image": good, "caption": "a red circle"},
+         {"image": b"not an image", "caption": "a red circle"},            # undecodable
+         {"image": _png(good[:20]), "caption": "a red circle"},             # wrong size
+         {"image": _png(good), "caption": ""},                              # empty caption
+         {"image": _png(good), "caption": "a red circle " * 20}]            # too long
+  und = [{"image": good, "turns": [("how many shapes are there?", "one")]},
+         {"image": np.zeros((32, 32), np.float32), "turns": [("q", "a")]},  # bad array
+         {"image": good, "turns": [("how many shapes are there?", "")]}]    # empty answer
+  text = ["there is one shape.", "", "the circle is red. " * 20]
+  ident = lambda item, rng: item
+  tasks = {"gen": (gen, ident), "und": (und, ident),
+           "text": (text, lambda item, rng: {"text": item})}
+  tok = tok_lib.make_tokenizer(config)
+  source = mixture.MixtureSource(tasks, layout.rows_per_task(config.batch),
+                                 processor.RowBuilder(tok, config, cfg), seed=0, shuffle=False)
+  batches = [next(source) for _ in range(15)]  # 30 slots per task: 6 / 10 / 10 epochs
+  assert source.stats()["skipped"] == {
+      "gen/undecodable_image": 6, "gen/wrong_size": 6, "gen/empty_text": 6,
+      "gen/too_long": 6, "und/undecodable_image": 10, "und/empty_text": 10,
+      "text/empty_text": 10, "text/too_long": 10}
+  assert source.stats()["rows"] == {"gen": 6, "und": 10, "text": 10}
+  weights = np.concatenate([b["gen_weights"] for b in batches])
+  assert weights.tolist() == [1.0, 0, 0, 0, 0] * 6
+  und_rows = np.concatenate([b["und_weights"] for b in batches]).sum(1) > 0
+  assert und_rows.tolist() == [True, False, False] * 10
+  for b in batches:
+    layout.check_batch(b, config.batch, cfg)
+  restored = mixture.MixtureSource(tasks, layout.rows_per_task(config.batch),
+                                   processor.RowBuilder(tok, config, cfg), seed=0,
+                                   shuffle=False)
+  restored.set_state(json.loads(json.dumps(source.get_state())))
+  assert restored.stats() == source.stats()
+
+
+# ----------------------------------------------------------------------------- user data
+def test_user_data_readers(data_dir, tmp_path):
+  images = tmp_path / "images"
+  images.mkdir()
+  good = shapes_scene.render([shapes_scene.Obj(2, 1, (4, 4, 14, 14))], 48)
+  Image.fromarray(good).save(images / "one.png")
+  (images / "one.txt").write_text("a blue square\n")
+  Image.fromarray(good).save(images / "two.jpg")  # no caption file -> counted
+  jsonl = tmp_path / "gen.jsonl"
+  jsonl.write_text(json.dumps({"image": "images/one.png", "caption": "a blue square"}) + "\n"
+                   + "{not json\n" + json.dumps({"image": "missing.png", "caption": "x"}) + "\n")
+  llava = tmp_path / "llava.json"
+  llava.write_text(json.dumps([
+      {"image": "images/one.png", "conversations": [
+          {"from": "human", "value": "<image>\nwhat color is the square?"},
+          {"from": "gpt", "value": "blue"},
+          {"from": "human", "value": "how many shapes are there?"},
+          {"from": "gpt", "value": "one"}]},
+      {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "no"}]},
+  ]))
+  text = tmp_path / "notes.txt"
+  text.write_text("there is one shape.\n\nthe square is blue.\n")
+  config, cfg = _config(data_dir, und_rows=2, text_rows=2, gen_rows=5, und_seq_len=64)
+  config.data.update(dict(source="files", resize_images=True, shuffle=False,
+                          gen_files=(str(images), str(jsonl)), und_files=(str(llava),),
+                          text_files=(str(text),)))
+  source = pipeline.make_source(config, cfg)
+  batch = next(source)
+  layout.check_batch(batch, config.batch, cfg)
+  stats = source.stats()
+  assert stats["rows"] == {"und": 1, "text": 2, "gen": 2}
+  assert stats["skipped"] == {"gen/missing_caption": 1, "gen/bad_record": 1,
+                              "gen/undecodable_image": 1, "und/no_image": 1}
+  tok = tok_lib.make_tokenizer(config)
+  real = int(np.argmax(batch["und_weights"].sum(1)))
+  supervised = batch["und_targets"][real][batch["und_weights"][real] > 0]
+  assert tok.decode(supervised) == " blue one"  # both turns' answers (EOS skipped)
+  assert len(user_data.text_files([str(text)], "file")[0]) == 1

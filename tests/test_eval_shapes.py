@@ -1,0 +1,77 @@
+"""Shapes-world evaluation: the detector on the dataset's own images, and the scores."""
+
+import numpy as np
+import pytest
+
+from jf_jax.data import shapes_scene
+from jf_jax.data import shapes_world
+from jf_jax.eval import detector
+from jf_jax.eval import scores
+
+SIZES = dict(num_train=50, num_validation=10, num_test=300)
+
+
+@pytest.fixture(scope="module")
+def test_split(tmp_path_factory):
+  splits = shapes_world.load(str(tmp_path_factory.mktemp("tfds")), **SIZES)
+  return [splits["test"][i] for i in range(SIZES["num_test"])]
+
+
+def _truth(example):
+  return [(shapes_scene.COLOR_NAMES[o.color], shapes_scene.SHAPE_NAMES[o.shape])
+          for o in shapes_world.scene_of(example)]
+
+
+def _box_iou(a, b):
+  ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+  iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+  inter = ix * iy
+  return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_detector_accuracy_on_ground_truth_test_images(test_split):
+  correct = 0
+  for ex in test_split:
+    found = detector.detect(ex["image"])
+    ok = [(d.color, d.shape) for d in found] == _truth(ex)
+    correct += ok
+    if ok:
+      for d, obj in zip(found, shapes_world.scene_of(ex)):
+        assert _box_iou(d.box, obj.box) > 0.6
+  assert correct / len(test_split) >= 0.99
+
+
+def test_detector_on_64px_images_and_noise():
+  rng = np.random.default_rng(0)
+  holdout = shapes_scene.holdout_pairs(0)
+  correct = 0
+  for i in range(100):
+    ex = shapes_world.make_example(3, "train", i, 64, holdout)
+    noisy = np.clip(ex["image"] + rng.normal(0, 12, ex["image"].shape), 0, 255)
+    correct += detector.scene(noisy.astype(np.uint8)) == _truth(ex)
+  assert correct >= 97
+  blank = np.full((32, 32, 3), 255, np.uint8)
+  assert detector.detect(blank) == []
+
+
+def test_generation_scores(test_split):
+  images = [ex["image"] for ex in test_split[:40]]
+  captions = [ex["caption"].decode() for ex in test_split[:40]]
+  perfect = scores.generation_scores(images, captions)
+  assert perfect["score"] == perfect["count_accuracy"] == perfect["position_accuracy"] == 1.0
+  assert perfect["num_images"] == 40
+  # Mirrored images: same objects, reversed order -> only the position check fails.
+  mirrored = scores.generation_scores([im[:, ::-1] for im in images], captions)
+  assert mirrored["objects_accuracy"] == 1.0 and mirrored["score"] == 0.0
+  assert mirrored["position_accuracy"] == 0.0
+  blank = scores.generation_scores([np.full_like(images[0], 255)] * 2, captions[:2])
+  assert blank["score"] == blank["count_accuracy"] == 0.0
+
+
+def test_understanding_scores():
+  out = scores.understanding_scores(["Red.", " two", "yes", "circle"],
+                                    ["red", "two", "no", "square"],
+                                    ["what color is the circle?", "how many shapes are there?",
+                                     "is there a red square?", "what shape is the red one?"])
+  assert out["accuracy"] == 0.5 and out["num_questions"] == 4
+  assert out["accuracy_by_type"] == {"color": 1.0, "count": 1.0, "exists": 0.0, "shape": 0.0}
