@@ -1,8 +1,19 @@
-"""Test setup: 8 fake CPU devices (set before JAX is imported) and exact matmuls."""
+"""Test setup: 8 fake CPU devices (set before JAX is imported), exact matmuls, and a
+persistent compilation cache so identical programs compiled by several tests (and by the
+`train.py` subprocesses) compile once."""
 
 import os
+import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Collectives between fake devices are threads on 2 cores; under load they can take longer
+# than XLA's default 40 s rendezvous timeout, so the timeouts are raised.
+os.environ.setdefault("XLA_FLAGS", " ".join([
+    "--xla_force_host_platform_device_count=8",
+    "--xla_cpu_collective_timeout_seconds=900",
+    "--xla_cpu_collective_call_terminate_timeout_seconds=900"]))
+_CACHE = os.path.join(tempfile.gettempdir(), "jf_jax_test_compilation_cache")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -36,6 +36,69 @@ class GlobalResponseNorm(nn.Module):
     return bias + (weight * nx + 1) * x.astype(self.dtype)
 
 
+def _grouped_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """'same' per-channel convolution: x [b, H, W, C], kernel [k, k, 1, C]."""
+  pad = kernel.shape[0] // 2
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1, 1), ((pad, pad), (pad, pad)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=x.shape[-1])
+
+
+@jax.custom_vjp
+def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Depthwise convolution whose kernel gradient is computed tap by tap.
+
+  XLA's SPMD partitioner computes a wrong kernel gradient for a grouped convolution when
+  the batch is sharded (reproduced on the 8-device CPU mesh: the gradient is off by its
+  own magnitude). The forward pass and the input gradient stay grouped convolutions; the
+  kernel gradient is a `fori_loop` over the k*k taps of sum_{b,h,w} x_shifted * g, which
+  partitions as plain reductions.
+  """
+  return _grouped_conv(x, kernel)
+
+
+def _depthwise_fwd(x, kernel):
+  return _grouped_conv(x, kernel), (x, kernel)
+
+
+def _depthwise_bwd(residuals, g):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda inp: _grouped_conv(inp, kernel), x)
+  (dx,) = input_vjp(g)
+  k, channels = kernel.shape[0], kernel.shape[-1]
+  pad = k // 2
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  g32 = g.astype(jnp.float32)
+
+  def tap(index, grads):
+    window = jax.lax.dynamic_slice(padded, (0, index // k, index % k, 0), x.shape)
+    return grads.at[index].set(jnp.sum(window.astype(jnp.float32) * g32, axis=(0, 1, 2)))
+  dk = jax.lax.fori_loop(0, k * k, tap, jnp.zeros((k * k, channels), jnp.float32))
+  return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+class DepthwiseConv(nn.Module):
+  """torch `Conv2d(C, C, k, padding=k//2, groups=C)`; params `kernel` [k, k, 1, C], `bias`."""
+  kernel_size: int = 7
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[batch, H, W, C] -> [batch, H, W, C]."""
+    k, channels = self.kernel_size, x.shape[-1]
+    kernel = self.param("kernel", nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(in_axis=(0, 1, 2), out_axis=3),
+        ("conv_h", "conv_w", None, "gen_embed")), (k, k, 1, channels), self.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(
+        nn.initializers.zeros_init(), ("gen_embed",)), (channels,), self.param_dtype)
+    out = depthwise_conv(x.astype(self.dtype), jnp.asarray(kernel, self.dtype))
+    return out + jnp.asarray(bias, self.dtype)
+
+
 class ConvNeXtBlock(nn.Module):
   """depthwise 7x7 -> RMSNorm -> Linear(4C) -> GELU -> GRN -> Linear(C) -> +x -> FiLM(t)."""
   norm_eps: float = 1e-6
@@ -57,13 +120,7 @@ class ConvNeXtBlock(nn.Module):
     channels = x.shape[-1]
     x = x.astype(self.dtype)  # the residual is in compute dtype too (output dtype = dtype)
     residual = x
-    x = nn.Conv(channels, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=channels,
-                kernel_init=nn.with_logical_partitioning(
-                    layers.default_kernel_init,
-                    ("conv_h", "conv_w", None, "gen_embed")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                       ("gen_embed",)),
-                name="depthwise", **kw)(x)
+    x = DepthwiseConv(7, name="depthwise", **kw)(x)
     x = layers.RMSNorm(self.norm_eps, name="norm", axis_name="gen_embed", **kw)(x)
     x = layers.dense(channels * self.ffn_factor, ("gen_embed", "gen_mlp"),
                      name="channelwise_linear_1", **kw)(x)

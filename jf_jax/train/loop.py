@@ -119,9 +119,13 @@ class _Preemption:
 
 def _progress_line(step, total, metrics, tokens_s, images_s, eta_s) -> str:
   losses = " ".join(f"{k[:-5]} {metrics[k]:.4f}" for k in ("ar_loss", "rf_loss", "repa_loss"))
+  skipped = metrics.get("data/skipped_total", 0)
+  extra = f" | skipped examples {skipped}" if skipped else ""
+  extra += f" | non-finite steps {metrics['nonfinite_total']}" if metrics.get(
+      "nonfinite_total") else ""
   return (f"step {step}/{total} | loss {metrics['loss']:.4f} ({losses}) | grad_norm "
           f"{metrics['grad_norm']:.3f} | lr {metrics['learning_rate']:.2e} | "
-          f"{tokens_s:,.0f} tok/s {images_s:,.1f} img/s | eta {eta_s / 60:.1f} min")
+          f"{tokens_s:,.0f} tok/s {images_s:,.1f} img/s | eta {eta_s / 60:.1f} min{extra}")
 
 
 def train(config, workdir: str, devices=None) -> dict:
@@ -147,6 +151,15 @@ def train(config, workdir: str, devices=None) -> dict:
     manager.wait_until_finished()
     writer.close()
     preemption.restore()
+
+
+def _source_stats(source) -> dict:
+  """Skipped-example counters of the input pipeline (if it keeps any), for the logs."""
+  stats = source.stats() if hasattr(source, "stats") else {}
+  skipped = stats.get("skipped", {})
+  out = {f"data/skipped/{reason}": count for reason, count in skipped.items()}
+  out["data/skipped_total"] = sum(skipped.values())
+  return out
 
 
 def _count_nonfinite(flag, in_row, total, step, config) -> tuple[int, int]:
@@ -192,19 +205,20 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
       elapsed = time.time() - window_start
       rate = (done - start) / max(time.time() - loop_start, 1e-9)
       last.update(tokens_per_s=window_tokens / elapsed, images_per_s=window_images / elapsed,
-                  nonfinite_total=nonfinite_total)
+                  nonfinite_total=nonfinite_total, **_source_stats(source))
       print(_progress_line(done, total, last, last["tokens_per_s"], last["images_per_s"],
                            (total - done) / rate), flush=True)
       writer.write(done, last)
       window_start, window_tokens, window_images = time.time(), 0, 0
     ckpt.save(manager, done, state, source.get_state(), config_json)
     if preemption.requested:
-      ckpt.save(manager, done, state, source.get_state(), config_json, force=True)
+      if manager.latest_step() != done:
+        ckpt.save(manager, done, state, source.get_state(), config_json, force=True)
       manager.wait_until_finished()
       print(f"SIGTERM: saved checkpoint at step {done}, exiting", flush=True)
       break
   else:
-    if total > start:
+    if total > start and manager.latest_step() != total:
       ckpt.save(manager, total, state, source.get_state(), config_json, force=True)
   last["final_step"] = step + 1 if total > start else start
   last["state"] = state

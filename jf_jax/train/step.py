@@ -67,21 +67,34 @@ def _ar_sums(model, params, mb):
   return total
 
 
-def _generation_sums(model, params, mb, rng, loss_cfg, pad_id):
+def draw_generation_noise(rng, batch, loss_cfg, pad_id):
+  """Per-row randomness of the generation rows, drawn once for the whole batch.
+
+  Drawing before the microbatch split makes accumulation exact: a row gets the same t,
+  noise and prompt dropout however the batch is split. Adds `gen_t` [rows], `gen_noise`
+  (like gen_latents) and replaces the prompt ids/mask by their CFG-dropped version.
+  """
+  rows = batch["gen_latents"].shape[0]
+  t_rng, noise_rng, drop_rng = jax.random.split(rng, 3)
+  ids, mask = drop_prompts(drop_rng, batch["gen_prompt_ids"], batch["gen_prompt_mask"],
+                           loss_cfg.cfg_drop_prob, pad_id)
+  return dict(batch, gen_prompt_ids=ids, gen_prompt_mask=mask,
+              gen_t=flow.sample_t(t_rng, rows, loss_cfg.t_distribution, loss_cfg.t_loc,
+                                  loss_cfg.t_scale),
+              gen_noise=jax.random.normal(noise_rng, batch["gen_latents"].shape,
+                                          batch["gen_latents"].dtype))
+
+
+def _generation_sums(model, params, mb, repa_on: bool):
   """(flow sum, REPA sum) of the generation rows of a microbatch."""
   zero = jnp.zeros((), jnp.float32)
   if not mb["gen_latents"].shape[0]:
     return zero, zero
-  data = mb["gen_latents"]
-  t_rng, noise_rng, drop_rng = jax.random.split(rng, 3)
-  t = flow.sample_t(t_rng, data.shape[0], loss_cfg.t_distribution, loss_cfg.t_loc,
-                    loss_cfg.t_scale)
-  noise = jax.random.normal(noise_rng, data.shape, data.dtype)
-  ids, mask = drop_prompts(drop_rng, mb["gen_prompt_ids"], mb["gen_prompt_mask"],
-                           loss_cfg.cfg_drop_prob, pad_id)
-  capture = model.cfg.repa.layer if loss_cfg.repa_weight else None
-  out = model.apply({"params": params}, ids, flow.interpolate(noise, data, t), t, mask,
-                    capture_layer=capture, method=janusflow.JanusFlow.generate_velocity)
+  data, noise, t = mb["gen_latents"], mb["gen_noise"], mb["gen_t"]
+  capture = model.cfg.repa.layer if repa_on else None
+  out = model.apply({"params": params}, mb["gen_prompt_ids"], flow.interpolate(noise, data, t),
+                    t, mb["gen_prompt_mask"], capture_layer=capture,
+                    method=janusflow.JanusFlow.generate_velocity)
   velocity = out if capture is None else out[0]
   rf_sum = flow.flow_loss(velocity, flow.velocity_target(noise, data), mb["gen_weights"])[0]
   if capture is None:
@@ -116,22 +129,22 @@ def make_train_step(model, tx, trainable_mask, config):
     return jax.tree.map(lambda p, train: p if train else jax.lax.stop_gradient(p),
                         params, trainable_mask)
 
-  def micro_loss(params, mb, rng, denom):
+  def micro_loss(params, mb, denom):
     params = freeze(params)
     sums = {"ar": _ar_sums(model, params, mb)}
-    sums["rf"], sums["repa"] = _generation_sums(model, params, mb, rng, loss_cfg, pad_id)
+    sums["rf"], sums["repa"] = _generation_sums(model, params, mb, bool(coef["repa"]))
     loss = sum(coef[k] * sums[k] / denom[k] for k in sums)
     return loss, sums
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     denom = loss_denominators(batch, cfg)
+    batch = draw_generation_noise(rng, batch, loss_cfg, pad_id)
     micro = _split_microbatches(batch, num_micro)
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-    def body(carry, xs):
-      index, mb = xs
-      (loss, sums), grads = grad_fn(state.params, mb, jax.random.fold_in(rng, index), denom)
+    def body(carry, mb):
+      (loss, sums), grads = grad_fn(state.params, mb, denom)
       acc_grads, acc_loss, acc_sums = carry
       return (jax.tree.map(jnp.add, acc_grads, grads), acc_loss + loss,
               jax.tree.map(jnp.add, acc_sums, sums)), None
@@ -139,7 +152,7 @@ def make_train_step(model, tx, trainable_mask, config):
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
     init = (zeros, jnp.zeros((), jnp.float32),
             {k: jnp.zeros((), jnp.float32) for k in coef})
-    (grads, loss, sums), _ = jax.lax.scan(body, init, (jnp.arange(num_micro), micro))
+    (grads, loss, sums), _ = jax.lax.scan(body, init, micro)
     grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
     grad_norm = optim.trainable_global_norm(grads, trainable_mask)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

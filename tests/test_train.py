@@ -1,0 +1,196 @@
+"""The train step on 8 fake CPU devices: sharding, freezing, accumulation, learning, resume.
+
+One module-level base config; each test builds only the setups it needs and reuses
+compiled steps through fixtures, because compiling the step dominates the runtime.
+"""
+
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jf_jax import config_defaults
+from jf_jax.checkpoint import manager as ckpt
+from jf_jax.data import synthetic
+from jf_jax.train import loop
+from jf_jax.train import step as step_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def base_config(**train):
+  config = config_defaults.base_config()
+  config.stage = 3
+  config.batch.update(dict(und_rows=4, text_rows=4, gen_rows=4, und_seq_len=32,
+                           text_seq_len=16, gen_prompt_len=8))
+  config.optim.update(dict(learning_rate=3e-3, warmup_steps=0))
+  config.train.update(dict(num_steps=4, log_every=1, checkpoint_every=2,
+                           max_nonfinite_in_row=3, **train))
+  return config
+
+
+def single_device(config):
+  config.mesh.update(dict(data=1, fsdp=1, tensor=1))
+  return loop.setup(config, devices=jax.devices()[:1])
+
+
+def host_batch(setup, step=0):
+  return synthetic.make_batch(setup.config.batch, setup.config.tokens, setup.cfg,
+                              setup.config.seed, step)
+
+
+def to_host(tree):
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+@pytest.fixture(scope="module")
+def single():
+  return single_device(base_config())
+
+
+@pytest.fixture(scope="module")
+def first_step(single):
+  """(state before, state after, metrics) of one single-device step."""
+  before = to_host(single.state)
+  state, metrics = single.step_fn(single.state, host_batch(single))
+  return before, to_host(state), to_host(metrics)
+
+
+def test_sharded_step_equals_single_device(single, first_step):
+  before, after, metrics = first_step
+  config = base_config()
+  config.mesh.update(dict(data=2, fsdp=2, tensor=2))
+  sharded = loop.setup(config)
+  assert dict(sharded.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+  state = jax.device_put(before, sharded.shardings)
+  state, sh_metrics = sharded.step_fn(state, host_batch(sharded))
+  # Out-shardings equal in-shardings (what donation needs).
+  for leaf, sh in zip(jax.tree.leaves(state), jax.tree.leaves(sharded.shardings)):
+    assert leaf.sharding.is_equivalent_to(sh, leaf.ndim)
+  for key in ("loss", "ar_loss", "rf_loss", "repa_loss", "grad_norm"):
+    np.testing.assert_allclose(sh_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
+  chex.assert_trees_all_close(to_host(state.params), after.params, rtol=1e-4, atol=1e-5)
+
+
+def test_stage1_freezes_llm_and_siglip():
+  s = single_device(_with(base_config(), stage=1))
+  before = to_host(s.state.params)
+  state = s.state
+  for i in range(2):
+    state, metrics = s.step_fn(state, host_batch(s, i))
+  after = to_host(state.params)
+  for tower in ("language_model", "vision_und_enc_model"):
+    for a, b in zip(jax.tree.leaves(before[tower]), jax.tree.leaves(after[tower])):
+      np.testing.assert_array_equal(a, b)
+  changed = [not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(before["vision_gen_enc_model"]),
+      jax.tree.leaves(after["vision_gen_enc_model"]))]
+  assert any(changed)
+  # No optimizer moments for frozen leaves: the optimizer state holds exactly two
+  # moment arrays per trainable parameter (plus scalar counters).
+  trainable = sum(x.size for x, t in zip(jax.tree.leaves(s.state.params),
+                                         jax.tree.leaves(s.trainable_mask)) if t)
+  frozen = sum(x.size for x, t in zip(jax.tree.leaves(s.state.params),
+                                      jax.tree.leaves(s.trainable_mask)) if not t)
+  assert frozen > trainable  # the LLM and SigLIP dominate even the tiny model
+  opt_elems = sum(x.size for x in jax.tree.leaves(state.opt_state) if x.ndim)
+  assert opt_elems == 2 * trainable
+  # The reported (clipping) norm covers trainable leaves only: frozen leaves get exact
+  # zero gradients through stop_gradient, so the global norm equals the trainable norm.
+  assert np.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0
+
+
+def _with(config, **kwargs):
+  config.update(kwargs)
+  return config
+
+
+def test_accumulation_equals_whole_batch(single, first_step):
+  _, after, metrics = first_step
+  accum = single_device(base_config(microbatches=4))
+  state = jax.device_put(first_step[0], accum.shardings)
+  state, acc_metrics = accum.step_fn(state, host_batch(accum))
+  for key in ("loss", "ar_loss", "rf_loss", "repa_loss", "grad_norm"):
+    np.testing.assert_allclose(acc_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
+  chex.assert_trees_all_close(to_host(state.params), after.params, rtol=1e-4, atol=1e-5)
+
+
+def test_step_compiles_once_and_overfits_one_batch(single):
+  """Repeated calls never retrace; a fixed batch drives every loss down."""
+  batch = host_batch(single)
+  traced_step = chex.assert_max_traces(n=1)(step_lib.make_train_step(
+      single.model, single.tx, single.trainable_mask, single.config))
+  step_fn = step_lib.jit_train_step(traced_step, single.shardings, single.mesh, single.rules)
+  state = jax.device_put(to_host(single.state), single.shardings)
+  history = []
+  for _ in range(120):
+    state, metrics = step_fn(state, batch)
+    history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+  first, last = history[0], history[-1]
+  assert last["ar_loss"] < 0.2 * first["ar_loss"], (first, last)
+  assert last["rf_loss"] < 0.6 * first["rf_loss"], (first, last)
+  # REPA is a negative cosine: it starts near 0 and must approach -1.
+  assert last["repa_loss"] < first["repa_loss"] - 0.5, (first, last)
+  assert all(h["nonfinite"] == 0 for h in history)
+
+
+def test_nonfinite_step_leaves_state_unchanged(single):
+  batch = host_batch(single)
+  batch["gen_latents"] = np.full_like(batch["gen_latents"], np.nan)
+  before = to_host(single.state)
+  state = jax.device_put(before, single.shardings)
+  state, metrics = single.step_fn(state, batch)
+  assert int(metrics["nonfinite"]) == 1
+  chex.assert_trees_all_equal(to_host(state.params), before.params)
+  chex.assert_trees_all_equal(to_host(state.opt_state), before.opt_state)
+
+
+def test_resume_is_exact_and_restores_on_another_mesh(tmp_path):
+  straight = loop.train(base_config(num_steps=4), str(tmp_path / "straight"),
+                        devices=jax.devices()[:1])
+  interrupted = str(tmp_path / "interrupted")
+  loop.train(base_config(num_steps=2), interrupted, devices=jax.devices()[:1])
+  resumed = loop.train(base_config(num_steps=4), interrupted, devices=jax.devices()[:1])
+  assert resumed["final_step"] == 4
+  chex.assert_trees_all_equal(to_host(resumed["state"].params),
+                              to_host(straight["state"].params))
+  # The same checkpoint restores onto a (data=2, fsdp=2, tensor=2) mesh.
+  config = base_config()
+  config.mesh.update(dict(data=2, fsdp=2, tensor=2))
+  sharded = loop.setup(config)
+  manager = ckpt.make_manager(interrupted, 2, 2)
+  step, state, data_state = ckpt.restore(manager, sharded.abstract, sharded.shardings)
+  assert step == 4 and data_state == {"step": 4}
+  leaf = state.params["language_model"]["model"]["layers"]["mlp"]["up_proj"]["kernel"]
+  assert len(leaf.sharding.device_set) == 8
+  chex.assert_trees_all_equal(to_host(state.params), to_host(straight["state"].params))
+
+
+def test_bad_batch_config_names_the_key():
+  config = base_config()
+  config.batch.gen_rows = 3
+  config.mesh.update(dict(data=2, fsdp=2, tensor=2))
+  with pytest.raises(ValueError, match="config.batch.gen_rows"):
+    loop.setup(config)
+
+
+def test_train_py_runs_and_resumes(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  cmd = [sys.executable, "train.py", f"--workdir={tmp_path}", "--config=configs/tiny.py",
+         "--config.train.log_every=1", "--config.train.checkpoint_every=2"]
+  first = subprocess.run(cmd + ["--config.train.num_steps=2"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "step 2/2" in first.stdout and "tok/s" in first.stdout
+  second = subprocess.run(cmd + ["--config.train.num_steps=3"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "resumed from" in second.stdout and "at step 2" in second.stdout
+  assert "step 3/3" in second.stdout
+  assert os.listdir(tmp_path / "tensorboard")
