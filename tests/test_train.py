@@ -29,9 +29,16 @@ def base_config(**train):
   config.batch.update(dict(und_rows=4, text_rows=4, gen_rows=4, und_seq_len=32,
                            text_seq_len=16, gen_prompt_len=8))
   config.optim.update(dict(learning_rate=3e-3, warmup_steps=0))
-  config.train.update(dict(num_steps=4, log_every=1, checkpoint_every=2,
-                           max_nonfinite_in_row=3, **train))
+  config.train.update({**dict(num_steps=4, log_every=1, checkpoint_every=2,
+                              max_nonfinite_in_row=3), **train})
   return config
+
+
+# Adam's first update is about lr * sign(grad): for the few gradient entries within float32
+# round-off of zero, a different (sharded / microbatched) summation order can move the
+# update by a good fraction of lr. Parameters are compared to 5% of one step (lr = 3e-3);
+# the losses and the gradient norm are compared at float32 precision.
+PARAM_ATOL = 0.05 * 3e-3
 
 
 def single_device(config):
@@ -74,7 +81,7 @@ def test_sharded_step_equals_single_device(single, first_step):
     assert leaf.sharding.is_equivalent_to(sh, leaf.ndim)
   for key in ("loss", "ar_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(sh_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
-  chex.assert_trees_all_close(to_host(state.params), after.params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(to_host(state.params), after.params, rtol=0, atol=PARAM_ATOL)
 
 
 def test_stage1_freezes_llm_and_siglip():
@@ -117,7 +124,7 @@ def test_accumulation_equals_whole_batch(single, first_step):
   state, acc_metrics = accum.step_fn(state, host_batch(accum))
   for key in ("loss", "ar_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(acc_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
-  chex.assert_trees_all_close(to_host(state.params), after.params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(to_host(state.params), after.params, rtol=0, atol=PARAM_ATOL)
 
 
 def test_step_compiles_once_and_overfits_one_batch(single):

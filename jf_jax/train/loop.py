@@ -72,10 +72,10 @@ def setup(config, devices=None) -> Setup:
   cfg = model_config.from_config_dict(config.model)
   model = janusflow.JanusFlow(cfg)
   mesh = mesh_lib.make_mesh(config.mesh, devices)
+  check_batch_config(config, mesh)  # per-task rows first: the most specific message
   mesh_lib.check_divisibility(config.batch.und_rows + config.batch.text_rows
                               + config.batch.gen_rows, mesh, cfg.llm.num_heads,
                               cfg.llm.num_kv_heads, batch_key="config.batch.*_rows (sum)")
-  check_batch_config(config, mesh)
   rules = rules_lib.merge_rules(rules_lib.default_rules(), config.logical_axis_rules)
   abstract_params = nn.unbox(janusflow.abstract_params(model))["params"]
   tx, mask = optim.make_optimizer(optim_config(config), abstract_params)
