@@ -201,3 +201,45 @@ def test_train_py_runs_and_resumes(tmp_path):
   assert "resumed from" in second.stdout and "at step 2" in second.stdout
   assert "step 3/3" in second.stdout
   assert os.listdir(tmp_path / "tensorboard")
+
+
+def test_params_only_init_from_earlier_stage_and_converted_dir(tmp_path):
+  """Stage transition: a stage-1 setup takes the params of a finished stage-3 run (whose
+  optimizer state has another structure), and a converted params directory."""
+  earlier = str(tmp_path / "earlier")
+  finished = loop.train(base_config(num_steps=2), earlier, devices=jax.devices()[:1])
+  want = to_host(finished["state"].params)
+  s = single_device(_with(base_config(), stage=1))
+  state = loop.load_initial_params(s, earlier)
+  chex.assert_trees_all_equal(to_host(state.params), want)
+  assert int(state.step) == 0  # a new run: fresh step counter and optimizer state
+  from jf_jax.checkpoint import params_io  # pylint: disable=g-import-not-at-top
+  params_io.save_params(str(tmp_path / "converted"), want, {})
+  state = loop.load_initial_params(s, str(tmp_path / "converted"))
+  chex.assert_trees_all_equal(to_host(state.params), want)
+  with pytest.raises(FileNotFoundError, match="init_params_from"):
+    loop.load_initial_params(s, str(tmp_path / "nothing_here"))
+
+
+def test_sigterm_saves_a_checkpoint(tmp_path):
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  cmd = [sys.executable, "train.py", f"--workdir={tmp_path}", "--config=configs/tiny.py",
+         "--config.train.log_every=1", "--config.train.checkpoint_every=1000",
+         "--config.train.num_steps=100000"]
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
+  lines, deadline = [], time.time() + 600
+  for line in proc.stdout:
+    lines.append(line)
+    if line.startswith("step 3/") or time.time() > deadline:
+      break
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  text = "".join(lines) + out
+  assert proc.returncode == 0, text[-3000:]
+  assert "SIGTERM: saved checkpoint at step" in text, text[-3000:]
+  steps = [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+  assert steps and max(steps) >= 3  # the step the signal arrived at (or later)
