@@ -11,6 +11,10 @@ os.environ.setdefault("XLA_FLAGS", " ".join([
     "--xla_force_host_platform_device_count=8",
     "--xla_cpu_collective_timeout_seconds=900",
     "--xla_cpu_collective_call_terminate_timeout_seconds=900"]))
+# The suite runs on (fake) CPU devices. With libtpu installed (the `test` extra, for the AOT
+# test) JAX would otherwise start the TPU plugin in every process, print warnings about
+# the missing TPU and hold libtpu's /tmp lockfile.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _CACHE = os.path.join(tempfile.gettempdir(), "jf_jax_test_compilation_cache")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

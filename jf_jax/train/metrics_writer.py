@@ -1,5 +1,8 @@
-"""TensorBoard event files (tensorboardX, no TensorFlow) for the training metrics."""
+"""Training metrics: TensorBoard event files (tensorboardX, no TensorFlow) and
+`WORKDIR/metrics.jsonl` (one {"step": ..., name: value} line per logged step, full
+precision; read by tests and scripts)."""
 
+import json
 import os
 
 from tensorboardX import SummaryWriter
@@ -10,14 +13,17 @@ class MetricsWriter:
 
   def __init__(self, workdir: str, enabled: bool = True):
     self._writer = SummaryWriter(os.path.join(workdir, "tensorboard")) if enabled else None
+    self._jsonl = os.path.join(workdir, "metrics.jsonl")
 
   def write(self, step: int, scalars: dict) -> None:
     if self._writer is None:
       return
-    for name, value in scalars.items():
-      if isinstance(value, (int, float)):
-        self._writer.add_scalar(name, value, step)
+    numbers = {k: v for k, v in scalars.items() if isinstance(v, (int, float))}
+    for name, value in numbers.items():
+      self._writer.add_scalar(name, value, step)
     self._writer.flush()
+    with open(self._jsonl, "a") as f:
+      f.write(json.dumps({"step": step, **numbers}) + "\n")
 
   def close(self) -> None:
     if self._writer is not None:

@@ -1,0 +1,105 @@
+r"""Train-step speed: step time, tokens/s, images/s and MFU after warm-up.
+
+Random init of the config's shapes, synthetic batches with the real layout (no checkpoint
+or data needed), the real jitted, donated, sharded step of `train/loop.py` over all local
+devices.
+
+  python benchmarks/train_step.py                                  # tiny config, CPU
+  python benchmarks/train_step.py --config configs/janusflow_1p3b.py --config.stage=2 \
+      --config.batch.und_rows=8 --config.batch.text_rows=0 --config.batch.gen_rows=24 \
+      --config.batch.und_seq_len=640 --config.batch.gen_prompt_len=64   # 1.3B, one GPU
+
+MFU = model FLOPs per step / (step time x devices x peak). Model FLOPs are counted as in
+`jf_jax/tools/flops.py` (matmuls, 2 per multiply-add, 6N*tokens-style: forward x 3 for
+trained towers, x 2 for frozen towers gradients pass through, x 1 behind stop_gradient;
+attention over the full padded length; no remat recompute). Peak: bf16 dense per device
+from the table below, or --peak_tflops (CPU has none: MFU is printed only with the flag).
+Tokens/s counts LLM tokens of valid (unpadded) positions, as the training logs do;
+images/s counts understanding images + generation rows.
+"""
+
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from jf_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jf_jax.tools import flops as flops_lib  # pylint: disable=wrong-import-position
+from jf_jax.train import loop  # pylint: disable=wrong-import-position
+from jf_jax.train import step as step_lib  # pylint: disable=wrong-import-position
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
+                           "tiny.py"), "Training config file.", lock_config=True)
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after the compiling one.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
+_PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device (0: from the "
+                           "device kind; none for CPU).")
+
+# device_kind prefix -> dense bf16 peak TFLOP/s per device.
+PEAK_TFLOPS = {"NVIDIA H100": 989.0, "NVIDIA H200": 989.0, "NVIDIA A100": 312.0,
+               "TPU v5 lite": 197.0, "TPU v5": 459.0, "TPU v4": 275.0, "TPU v6 lite": 918.0}
+
+
+def _peak_tflops(device) -> float:
+  if _PEAK.value:
+    return _PEAK.value
+  for prefix, peak in sorted(PEAK_TFLOPS.items(), key=lambda kv: -len(kv[0])):
+    if device.device_kind.startswith(prefix):
+      return peak
+  return 0.0
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  t0 = time.perf_counter()
+  s = loop.setup(config)
+  source = pipeline.make_source(config, s.cfg)
+  batch_sh = step_lib.batch_sharding(s.mesh)
+  batches = [next(source) for _ in range(2)]  # alternate two batches: no host work timed
+  tokens, images = pipeline.batch_stats(batches[0], s.cfg)
+  tokens, images = tokens * jax.process_count(), images * jax.process_count()
+  global_batches = [pipeline.global_batch(b, batch_sh) for b in batches]
+  state = s.state
+  state, metrics = s.step_fn(state, global_batches[0])
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  for i in range(_WARMUP.value):
+    state, metrics = s.step_fn(state, global_batches[i % 2])
+  jax.block_until_ready(metrics)
+  times = []
+  for i in range(_STEPS.value):
+    t = time.perf_counter()
+    state, metrics = s.step_fn(state, global_batches[i % 2])
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t)
+  step_s = float(np.median(times))
+  flops = flops_lib.train_step_flops(config, s.cfg, s.abstract.params, s.trainable_mask)
+  device = jax.devices()[0]
+  n = jax.device_count()
+  peak = _peak_tflops(device)
+  achieved = flops["total"] / step_s / n / 1e12
+  mfu = f"{100 * achieved / peak:.1f}% of {peak:.0f} TFLOP/s" if peak else "n/a (no peak)"
+  print(f"devices {n} x {device.device_kind}; mesh {dict(s.mesh.shape)}; stage "
+        f"{config.stage}; batch und/text/gen {config.batch.und_rows}/"
+        f"{config.batch.text_rows}/{config.batch.gen_rows}; dtype {s.cfg.dtype}; remat "
+        f"{config.model.llm.remat_policy}")
+  print(f"setup + first step (compile) {compile_s:.1f} s; {_STEPS.value} timed steps after "
+        f"{_WARMUP.value} warm-up: median {step_s * 1e3:.1f} ms (min {min(times) * 1e3:.1f},"
+        f" max {max(times) * 1e3:.1f})")
+  print(f"{tokens / step_s:,.0f} tokens/s, {images / step_s:,.1f} images/s; model FLOPs "
+        f"{flops['total']:.3e} per step -> {achieved:.4f} TFLOP/s per device; MFU {mfu}")
+  print(f"loss {float(metrics['loss']):.4f}")
+
+
+if __name__ == "__main__":
+  app.run(main)
