@@ -1,6 +1,10 @@
-r"""Trains JanusFlow. With no flags: the tiny model on built-in synthetic data, on CPU.
+r"""Trains JanusFlow. With no flags: the default job (issue 5) on CPU, about 15 minutes:
+the tiny model on the built-in shapes world (configs/default.py), then a PNG grid of
+samples for test captions, a few test questions with the model's answers, and both scores
+(workdir/main_job.json; docs/benchmarks.md, "Main job (issue 5)").
 
-  python train.py                                     # configs/tiny.py, ./workdir
+  python train.py                                     # configs/default.py, ./workdir
+  python train.py --config configs/tiny.py            # synthetic data, no evaluation
   python train.py --config configs/janusflow_1p3b.py --workdir /ckpt/run1 \
       --config.stage=2 --config.train.init_params_from=/ckpt/jf_1p3b_converted
 
@@ -9,7 +13,13 @@ pass --coordinator_address/--num_processes/--process_id (or let JAX read them fr
 cluster environment with --num_processes alone).
 """
 
+import time
+
+_START = time.time()  # the job's wall clock includes imports, dataset build and compiles
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -20,7 +30,7 @@ from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "tiny.py"),
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py"),
     "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Checkpoints, TensorBoard and outputs.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
@@ -38,7 +48,13 @@ def main(argv):
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; workdir "
         f"{os.path.abspath(_WORKDIR.value)}", flush=True)
   metrics = loop.train(config, _WORKDIR.value)
-  print(f"done at step {metrics['final_step']}", flush=True)
+  train_seconds = time.time() - _START
+  print(f"done at step {metrics['final_step']} ({train_seconds / 60:.1f} min)", flush=True)
+  if config.get("eval") is not None and config.eval.get("after_training", False):
+    if jax.process_index() == 0:
+      from jf_jax.train import main_job  # pylint: disable=g-import-not-at-top
+      main_job.run(config, _WORKDIR.value, metrics, start_time=_START, extra=dict(
+          train_seconds=train_seconds, command=" ".join(["python"] + sys.argv)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+r"""The default run: tiny JanusFlow on the built-in shapes world, CPU, ~15 minutes.
+
+  python train.py                       # this config; trains, then evaluates (below)
+  python train.py --workdir /tmp/run --config.train.num_steps=100 --config.eval.num_gen=16
+
+`configs/tiny_shapes.py` with a model and schedule sized for 2 CPU cores and a 15-minute
+budget (dataset build, compilation and evaluation included), plus the post-training job
+(`config.eval`, run by `jf_jax/train/main_job.py`): a PNG grid of samples for test
+captions, a few test questions with the model's answers, and both scores on the held-out
+test split (GenEval-style generation score, understanding exact match), written as
+`workdir/main_job.json`. See docs/benchmarks.md, "Main job (issue 5)".
+
+Generation runs in PIXEL space (no SDXL-VAE exists offline for a tiny model) and the
+tiny understanding encoder trains (stage 3: no pretrained SigLIP exists offline).
+"""
+
+import ml_collections
+
+from jf_jax import config_defaults
+
+
+def get_config():
+  config = config_defaults.base_config()
+  config.model = config_defaults.model_tiny()
+  # As configs/tiny_shapes.py: 4x4 patches on both sides (64 generation tokens = 64 SigLIP
+  # patches, REPA aligns them position by position), 32x32 RGB pixels as "latents".
+  config.model.und_encoder.patch_size = 4
+  config.model.gen_encoder.update(dict(in_channels=3, patch_size=4))
+  config.model.gen_decoder.update(dict(out_channels=3, patch_size=4))
+  config.model.latent_size = 32
+  config.stage = 3
+  config.data.update(dict(source="shapes", tokenizer="shapes", system_prompt="",
+                          gen_space="pixel", image_size=32))
+  config.batch.update(dict(und_seq_len=88, text_seq_len=52, gen_prompt_len=24))
+  # Sized for the 15-minute CPU budget.
+  config.model.llm.update(dict(embed_dim=128, mlp_dim=384, num_heads=4, num_kv_heads=2,
+                               head_dim=32))
+  config.model.und_encoder.update(dict(width=64, mlp_dim=128))
+  config.model.gen_encoder.update(dict(channels=64))
+  config.model.repa.update(dict(hidden_dim=128))
+  config.batch.update(dict(und_rows=8, text_rows=2, gen_rows=16))
+  config.optim.update(dict(learning_rate=1e-3, warmup_steps=100, schedule="cosine",
+                           total_steps=2000, end_learning_rate=1e-5))
+  config.train.update(dict(num_steps=2000, log_every=100, checkpoint_every=500,
+                           keep_checkpoints=1))
+  config.eval = ml_collections.ConfigDict(dict(
+      after_training=True,  # run the main job's evaluation when training ends
+      split="test",
+      num_gen=200,          # test captions to draw (GenEval-style score)
+      num_und=500,          # test questions to answer (exact match)
+      steps=20,             # ODE steps per image
+      cfg=2.0,              # classifier-free guidance weight
+      seed=0,
+      batch_size=50,
+      grid_size=16,         # samples in the PNG grid
+      show_questions=6,     # questions printed with the model's answers
+  ))
+  return config
