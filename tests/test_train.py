@@ -74,7 +74,7 @@ def test_sharded_step_equals_single_device(single, first_step):
   config.mesh.update(dict(data=2, fsdp=2, tensor=2))
   sharded = loop.setup(config)
   assert dict(sharded.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
-  state = jax.device_put(before, sharded.shardings)
+  state = jax.block_until_ready(jax.device_put(before, sharded.shardings))
   state, sh_metrics = sharded.step_fn(state, host_batch(sharded))
   # Out-shardings equal in-shardings (what donation needs).
   for leaf, sh in zip(jax.tree.leaves(state), jax.tree.leaves(sharded.shardings)):

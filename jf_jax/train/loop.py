@@ -81,6 +81,9 @@ def setup(config, devices=None) -> Setup:
   tx, mask = optim.make_optimizer(optim_config(config), abstract_params)
   state, shardings, abstract = state_lib.init_state(
       model, tx, mesh, rules, use_ema=config.train.ema_decay > 0, seed=config.seed)
+  # Finish init before any other program runs: on the in-process CPU mesh, programs with
+  # collectives running concurrently were seen to deadlock.
+  state = jax.block_until_ready(state)
   if mesh.shape["fsdp"] > 1:
     partition.assert_params_sufficiently_sharded(shardings.params, abstract.params)
   step_fn = step_lib.jit_train_step(step_lib.make_train_step(model, tx, mask, config),
