@@ -89,10 +89,10 @@ def main(argv):
   peak = _peak_tflops(device)
   achieved = flops["total"] / step_s / n / 1e12
   mfu = f"{100 * achieved / peak:.1f}% of {peak:.0f} TFLOP/s" if peak else "n/a (no peak)"
+  b = config.batch
   print(f"devices {n} x {device.device_kind}; mesh {dict(s.mesh.shape)}; stage "
-        f"{config.stage}; batch und/text/gen {config.batch.und_rows}/"
-        f"{config.batch.text_rows}/{config.batch.gen_rows}; dtype {s.cfg.dtype}; remat "
-        f"{config.model.llm.remat_policy}")
+        f"{config.stage}; batch und/text/gen {b.und_rows}/{b.text_rows}/{b.gen_rows}; dtype "
+        f"{np.dtype(s.cfg.dtype).name}; remat {config.model.llm.remat_policy}")
   print(f"setup + first step (compile) {compile_s:.1f} s; {_STEPS.value} timed steps after "
         f"{_WARMUP.value} warm-up: median {step_s * 1e3:.1f} ms (min {min(times) * 1e3:.1f},"
         f" max {max(times) * 1e3:.1f})")

@@ -48,6 +48,7 @@ def test_report_fields(report):
   assert r["train"]["model_flops"]["total"] > 0
   assert r["sampler"]["memory"]["peak_bytes"] > 0 and r["sampler"]["memory"]["fits"]
   assert "FITS" in stdout and "MFU" in stdout and "sampler" in stdout
+  assert "markdown: | v5e:2x2" in stdout
 
 
 def test_unknown_topology_fails_clearly():

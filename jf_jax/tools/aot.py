@@ -275,8 +275,9 @@ def format_report(r: dict[str, Any]) -> str:
       f"{mf['total']:.3e} = " + ", ".join(f"{k} {v:.2e}" for k, v in mf.items()
                                          if k not in ("total", "llm_tokens")),
       f"estimated step time {t['step_time_s'] * 1e3:.1f} ms ({t['step_time_source']}); "
-      f"MFU {100 * (t['mfu'] or 0):.1f}% at {r['peak_flops_per_chip'] / 1e12:.0f} TFLOP/s "
-      f"bf16 per chip; {t['tokens_per_s'] or 0:,.0f} LLM tokens/s",
+      + (f"MFU {100 * (t['mfu'] or 0):.1f}% at {r['peak_flops_per_chip'] / 1e12:.0f} "
+         f"TFLOP/s bf16 per chip; {t['tokens_per_s'] or 0:,.0f} LLM tokens/s" if r["unrolled"]
+         else "MFU not estimated (scanned layers; rerun with --unroll_scans)"),
   ]
   if "sampler" in r:
     s, sm = r["sampler"], r["sampler"]["memory"]
@@ -295,11 +296,13 @@ def markdown_row(r: dict[str, Any], command: str) -> str:
   mesh = "x".join(str(r["mesh"][a]) for a in ("data", "fsdp", "tensor"))
   gb = r["global_batch"]
   sampler = (f"{_gib(r['sampler']['memory']['peak_bytes'])}" if "sampler" in r else "-")
+  fits = "fits" if m["fits"] else "OOM"
+  est = (f"{t['step_time_s'] * 1e3:.0f} (unrolled) | {100 * (t['mfu'] or 0):.0f}%"
+         if r["unrolled"] else "n/a (scan) | n/a (scan)")
   return (f"| {r['topology']} ({r['chips']} chips) | {r['stage']} | {mesh} | "
           f"{gb['und']}/{gb['text']}/{gb['gen']} | {_gib(m['argument_bytes'])} | "
-          f"{_gib(m['temp_bytes'])} | {_gib(m['peak_bytes'])} {'fits' if m['fits'] else "
-          f"'OOM'} | {t['cost']['flops']:.2e} | {t['model_flops']['total']:.2e} | "
-          f"{t['step_time_s'] * 1e3:.0f} | {100 * (t['mfu'] or 0):.0f}% | {sampler} | "
+          f"{_gib(m['temp_bytes'])} | {_gib(m['peak_bytes'])} {fits} | {t['cost']['flops']:.2e} | {t['model_flops']['total']:.2e} | "
+          f"{est} | {sampler} | "
           f"{r['compile_s']:.0f} s | {time.strftime('%Y-%m-%d')} | `{command}` |")
 
 
@@ -313,8 +316,9 @@ def main(argv):
   quiet_libtpu_env(_TOPOLOGY.value)
   report = train_report(_CONFIG.value, _TOPOLOGY.value)
   print(format_report(report), flush=True)
-  print("markdown: " + markdown_row(report, "python -m jf_jax.tools.aot " + " ".join(
-      a for a in sys.argv[1:] if not a.startswith("--json_out"))), flush=True)
+  args = [a for a in sys.argv[1:] if not a.startswith("--json_out")]
+  print("markdown: " + markdown_row(report, "python -m jf_jax.tools.aot " + " ".join(args)),
+        flush=True)
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, "w") as f:
       json.dump(report, f, indent=1, default=float)
