@@ -94,7 +94,7 @@ def test_two_processes_match_one_process(runs):
 def test_two_process_checkpoint_resumes_in_one_process(runs):
   single, multi = runs
   out = _run(_cmd(multi, STEPS + 1), _env(8))
-  assert f"resumed from" in out and f"at step {STEPS}" in out
+  assert "resumed from" in out and f"at step {STEPS}" in out
   resumed = _losses(multi)[STEPS + 1]
   np.testing.assert_allclose(resumed["loss"], _losses(single)[STEPS + 1]["loss"],
                              rtol=1e-5, atol=1e-6)

@@ -19,8 +19,6 @@ from typing import Any
 
 import jax
 
-from jf_jax.train import optim
-
 
 def _size(tree) -> int:
   return int(sum(x.size for x in jax.tree.leaves(tree)))
@@ -83,7 +81,3 @@ def train_step_flops(config: Any, cfg: Any, params: Any, mask: Any) -> dict[str,
   out["llm_tokens"] = (b.und_rows * b.und_seq_len + b.text_rows * b.text_seq_len
                        + b.gen_rows * gen_seq)
   return out
-
-
-def trainable_params(params: Any, mask: Any) -> int:
-  return optim.count_params(params, mask)
