@@ -56,11 +56,7 @@ def _run(cmd, env):
   return out.stdout
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  """(single-process workdir run for STEPS + 1, two-process workdir run for STEPS)."""
-  single = str(tmp_path_factory.mktemp("single"))
-  multi = str(tmp_path_factory.mktemp("multi"))
+def _launch_two(multi):
   address = f"127.0.0.1:{_free_port()}"
   procs = [subprocess.Popen(
       _cmd(multi, STEPS, f"--coordinator_address={address}", "--num_processes=2",
@@ -72,6 +68,20 @@ def runs(tmp_path_factory):
     for p in procs:
       if p.poll() is None:
         p.kill()
+  return procs, outs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """(single-process workdir run for STEPS + 1, two-process workdir run for STEPS)."""
+  single = str(tmp_path_factory.mktemp("single"))
+  for attempt in range(2):
+    # A second attempt only on a failed first one: a cold compile can leave one process
+    # far behind the other on a loaded 2-core machine (then warm in the compile cache).
+    multi = str(tmp_path_factory.mktemp("multi"))
+    procs, outs = _launch_two(multi)
+    if all(p.returncode == 0 for p in procs) or attempt == 1:
+      break
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, out[-2000:] + err[-4000:]
   assert "devices: 8 x cpu" in outs[0][0]

@@ -84,12 +84,26 @@ def setup(config, devices=None) -> Setup:
   # Finish init before any other program runs: on the in-process CPU mesh, programs with
   # collectives running concurrently were seen to deadlock.
   state = jax.block_until_ready(state)
+  sync_processes("setup")
   if mesh.shape["fsdp"] > 1:
     partition.assert_params_sufficiently_sharded(shardings.params, abstract.params)
   step_fn = step_lib.jit_train_step(step_lib.make_train_step(model, tx, mask, config),
                                     shardings, mesh, rules)
   return Setup(config, cfg, model, mesh, rules, tx, mask, state, shardings, abstract,
                step_fn)
+
+
+def sync_processes(name: str, timeout_s: int = 1800) -> None:
+  """Barrier over the coordination service (not over CPU/gloo collectives).
+
+  Processes compile at different speeds; gloo gives up creating a collective context
+  after 30 s, so multi-process runs meet here after each compile, before the first
+  collective of the next program.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  distributed.global_state.client.wait_at_barrier(f"jf_jax_{name}", timeout_s * 1000)
 
 
 def load_initial_params(s: Setup, path: str):
@@ -188,6 +202,12 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   loop_start, step = time.time(), start
   for step in range(start, total):
     local = next(source)
+    if step == start and jax.process_count() > 1:
+      # Compile before the first execution so every process enters its collectives
+      # together (the jit call below then reuses the compiled program).
+      with jax.set_mesh(s.mesh):
+        s.step_fn.jitted.lower(state, pipeline.global_batch(local, batch_sh)).compile()
+      sync_processes("first_step_compiled")
     tokens, images = pipeline.batch_stats(local, s.cfg)
     window_tokens += tokens * jax.process_count()
     window_images += images * jax.process_count()
