@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jf_jax.sampling import common
+
 from jf_jax import config_defaults
 from jf_jax.models import attention
 from jf_jax.models import config as model_config
@@ -77,15 +79,7 @@ def _causal(query_slots: np.ndarray, num_keys: int) -> jax.Array:
 
 def _random_like(abstract, seed: int = 0, std: float = 0.1):
   """Random arrays for an (unboxed) abstract variable tree; norm scales near one."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    x = rng.normal(0.0, std, leaf.shape).astype(np.float32)
-    if getattr(path[-1], "key", None) == "scale":
-      x += 1.0
-    return jnp.asarray(x, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
+  return common.random_like(abstract, seed, std)
 
 
 def _variables(module: nn.Module, *args, method=None, seed: int = 0, **kwargs):

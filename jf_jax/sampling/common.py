@@ -59,9 +59,8 @@ def random_params(cfg: JanusFlowConfig, seed: int = 0, std: float = 0.02) -> Any
   return jax.tree_util.tree_unflatten(treedef, draw(jax.random.key(seed)))
 
 
-def numpy_random_params(cfg: JanusFlowConfig, seed: int = 0, std: float = 0.02) -> Any:
-  """Like `random_params`, drawn with numpy (no compile at all; for tiny configs)."""
-  abstract = nn.unbox(janusflow.abstract_params(janusflow.JanusFlow(cfg)))["params"]
+def random_like(abstract: Any, seed: int = 0, std: float = 0.02) -> Any:
+  """numpy-drawn random arrays for an (unboxed) abstract tree; norm scales near one."""
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):
@@ -71,3 +70,9 @@ def numpy_random_params(cfg: JanusFlowConfig, seed: int = 0, std: float = 0.02) 
     return jnp.asarray(x, leaf.dtype)
 
   return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def numpy_random_params(cfg: JanusFlowConfig, seed: int = 0, std: float = 0.02) -> Any:
+  """Like `random_params`, drawn with numpy (no compile at all; for tiny configs)."""
+  abstract = nn.unbox(janusflow.abstract_params(janusflow.JanusFlow(cfg)))["params"]
+  return random_like(abstract, seed, std)
