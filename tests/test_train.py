@@ -68,14 +68,31 @@ def first_step(single):
   return before, to_host(state), to_host(metrics)
 
 
-@pytest.mark.skipif(
-    os.environ.get("JF_JAX_INPROCESS_MESH_STEP", "0") != "1",
-    reason="XLA:CPU deadlock: executing the (2,2,2)-mesh train step on 8 in-process fake "
-           "devices sometimes leaves the device threads waiting in different collectives "
-           "(seen twice in clean-clone runs, never in isolation). Set "
-           "JF_JAX_INPROCESS_MESH_STEP=1 to run it; the 2-process x 4-device test compares "
-           "a sharded run against 8 devices meanwhile.")
-def test_sharded_step_equals_single_device(single, first_step):
+# Set in the fresh process that runs the (2,2,2)-mesh comparison (below).
+_IN_FRESH_PROCESS = "JF_JAX_MESH_STEP_FRESH_PROCESS"
+
+
+def test_sharded_step_equals_single_device(request):
+  """The (data=2, fsdp=2, tensor=2) step equals the single-device step.
+
+  Runs in a fresh Python process: in two clean-clone full-suite runs, executing the
+  8-device step in the long-lived pytest process (after ~150 other tests) left XLA:CPU's
+  8 device threads waiting in different collectives (a deadlock inside the CPU runtime;
+  never seen in a fresh process). The comparison itself is `_compare_sharded_to_single`.
+  """
+  if os.environ.get(_IN_FRESH_PROCESS) == "1":
+    _compare_sharded_to_single(request.getfixturevalue("first_step"))
+    return
+  env = dict(os.environ, **{_IN_FRESH_PROCESS: "1"})
+  node = f"{os.path.relpath(__file__, REPO)}::test_sharded_step_equals_single_device"
+  out = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", node],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+  assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
+  assert "1 passed" in out.stdout, out.stdout[-3000:]
+
+
+def _compare_sharded_to_single(first_step):
   before, after, metrics = first_step
   config = base_config()
   config.mesh.update(dict(data=2, fsdp=2, tensor=2))
