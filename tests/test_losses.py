@@ -146,3 +146,17 @@ def test_repa_loss_stops_target_gradient_and_is_eps_safe():
   gp, gt = jax.jit(jax.grad(loss, (0, 1)))(proj, target)
   np.testing.assert_array_equal(gt, 0.0)
   assert np.all(np.isfinite(gp))
+
+
+def test_loss_denominators_allow_a_task_with_zero_rows():
+  """A stage mixture may leave out a task (e.g. gen_rows=0): weights stay >= 1, exact."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from jf_jax.train import step  # pylint: disable=import-outside-toplevel
+  cfg = ml_collections.ConfigDict(dict(num_gen_tokens=16))
+  batch = {"gen_latents": jnp.zeros((0, 8, 8, 4)), "gen_weights": jnp.zeros((0,)),
+           "und_weights": jnp.ones((2, 5)), "text_weights": jnp.ones((1, 3))}
+  denom = step.loss_denominators(batch, cfg)
+  assert float(denom["ar"]) == 13.0 and float(denom["rf"]) == float(denom["repa"]) == 1.0
+  batch.update(gen_latents=jnp.zeros((3, 8, 8, 4)), gen_weights=jnp.array([1., 1., 0.]))
+  denom = step.loss_denominators(batch, cfg)
+  assert float(denom["rf"]) == 2 * 256 and float(denom["repa"]) == 2 * 16

@@ -7,6 +7,7 @@ microbatches is exactly one step on the whole batch.
 """
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -44,7 +45,7 @@ def drop_prompts(rng, prompt_ids, prompt_mask, drop_prob: float, pad_id: int):
 def loss_denominators(batch, cfg) -> dict[str, jax.Array]:
   """Whole-batch weights of the three losses (never zero)."""
   gen_rows = jnp.sum(batch["gen_weights"])
-  latent_elems = batch["gen_latents"][0].size
+  latent_elems = math.prod(batch["gen_latents"].shape[1:])  # per row; 0 rows allowed
   return {
       "ar": jnp.maximum(jnp.sum(batch["und_weights"]) + jnp.sum(batch["text_weights"]), 1.0),
       "rf": jnp.maximum(gen_rows * latent_elems, 1.0),
