@@ -80,6 +80,7 @@ def data_defaults() -> ml_collections.ConfigDict:
       data_dir="",            # tfds data_dir; '' = ~/tensorflow_datasets
       split="train",
       world_seed=0, num_train=20_000, num_validation=1_000, num_test=1_000,
+      und_turns=1,            # question/answer turns per understanding row (0 = all)
       # source = "files": user data (jf_jax/data/user_data.py).
       und_files=(),           # LLaVA-style JSON files
       gen_files=(),           # folders of image + .txt, or .jsonl of {"image", "caption"}

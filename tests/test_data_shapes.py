@@ -399,3 +399,24 @@ def test_user_data_readers(data_dir, tmp_path):
   supervised = batch["und_targets"][real][batch["und_weights"][real] > 0]
   assert tok.decode(supervised) == " blue one"  # both turns' answers (EOS skipped)
   assert len(user_data.text_files([str(text)], "file")[0]) == 1
+
+
+@pytest.mark.parametrize("und_turns", [0, 1, 3])
+def test_und_turns_packs_that_many_question_answer_turns(data_dir, splits, und_turns):
+  config, cfg = _config(data_dir, und_seq_len=200)  # 16 image slots + up to 11 turns
+  config.data.und_turns = und_turns
+  data, convert = tfds_source.shapes_tasks(config.data)["und"]
+  builder = processor.RowBuilder(tok_lib.make_tokenizer(config), config, cfg)
+  rng = np.random.default_rng(0)
+  for i in range(20):
+    example = splits["train"][i]
+    pairs = set(zip(example["questions"], example["answers"]))
+    record = convert(data[i], rng)
+    want = len(pairs) if und_turns == 0 else min(und_turns, len(pairs))
+    assert len(record["turns"]) == want and set(record["turns"]) <= pairs
+    row = builder.build("und", record)
+    # Each answer is one word + EOS: two supervised tokens per turn.
+    assert row["weights"].sum() == 2 * want
+  config.data.und_turns = -1
+  with pytest.raises(ValueError, match="und_turns"):
+    tfds_source.shapes_tasks(config.data)

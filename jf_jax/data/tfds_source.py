@@ -4,7 +4,8 @@
 calls for `config.data.source` in ("shapes", "files"). All three tasks of the shapes world
 read the same split, each in its own seeded order:
 
-  und:  the image and one of its question/answer pairs, drawn per slot
+  und:  the image and `data.und_turns` of its question/answer pairs (a multi-turn
+        conversation in random order; 0 = all), drawn per slot
   gen:  the image and its caption
   text: the scene's text-only description
 
@@ -25,12 +26,25 @@ from jf_jax.data.records import BadExample
 from jf_jax.models.config import JanusFlowConfig
 
 
-def _und_record(item: dict, rng: np.random.Generator) -> dict:
-  questions, answers = list(item["questions"]), list(item["answers"])
-  if not questions or len(questions) != len(answers):
-    raise BadExample("bad_record", f"{len(questions)} questions, {len(answers)} answers")
-  i = int(rng.integers(len(questions)))
-  return {"image": item["image"], "turns": [(questions[i], answers[i])]}
+def _und_converter(num_turns: int):
+  """item -> und record with `num_turns` random question/answer turns (0 = all of them).
+
+  More turns per image supervise more answers per understanding row for little extra
+  sequence (a shapes-world question/answer turn is ~12 tokens, the image 65).
+  """
+  if num_turns < 0:
+    raise ValueError(f"config.data.und_turns must be >= 0 (0 = all), got {num_turns}")
+
+  def convert(item: dict, rng: np.random.Generator) -> dict:
+    questions, answers = list(item["questions"]), list(item["answers"])
+    if not questions or len(questions) != len(answers):
+      raise BadExample("bad_record", f"{len(questions)} questions, {len(answers)} answers")
+    order = rng.permutation(len(questions))
+    if num_turns:
+      order = order[:num_turns]
+    return {"image": item["image"], "turns": [(questions[i], answers[i]) for i in order]}
+
+  return convert
 
 
 def shapes_tasks(data_cfg: Any, split: str | None = None) -> dict:
@@ -40,7 +54,7 @@ def shapes_tasks(data_cfg: Any, split: str | None = None) -> dict:
       num_train=data_cfg.num_train, num_validation=data_cfg.num_validation,
       num_test=data_cfg.num_test)
   data = sources[split or data_cfg.split]
-  return {"und": (data, _und_record),
+  return {"und": (data, _und_converter(data_cfg.get("und_turns", 1))),
           "gen": (data, lambda item, rng: {"image": item["image"],
                                            "caption": item["caption"]}),
           "text": (data, lambda item, rng: {"text": item["text"]})}
