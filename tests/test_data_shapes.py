@@ -259,23 +259,27 @@ def test_shapes_source_layout_and_config_keys(data_dir):
   assert (batch["und_image_mask"].sum(1) == cfg.num_und_tokens).all()
 
 
-def test_tiny_shapes_config_fits_every_example(splits):
+@pytest.mark.parametrize("name", ["tiny_shapes", "default"])
+def test_shapes_configs_fit_every_example(splits, name):
+  """Every example packs within the config's lengths (with its `und_turns` longest turns)."""
   spec = importlib.util.spec_from_file_location(
-      "tiny_shapes", os.path.join(os.path.dirname(__file__), "..", "configs", "tiny_shapes.py"))
+      name, os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()
   cfg = model_config.from_config_dict(config.model)
   assert cfg.num_gen_tokens == cfg.und_encoder.num_patches  # REPA aligns the two grids
   tok, b = tok_lib.make_tokenizer(config), config.batch
+  num_turns = config.data.und_turns
   for split in ("train", "test"):
     for i in range(len(splits[split])):
       ex = splits[split][i]
       packing.pack_text(tok, ex["text"].decode(), b.text_seq_len)
       packing.pack_gen(tok, ex["caption"].decode(), b.gen_prompt_len)
-      for q, a in zip(ex["questions"], ex["answers"]):
-        packing.pack_und(tok, [(q.decode(), a.decode())], cfg.und_encoder.num_patches,
-                         b.und_seq_len, config.data.system_prompt)
+      turns = [(q.decode(), a.decode()) for q, a in zip(ex["questions"], ex["answers"])]
+      turns.sort(key=lambda qa: -len(tok.encode(qa[0] + " " + qa[1])))
+      packing.pack_und(tok, turns[:num_turns or None], cfg.und_encoder.num_patches,
+                       b.und_seq_len, config.data.system_prompt)
 
 
 def test_resume_is_exact_and_processes_split_the_global_batch(data_dir):

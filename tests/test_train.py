@@ -103,7 +103,7 @@ def _compare_sharded_to_single(first_step):
   # Out-shardings equal in-shardings (what donation needs).
   for leaf, sh in zip(jax.tree.leaves(state), jax.tree.leaves(sharded.shardings)):
     assert leaf.sharding.is_equivalent_to(sh, leaf.ndim)
-  for key in ("loss", "ar_loss", "rf_loss", "repa_loss", "grad_norm"):
+  for key in ("loss", "ar_loss", "und_loss", "text_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(sh_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
   chex.assert_trees_all_close(to_host(state.params), after.params, rtol=0, atol=PARAM_ATOL)
 
@@ -146,7 +146,7 @@ def test_accumulation_equals_whole_batch(single, first_step):
   accum = single_device(base_config(microbatches=4))
   state = jax.device_put(first_step[0], accum.shardings)
   state, acc_metrics = accum.step_fn(state, host_batch(accum))
-  for key in ("loss", "ar_loss", "rf_loss", "repa_loss", "grad_norm"):
+  for key in ("loss", "ar_loss", "und_loss", "text_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(acc_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
   chex.assert_trees_all_close(to_host(state.params), after.params, rtol=0, atol=PARAM_ATOL)
 

@@ -136,6 +136,7 @@ class _Preemption:
 
 def _progress_line(step, total, metrics, tokens_s, images_s, eta_s) -> str:
   losses = " ".join(f"{k[:-5]} {metrics[k]:.4f}" for k in ("ar_loss", "rf_loss", "repa_loss"))
+  losses += f" | und {metrics['und_loss']:.4f} text {metrics['text_loss']:.4f}"
   skipped = metrics.get("data/skipped_total", 0)
   extra = f" | skipped examples {skipped}" if skipped else ""
   extra += f" | non-finite steps {metrics['nonfinite_total']}" if metrics.get(

@@ -46,26 +46,29 @@ def loss_denominators(batch, cfg) -> dict[str, jax.Array]:
   """Whole-batch weights of the three losses (never zero)."""
   gen_rows = jnp.sum(batch["gen_weights"])
   latent_elems = math.prod(batch["gen_latents"].shape[1:])  # per row; 0 rows allowed
+  und, text = jnp.sum(batch["und_weights"]), jnp.sum(batch["text_weights"])
   return {
-      "ar": jnp.maximum(jnp.sum(batch["und_weights"]) + jnp.sum(batch["text_weights"]), 1.0),
+      "ar": jnp.maximum(und + text, 1.0),
+      # Only for the logged per-task split of the next-token loss.
+      "und": jnp.maximum(und, 1.0), "text": jnp.maximum(text, 1.0),
       "rf": jnp.maximum(gen_rows * latent_elems, 1.0),
       "repa": jnp.maximum(gen_rows * cfg.num_gen_tokens, 1.0),
   }
 
 
-def _ar_sums(model, params, mb):
-  """Next-token loss sums of the understanding and text rows of a microbatch."""
-  total = jnp.zeros((), jnp.float32)
+def _ar_sums(model, params, mb) -> tuple[jax.Array, jax.Array]:
+  """Next-token loss sums (understanding rows, text rows) of a microbatch."""
+  und = text = jnp.zeros((), jnp.float32)
   if mb["und_ids"].shape[0]:
     logits, _, _ = model.apply(
         {"params": params}, mb["und_ids"], mb["und_images"], mb["und_image_mask"],
         attention_mask=mb["und_valid"], method=janusflow.JanusFlow.understand)
-    total += next_token.next_token_loss(logits, mb["und_targets"], mb["und_weights"])[0]
+    und = next_token.next_token_loss(logits, mb["und_targets"], mb["und_weights"])[0]
   if mb["text_ids"].shape[0]:
     logits = model.apply({"params": params}, mb["text_ids"], attention_mask=mb["text_valid"],
                          method=janusflow.JanusFlow.text_logits)
-    total += next_token.next_token_loss(logits, mb["text_targets"], mb["text_weights"])[0]
-  return total
+    text = next_token.next_token_loss(logits, mb["text_targets"], mb["text_weights"])[0]
+  return und, text
 
 
 def draw_generation_noise(rng, batch, loss_cfg, pad_id):
@@ -132,10 +135,11 @@ def make_train_step(model, tx, trainable_mask, config):
 
   def micro_loss(params, mb, denom):
     params = freeze(params)
-    sums = {"ar": _ar_sums(model, params, mb)}
+    und, text = _ar_sums(model, params, mb)
+    sums = {"ar": und + text}
     sums["rf"], sums["repa"] = _generation_sums(model, params, mb, bool(coef["repa"]))
-    loss = sum(coef[k] * sums[k] / denom[k] for k in sums)
-    return loss, sums
+    loss = sum(coef[k] * sums[k] / denom[k] for k in coef)
+    return loss, {**sums, "und": und, "text": text}
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -152,7 +156,7 @@ def make_train_step(model, tx, trainable_mask, config):
 
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
     init = (zeros, jnp.zeros((), jnp.float32),
-            {k: jnp.zeros((), jnp.float32) for k in coef})
+            {k: jnp.zeros((), jnp.float32) for k in (*coef, "und", "text")})
     (grads, loss, sums), _ = jax.lax.scan(body, init, micro)
     grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
     grad_norm = optim.trainable_global_norm(grads, trainable_mask)
@@ -170,7 +174,7 @@ def make_train_step(model, tx, trainable_mask, config):
     metrics = {
         "loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
         "nonfinite": 1 - finite.astype(jnp.int32),
-        **{f"{k}_loss": sums[k] / denom[k] for k in coef},
+        **{f"{k}_loss": sums[k] / denom[k] for k in (*coef, "und", "text")},
     }
     return new_state, metrics
 
