@@ -45,8 +45,8 @@ def get_config():
   # and reached only gen 0.00 / und 0.44 in 900 steps (docs/benchmarks.md).
   config.batch.update(dict(und_rows=8, text_rows=2, gen_rows=12))
   config.optim.update(dict(learning_rate=1.5e-3, warmup_steps=100, schedule="cosine",
-                           total_steps=2400, end_learning_rate=1e-5))
-  config.train.update(dict(num_steps=2400, log_every=200, checkpoint_every=800,
+                           total_steps=1800, end_learning_rate=1e-5))
+  config.train.update(dict(num_steps=1800, log_every=200, checkpoint_every=600,
                            keep_checkpoints=1))
   config.eval = ml_collections.ConfigDict(dict(
       after_training=True,  # run the main job's evaluation when training ends
