@@ -77,7 +77,24 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)
   logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+  _no_persistent_cache_on_cpu()
   return True
+
+
+def _no_persistent_cache_on_cpu() -> None:
+  """Turns JAX's persistent compilation cache off for a multi-process CPU run.
+
+  On XLA:CPU a train step loaded from that cache (instead of compiled in the process)
+  was seen to deadlock every time in its first gloo collectives: the processes sat in
+  different collectives (one in an all-reduce, the other in an all-to-all), while the
+  same run compiled in-process passed. TPU and GPU runs keep the cache.
+  """
+  if jax.devices()[0].platform != "cpu" or not jax.config.jax_compilation_cache_dir:
+    return
+  logging.warning("multi-process CPU run: the persistent compilation cache (%s) is turned "
+                  "off; executables loaded from it deadlock in XLA:CPU's gloo collectives",
+                  jax.config.jax_compilation_cache_dir)
+  jax.config.update("jax_enable_compilation_cache", False)
 
 
 def check_divisibility(global_batch: int, mesh: Mesh, num_heads: int, num_kv_heads: int,
