@@ -13,7 +13,7 @@ MFU = model FLOPs per step / (step time x devices x peak). Model FLOPs are count
 `jf_jax/tools/flops.py` (matmuls, 2 per multiply-add, 6N*tokens-style: forward x 3 for
 trained towers, x 2 for frozen towers gradients pass through, x 1 behind stop_gradient;
 attention over the full padded length; no remat recompute). Peak: bf16 dense per device
-from the table below, or --peak_tflops (CPU has none: MFU is printed only with the flag).
+from `jf_jax/tools/chips.py`, or --peak_tflops (CPU has none: MFU is printed only with the flag).
 Tokens/s counts LLM tokens of valid (unpadded) positions, as the training logs do;
 images/s counts understanding images + generation rows.
 """
@@ -31,6 +31,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from jf_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jf_jax.tools import chips  # pylint: disable=wrong-import-position
 from jf_jax.tools import flops as flops_lib  # pylint: disable=wrong-import-position
 from jf_jax.train import loop  # pylint: disable=wrong-import-position
 from jf_jax.train import step as step_lib  # pylint: disable=wrong-import-position
@@ -44,17 +45,11 @@ _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device (0: from
                            "device kind; none for CPU).")
 
 # device_kind prefix -> dense bf16 peak TFLOP/s per device.
-PEAK_TFLOPS = {"NVIDIA H100": 989.0, "NVIDIA H200": 989.0, "NVIDIA A100": 312.0,
-               "TPU v5 lite": 197.0, "TPU v5": 459.0, "TPU v4": 275.0, "TPU v6 lite": 918.0}
-
-
 def _peak_tflops(device) -> float:
   if _PEAK.value:
     return _PEAK.value
-  for prefix, peak in sorted(PEAK_TFLOPS.items(), key=lambda kv: -len(kv[0])):
-    if device.device_kind.startswith(prefix):
-      return peak
-  return 0.0
+  chip = chips.lookup(device.device_kind)
+  return chip.peak_bf16_flops / 1e12 if chip else 0.0
 
 
 def main(argv):

@@ -33,16 +33,11 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from jf_jax.data import layout
-from jf_jax.models import config as model_config
-from jf_jax.models import janusflow
-from jf_jax.parallel import mesh as mesh_lib
-from jf_jax.parallel import partition
-from jf_jax.parallel import rules as rules_lib
 from jf_jax.sampling import image
+from jf_jax.tools import chips
 from jf_jax.tools import flops as flops_lib
 from jf_jax.train import loop
 from jf_jax.train import optim
-from jf_jax.train import state as state_lib
 from jf_jax.train import step as step_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
@@ -57,18 +52,8 @@ _UNROLL = flags.DEFINE_bool(
     "model counts every layer (XLA's cost analysis counts a while-loop body once); slower "
     "to compile, and not the program training runs.")
 
-GiB = 1024 ** 3
+GiB = chips.GiB
 
-# device_kind -> (name, HBM bytes per chip, peak bf16 FLOP/s per chip, HBM bytes/s).
-CHIPS = {
-    "TPU v5 lite": ("v5e", 16 * GiB, 197e12, 819e9),
-    "TPU v5e": ("v5e", 16 * GiB, 197e12, 819e9),
-    "TPU v5": ("v5p", 95 * GiB, 459e12, 2765e9),
-    "TPU v5p": ("v5p", 95 * GiB, 459e12, 2765e9),
-    "TPU v4": ("v4", 32 * GiB, 275e12, 1228e9),
-    "TPU v6 lite": ("v6e", 32 * GiB, 918e12, 1640e9),
-    "TPU v6e": ("v6e", 32 * GiB, 918e12, 1640e9),
-}
 _ACCELERATOR_TYPES = {"v5e": "v5litepod", "v5p": "v5p", "v4": "v4", "v6e": "v6e"}
 
 
@@ -92,13 +77,6 @@ def topology_devices(topology: str) -> list[Any]:
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   quiet_libtpu_env(topology)
   return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
-
-
-def chip_info(device) -> tuple[str, int, float, float]:
-  kind = device.device_kind
-  if kind not in CHIPS:
-    raise ValueError(f"unknown TPU device kind {kind!r}; known: {sorted(CHIPS)}")
-  return CHIPS[kind]
 
 
 @contextlib.contextmanager
@@ -131,28 +109,14 @@ def _with_sharding(abstract, shardings):
 
 def compile_train_step(config, devices):
   """(compiled, info) for the real train step on `devices`, from shapes only."""
-  cfg = model_config.from_config_dict(config.model)
-  model = janusflow.JanusFlow(cfg)
-  mesh = mesh_lib.make_mesh(config.mesh, devices)
-  loop.check_batch_config(config, mesh)
-  mesh_lib.check_divisibility(config.batch.und_rows + config.batch.text_rows
-                              + config.batch.gen_rows, mesh, cfg.llm.num_heads,
-                              cfg.llm.num_kv_heads, batch_key="config.batch.*_rows (sum)")
-  rules = rules_lib.merge_rules(rules_lib.default_rules(), config.logical_axis_rules)
-  params = nn.unbox(janusflow.abstract_params(model))["params"]
-  tx, mask = optim.make_optimizer(loop.optim_config(config), params)
-  abstract, shardings = state_lib.state_shardings(
-      model, tx, mesh, rules, use_ema=config.train.ema_decay > 0, seed=config.seed)
-  if mesh.shape["fsdp"] > 1:
-    partition.assert_params_sufficiently_sharded(shardings.params, abstract.params)
-  step = step_lib.jit_train_step(step_lib.make_train_step(model, tx, mask, config),
-                                 shardings, mesh, rules)
+  s = loop.plan(config, devices)
+  cfg, mesh, params, mask = s.cfg, s.mesh, s.abstract.params, s.trainable_mask
   batch_sh = step_lib.batch_sharding(mesh)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh)
            for k, v in layout.abstract_batch(config.batch, cfg).items()}
   t0 = time.perf_counter()
   with jax.set_mesh(mesh), unrolled_scans(_UNROLL.value):
-    lowered = step.jitted.lower(_with_sharding(abstract, shardings), batch)
+    lowered = s.step_fn.jitted.lower(_with_sharding(s.abstract, s.shardings), batch)
     t1 = time.perf_counter()
     compiled = lowered.compile()
   t2 = time.perf_counter()
@@ -162,7 +126,7 @@ def compile_train_step(config, devices):
               mesh=dict(mesh.shape),
               params=optim.count_params(params), trainable=optim.count_params(params, mask),
               model_flops=flops_lib.train_step_flops(config, cfg, params, mask))
-  return compiled, info, (model, mesh, rules, shardings.params, abstract.params)
+  return compiled, info, (s.model, mesh, s.rules, s.shardings.params, params)
 
 
 def compile_sampler(config, built, batch: int):
@@ -226,7 +190,9 @@ def cost_report(compiled) -> dict[str, float]:
 def train_report(config, topology: str) -> dict[str, Any]:
   """Compiles the train step (and sampler) for `topology`; returns the whole report."""
   devices = topology_devices(topology)
-  chip, hbm, peak, hbm_bw = chip_info(devices[0])
+  spec = chips.require(devices[0].device_kind)
+  chip, hbm, peak, hbm_bw = (spec.name, spec.hbm_bytes, spec.peak_bf16_flops,
+                             spec.hbm_bytes_per_s)
   n = len(devices)
   compiled, info, built = compile_train_step(config, devices)
   mem, cost = memory_report(compiled, hbm), cost_report(compiled)

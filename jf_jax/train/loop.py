@@ -13,7 +13,6 @@ from typing import Any
 from absl import logging
 import flax.linen as nn
 import jax
-import numpy as np
 
 from jf_jax.checkpoint import manager as ckpt
 from jf_jax.checkpoint import params_io
@@ -67,8 +66,12 @@ def check_batch_config(config, mesh) -> None:
                        f"{jax.process_count()}")
 
 
-def setup(config, devices=None) -> Setup:
-  """Builds mesh, model, optimizer, sharded state and the jitted step from `config`."""
+def plan(config, devices=None) -> Setup:
+  """Mesh, model, optimizer, the state's shapes and shardings and the jitted step.
+
+  Nothing is materialised (`state` is None): checks that need only shapes fail here
+  first; the AOT tool (`jf_jax/tools/aot.py`) compiles from this for a TPU topology.
+  """
   cfg = model_config.from_config_dict(config.model)
   model = janusflow.JanusFlow(cfg)
   mesh = mesh_lib.make_mesh(config.mesh, devices)
@@ -79,18 +82,26 @@ def setup(config, devices=None) -> Setup:
   rules = rules_lib.merge_rules(rules_lib.default_rules(), config.logical_axis_rules)
   abstract_params = nn.unbox(janusflow.abstract_params(model))["params"]
   tx, mask = optim.make_optimizer(optim_config(config), abstract_params)
-  state, shardings, abstract = state_lib.init_state(
+  abstract, shardings = state_lib.state_shardings(
       model, tx, mesh, rules, use_ema=config.train.ema_decay > 0, seed=config.seed)
-  # Finish init before any other program runs: on the in-process CPU mesh, programs with
-  # collectives running concurrently were seen to deadlock.
-  state = jax.block_until_ready(state)
-  sync_processes("setup")
   if mesh.shape["fsdp"] > 1:
     partition.assert_params_sufficiently_sharded(shardings.params, abstract.params)
   step_fn = step_lib.jit_train_step(step_lib.make_train_step(model, tx, mask, config),
                                     shardings, mesh, rules)
-  return Setup(config, cfg, model, mesh, rules, tx, mask, state, shardings, abstract,
+  return Setup(config, cfg, model, mesh, rules, tx, mask, None, shardings, abstract,
                step_fn)
+
+
+def setup(config, devices=None) -> Setup:
+  """`plan` plus the train state, initialised directly sharded."""
+  s = plan(config, devices)
+  state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings,
+                               use_ema=config.train.ema_decay > 0, seed=config.seed)
+  # Finish init before any other program runs: on the in-process CPU mesh, programs with
+  # collectives running concurrently were seen to deadlock.
+  state = jax.block_until_ready(state)
+  sync_processes("setup")
+  return dataclasses.replace(s, state=state)
 
 
 def sync_processes(name: str, timeout_s: int = 1800) -> None:

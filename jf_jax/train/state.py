@@ -80,16 +80,13 @@ def state_shardings(model, tx, mesh, rules, use_ema: bool, seed: int = 0):
   return abstract, shardings
 
 
-def init_state(model, tx, mesh, rules, use_ema: bool, seed: int = 0):
-  """Initialises the train state directly sharded (no host copy of the full model).
+def init_state(model, tx, mesh, shardings, use_ema: bool, seed: int = 0):
+  """The train state, initialised directly sharded (no host copy of the full model).
 
-  Returns:
-    (state, shardings, abstract_state).
+  `shardings` comes from `state_shardings` (same model, optimizer and `use_ema`).
   """
-  abstract, shardings = state_shardings(model, tx, mesh, rules, use_ema, seed)
   with jax.set_mesh(mesh):
-    state = jax.jit(_init_fn(model, tx, use_ema, seed), out_shardings=shardings)()
-  return state, shardings, abstract
+    return jax.jit(_init_fn(model, tx, use_ema, seed), out_shardings=shardings)()
 
 
 def with_params(state: TrainState, params: Any, tx: optax.GradientTransformation,
