@@ -6,8 +6,10 @@ devices.
 
   python benchmarks/train_step.py                                  # tiny config, CPU
   python benchmarks/train_step.py --config configs/janusflow_1p3b.py --config.stage=2 \
-      --config.batch.und_rows=8 --config.batch.text_rows=0 --config.batch.gen_rows=24 \
-      --config.batch.und_seq_len=640 --config.batch.gen_prompt_len=64   # 1.3B, one GPU
+      --config.batch.und_rows=32 --config.batch.text_rows=16 --config.batch.gen_rows=80 \
+      --config.batch.und_seq_len=640 --config.batch.text_seq_len=640 \
+      --config.batch.gen_prompt_len=64 --config.model.llm.remat_policy=minimal  # 1.3B, 1 GPU
+  bash benchmarks/gpu_train_step.sh OUTDIR   # the GPU rows of docs/benchmarks.md
 
 MFU = model FLOPs per step / (step time x devices x peak). Model FLOPs are counted as in
 `jf_jax/tools/flops.py` (matmuls, 2 per multiply-add, 6N*tokens-style: forward x 3 for
@@ -44,7 +46,6 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device (0: from the "
                            "device kind; none for CPU).")
 
-# device_kind prefix -> dense bf16 peak TFLOP/s per device.
 def _peak_tflops(device) -> float:
   if _PEAK.value:
     return _PEAK.value
