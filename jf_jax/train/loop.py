@@ -1,6 +1,8 @@
 """The training job: build mesh/state/step from a config, then run, log and checkpoint.
 
-`setup(config)` returns everything the loop needs (also used by tests and benchmarks);
+`plan(config)` builds everything from shapes alone (the AOT tool compiles from it);
+`setup(config)` adds the sharded train state: everything the loop needs (also used by
+tests and benchmarks);
 `train(config, workdir)` resumes from the latest checkpoint in `workdir` if there is one.
 """
 
