@@ -46,6 +46,7 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device (0: from the "
                            "device kind; none for CPU).")
 
+
 def _peak_tflops(device) -> float:
   if _PEAK.value:
     return _PEAK.value
