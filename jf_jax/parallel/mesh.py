@@ -70,13 +70,14 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   Returns:
     True if JAX's distributed runtime is initialised after the call.
   """
-  if jax.distributed.is_initialized():
-    return True
-  if coordinator_address is None and num_processes in (None, 1):
-    return False
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
-  logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+  if not jax.distributed.is_initialized():
+    if coordinator_address is None and num_processes in (None, 1):
+      return False
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+    logging.info("jax.distributed: process %d of %d", jax.process_index(),
+                 jax.process_count())
+  # Also when the caller initialised jax.distributed itself.
   _no_persistent_cache_on_cpu()
   return True
 

@@ -97,8 +97,7 @@ def plan(config, devices=None) -> Setup:
 def setup(config, devices=None) -> Setup:
   """`plan` plus the train state, initialised directly sharded."""
   s = plan(config, devices)
-  state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings,
-                               use_ema=config.train.ema_decay > 0, seed=config.seed)
+  state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed)
   # Finish init before any other program runs: on the in-process CPU mesh, programs with
   # collectives running concurrently were seen to deadlock.
   state = jax.block_until_ready(state)

@@ -80,11 +80,13 @@ def state_shardings(model, tx, mesh, rules, use_ema: bool, seed: int = 0):
   return abstract, shardings
 
 
-def init_state(model, tx, mesh, shardings, use_ema: bool, seed: int = 0):
+def init_state(model, tx, mesh, shardings, seed: int = 0):
   """The train state, initialised directly sharded (no host copy of the full model).
 
-  `shardings` comes from `state_shardings` (same model, optimizer and `use_ema`).
+  `shardings` comes from `state_shardings` (same model and optimizer); it also says
+  whether the state keeps an EMA of the parameters.
   """
+  use_ema = shardings.ema_params is not None
   with jax.set_mesh(mesh):
     return jax.jit(_init_fn(model, tx, use_ema, seed), out_shardings=shardings)()
 
