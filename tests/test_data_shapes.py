@@ -97,6 +97,31 @@ def test_examples_are_consistent(splits):
       assert ex["text"] and all(_texts(ex))
 
 
+@pytest.mark.parametrize("layout", shapes_scene.LAYOUTS)
+def test_layouts_keep_objects_apart(layout):
+  """Both layouts: boxes inside the image, 2+ pixels apart, sorted by x centre; "columns"
+  puts object k of n inside column k of n (so apart along x)."""
+  holdout = shapes_scene.holdout_pairs(0)
+  rng = np.random.default_rng(0)
+  for i in range(300):
+    scene = shapes_scene.sample_scene(rng, 32, holdout, test=i % 2 == 0, layout=layout)
+    for o in scene:
+      x0, y0, x1, y1 = o.box
+      assert 0 < x0 < x1 < 32 and 0 < y0 < y1 < 32 and x1 - x0 >= 8
+    for a, b in itertools.combinations(scene, 2):
+      apart_x = a.box[2] + 2 <= b.box[0]
+      apart_y = a.box[3] + 2 <= b.box[1] or b.box[3] + 2 <= a.box[1]
+      assert a.cx < b.cx and (apart_x or (layout == "free" and apart_y))
+    if layout == "columns":
+      n = len(scene)
+      assert all(k * 32 / n - 1 <= o.box[0] and o.box[2] <= (k + 1) * 32 / n + 1
+                 for k, o in enumerate(scene))
+  with pytest.raises(ValueError, match="layout 'grid'"):
+    shapes_scene.sample_scene(rng, 32, holdout, test=False, layout="grid")
+  with pytest.raises(ValueError, match="layout 'grid'"):
+    shapes_world.config_for(layout="grid")
+
+
 def test_heldout_combinations_never_in_training(splits):
   holdout = shapes_scene.holdout_pairs(0)
   def objects(ex):

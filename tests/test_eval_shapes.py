@@ -11,9 +11,10 @@ from jf_jax.eval import scores
 SIZES = dict(num_train=50, num_validation=10, num_test=300)
 
 
-@pytest.fixture(scope="module")
-def test_split(tmp_path_factory):
-  splits = shapes_world.load(str(tmp_path_factory.mktemp("tfds")), **SIZES)
+@pytest.fixture(scope="module", params=shapes_scene.LAYOUTS)
+def test_split(tmp_path_factory, request):
+  splits = shapes_world.load(str(tmp_path_factory.mktemp("tfds")), layout=request.param,
+                             **SIZES)
   return [splits["test"][i] for i in range(SIZES["num_test"])]
 
 
@@ -41,12 +42,13 @@ def test_detector_accuracy_on_ground_truth_test_images(test_split):
   assert correct / len(test_split) >= 0.99
 
 
-def test_detector_on_64px_images_and_noise():
+@pytest.mark.parametrize("layout", shapes_scene.LAYOUTS)
+def test_detector_on_64px_images_and_noise(layout):
   rng = np.random.default_rng(0)
   holdout = shapes_scene.holdout_pairs(0)
   correct = 0
   for i in range(100):
-    ex = shapes_world.make_example(3, "train", i, 64, holdout)
+    ex = shapes_world.make_example(3, "train", i, 64, holdout, layout)
     noisy = np.clip(ex["image"] + rng.normal(0, 12, ex["image"].shape), 0, 255)
     correct += detector.scene(noisy.astype(np.uint8)) == _truth(ex)
   assert correct >= 97

@@ -29,6 +29,7 @@ _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 @dataclasses.dataclass
 class ShapesWorldConfig(tfds.core.BuilderConfig):
   image_size: int = 32
+  layout: str = "columns"  # shapes_scene.LAYOUTS
   seed: int = 0
   holdout_seed: int = 0
   num_train: int = 20_000
@@ -38,20 +39,31 @@ class ShapesWorldConfig(tfds.core.BuilderConfig):
 
 def config_for(image_size: int = 32, seed: int = 0, num_train: int = 20_000,
                num_validation: int = 1_000, num_test: int = 1_000,
-               holdout_seed: int = 0) -> ShapesWorldConfig:
+               holdout_seed: int = 0, layout: str = "columns") -> ShapesWorldConfig:
   """A builder config whose name spells out every parameter (one directory per variant)."""
-  name = (f"s{image_size}_seed{seed}_hold{holdout_seed}_"
+  if layout not in shapes_scene.LAYOUTS:
+    raise ValueError(f"unknown shapes-world layout {layout!r}; expected one of "
+                     f"{shapes_scene.LAYOUTS}")
+  name = (f"s{image_size}_{layout}_seed{seed}_hold{holdout_seed}_"
           f"n{num_train}-{num_validation}-{num_test}")
-  return ShapesWorldConfig(name=name, image_size=image_size, seed=seed,
+  return ShapesWorldConfig(name=name, image_size=image_size, layout=layout, seed=seed,
                            holdout_seed=holdout_seed, num_train=num_train,
                            num_validation=num_validation, num_test=num_test)
+
+
+def config_kwargs(data_cfg) -> dict:
+  """`config_for` keyword arguments from a run's `config.data` (configs/, docs/data.md)."""
+  return dict(image_size=data_cfg.image_size, layout=data_cfg.get("world_layout", "columns"),
+              seed=data_cfg.world_seed, num_train=data_cfg.num_train,
+              num_validation=data_cfg.num_validation, num_test=data_cfg.num_test)
 
 
 class ShapesWorld(tfds.core.GeneratorBasedBuilder):
   """One to three coloured shapes on a plain background, with captions and questions."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "Layouts: 'columns' (new default) and 'free' (1.0.0's)."}
   BUILDER_CONFIGS = [config_for()]
   # No checksums file to find: skips tfds' source-path lookup, which needs the optional
   # `importlib_resources` package for builders defined inside a package.
@@ -86,13 +98,14 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
     c = self.builder_config
     holdout = shapes_scene.holdout_pairs(c.holdout_seed)
     for i in range(num):
-      yield i, make_example(c.seed, split, i, c.image_size, holdout)
+      yield i, make_example(c.seed, split, i, c.image_size, holdout, c.layout)
 
 
-def make_example(seed: int, split: str, index: int, size: int, holdout: frozenset) -> dict:
+def make_example(seed: int, split: str, index: int, size: int, holdout: frozenset,
+                 layout: str = "columns") -> dict:
   """Example `index` of `split`: a pure function of its arguments."""
   rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
-  scene = shapes_scene.sample_scene(rng, size, holdout, test=split == "test")
+  scene = shapes_scene.sample_scene(rng, size, holdout, test=split == "test", layout=layout)
   qa = shapes_scene.questions(scene, rng)
   return {
       "image": shapes_scene.render(scene, size),

@@ -49,10 +49,7 @@ def _und_converter(num_turns: int):
 
 def shapes_tasks(data_cfg: Any, split: str | None = None) -> dict:
   """{task: (tfds data source, converter)} of one shapes-world split."""
-  sources = shapes_world.load(
-      data_cfg.data_dir, image_size=data_cfg.image_size, seed=data_cfg.world_seed,
-      num_train=data_cfg.num_train, num_validation=data_cfg.num_validation,
-      num_test=data_cfg.num_test)
+  sources = shapes_world.load(data_cfg.data_dir, **shapes_world.config_kwargs(data_cfg))
   data = sources[split or data_cfg.split]
   return {"und": (data, _und_converter(data_cfg.get("und_turns", 1))),
           "gen": (data, lambda item, rng: {"image": item["image"],

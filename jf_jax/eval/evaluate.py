@@ -23,10 +23,8 @@ def split_items(data_cfg: Any, split: str, num_gen: int, num_und: int,
                 data_dir: str | None = None) -> dict:
   """Captions of the first `num_gen` examples; (image, question, answer) of every question
   of the first examples, up to `num_und`."""
-  source = shapes_world.load(
-      data_dir or data_cfg.data_dir, image_size=data_cfg.image_size, seed=data_cfg.world_seed,
-      num_train=data_cfg.num_train, num_validation=data_cfg.num_validation,
-      num_test=data_cfg.num_test)[split]
+  source = shapes_world.load(data_dir or data_cfg.data_dir,
+                             **shapes_world.config_kwargs(data_cfg))[split]
   captions = [source[i]["caption"].decode() for i in range(min(num_gen, len(source)))]
   images, questions, answers = [], [], []
   for i in range(len(source)):
