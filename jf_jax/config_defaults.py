@@ -122,5 +122,5 @@ def base_config() -> ml_collections.ConfigDict:
   # (jf_jax/train/encoder_pretrain.py; shapes world only). 0 steps = off.
   config.encoder_pretrain = ml_collections.ConfigDict(dict(
       steps=0, batch_size=32, learning_rate=1.5e-3, warmup_steps=100, weight_decay=1e-4,
-      log_every=500))
+      readout="max", log_every=500))
   return config

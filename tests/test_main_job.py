@@ -2,8 +2,8 @@
 small shapes world, then writes the PNG grid and the JSON with both scores.
 
 Runs as a subprocess, as a user would (train.py's absl flags would clash with other CLIs
-imported by the test session). The model is configs/default.py's; only the step count,
-the dataset size and the evaluation are cut down. XLA's backend optimisation is turned
+imported by the test session). The model is configs/default.py's; only the step counts
+(encoder pre-training included), the dataset size and the evaluation are cut down. XLA's backend optimisation is turned
 off: a few steps do not pay for LLVM's optimisation of the step and sampler programs.
 """
 
@@ -25,6 +25,7 @@ def test_short_main_job_writes_grid_and_scores(tmp_path):
   args = [
       "--workdir", str(workdir),
       "--config.train.num_steps=2", "--config.train.log_every=1",
+      "--config.encoder_pretrain.steps=20", "--config.encoder_pretrain.log_every=10",
       f"--config.data.data_dir={tmp_path / 'tfds'}",
       "--config.data.num_train=60", "--config.data.num_validation=4",
       "--config.data.num_test=12",
@@ -36,6 +37,7 @@ def test_short_main_job_writes_grid_and_scores(tmp_path):
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   out = proc.stdout
+  assert "encoder step 20/20" in out and "encoder pre-trained in" in out
   assert "done at step 2" in out
   assert "generation score" in out and "understanding accuracy" in out
   assert out.count("Q: ") == 3

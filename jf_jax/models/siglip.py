@@ -165,7 +165,7 @@ class UnderstandingEncoder(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
-    """[batch, H, W, 3] -> [batch, num_patches, width]."""
+  def __call__(self, images: jax.Array, pool: bool = False):
+    """[batch, H, W, 3] -> [batch, num_patches, width] (with `pool`, also [batch, width])."""
     return VisionTransformer(self.cfg, dtype=self.dtype, param_dtype=self.param_dtype,
-                             name="vision_tower")(images)
+                             name="vision_tower")(images, pool=pool)

@@ -23,7 +23,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -38,15 +37,31 @@ ENCODER = "vision_und_enc_model"  # the understanding tower's subtree in JanusFl
 NUM_OBJECTS = len(shapes_scene.OBJECTS)
 
 
+READOUTS = ("max", "pool")
+
+
 class PresenceModel(nn.Module):
-  """The understanding tower + per-patch object logits, max over patches."""
+  """The understanding tower + object presence logits.
+
+  readout "max": per-patch logits, max over patches (the default); "pool": logits of the
+  tower's attention-pooled vector (`attn_pool`, the MAP head), for comparison.
+  """
   cfg: model_config.SigLIPConfig
+  readout: str = "max"
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     """[batch, H, W, 3] SigLIP-normalised -> [batch, NUM_OBJECTS] presence logits."""
-    features = siglip.UnderstandingEncoder(self.cfg, name=ENCODER)(images)
-    return nn.Dense(NUM_OBJECTS, name="head")(features).max(axis=1)
+    if self.readout not in READOUTS:
+      raise ValueError(f"config.encoder_pretrain.readout must be one of {READOUTS}, got "
+                       f"{self.readout!r}")
+    encoder = siglip.UnderstandingEncoder(self.cfg, name=ENCODER)
+    head = nn.Dense(NUM_OBJECTS, name="head")
+    if self.readout == "pool":
+      if not self.cfg.attn_pool:
+        raise ValueError("readout 'pool' needs model.und_encoder.attn_pool=True")
+      return head(encoder(images, pool=True)[1])
+    return head(encoder(images)).max(axis=1)
 
 
 def presence_labels(example: dict) -> np.ndarray:
@@ -73,16 +88,23 @@ def _exact_set_accuracy(predict, params, source, image_size: int, limit: int = 1
   return correct / len(indices)
 
 
-def pretrain(config: Any, cfg: model_config.JanusFlowConfig) -> dict:
-  """Trains the understanding tower on object presence; returns its params subtree."""
+def pretrain(config: Any, cfg: model_config.JanusFlowConfig,
+             eval_splits: tuple[str, ...] = ("validation",)) -> tuple[dict, dict]:
+  """Trains the understanding tower on object presence.
+
+  Returns:
+    (the tower's params subtree, {"first_loss", "last_loss", "exact_set/<split>"}): the
+    exact-set accuracy is the fraction of a split's first 1,000 images whose predicted
+    object set is exactly right, for each of `eval_splits`.
+  """
   pcfg = config.encoder_pretrain
   if config.data.source != "shapes":
     raise ValueError("config.encoder_pretrain.steps > 0 needs the shapes world's object "
                      f"labels (config.data.source='shapes'), got {config.data.source!r}")
   splits = shapes_world.load(config.data.data_dir, **shapes_world.config_kwargs(config.data))
-  train, validation = splits["train"], splits["validation"]
+  train = splits["train"]
   size = cfg.und_encoder.image_size
-  model = PresenceModel(cfg.und_encoder)
+  model = PresenceModel(cfg.und_encoder, pcfg.get("readout", "max"))
   rng = np.random.default_rng([config.seed, 11])
   params = nn.unbox(model.init(jax.random.key(config.seed),
                               _batch(train, [0], size)[0])["params"])
@@ -105,22 +127,31 @@ def pretrain(config: Any, cfg: model_config.JanusFlowConfig) -> dict:
   start = time.time()
   print(f"pre-training the understanding encoder on object presence: {pcfg.steps} steps "
         f"of {pcfg.batch_size} training images", flush=True)
+  losses = []
   for i in range(1, pcfg.steps + 1):
     images, labels = _batch(train, rng.integers(0, len(train), pcfg.batch_size), size)
     params, opt_state, loss = step(params, opt_state, images, labels)
+    if i == 1 or i == pcfg.steps:
+      losses.append(float(loss))
     if i % pcfg.log_every == 0 or i == pcfg.steps:
       print(f"  encoder step {i}/{pcfg.steps} | presence loss {float(loss):.4f} | "
             f"{time.time() - start:.0f} s", flush=True)
-  accuracy = _exact_set_accuracy(predict, params, validation, size)
-  print(f"encoder pre-trained in {time.time() - start:.0f} s; validation images with "
-        f"exactly the right objects: {accuracy:.3f}", flush=True)
-  return params[ENCODER]
+  metrics = dict(first_loss=losses[0], last_loss=losses[-1])
+  for split in eval_splits:
+    metrics[f"exact_set/{split}"] = _exact_set_accuracy(predict, params, splits[split], size)
+  accuracies = ", ".join(f"{k[10:]} {v:.3f}" for k, v in metrics.items() if "/" in k)
+  print(f"encoder pre-trained in {time.time() - start:.0f} s; images with exactly the "
+        f"right objects: {accuracies}", flush=True)
+  return params[ENCODER], metrics
 
 
 def initialise(setup: Any, config: Any) -> Any:
   """A fresh train state whose understanding tower is `pretrain`ed (optimizer reset)."""
-  encoder = pretrain(config, setup.cfg)
-  params = jax.device_get(setup.state.params)
+  encoder = jax.device_get(pretrain(config, setup.cfg)[0])  # host arrays: placed below
+  # The model's params stay where they are (with several processes they are not all
+  # addressable here); every process pre-trains the same tower (same seed and data), so
+  # the host arrays agree across processes.
+  params = setup.state.params
   shapes = lambda tree: jax.tree.map(np.shape, tree)
   if shapes(params[ENCODER]) != shapes(encoder):
     raise ValueError(f"pre-trained encoder params do not match the model's {ENCODER} "
