@@ -23,6 +23,7 @@ def _config(data_dir, steps=80):
   config.model.latent_size = 32
   config.data.update(dict(source="shapes", data_dir=data_dir, **SIZES))
   config.encoder_pretrain.update(dict(steps=steps, batch_size=16, log_every=steps))
+  config.batch.update(dict(und_rows=8, text_rows=8, gen_rows=8))  # split over 8 devices
   return config
 
 
