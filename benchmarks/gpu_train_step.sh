@@ -1,7 +1,8 @@
 #!/bin/bash
 # The 1.3B stage-2 train step on one GPU (bf16 compute, f32 params; issue 7's GPU row):
 # full remat vs the "minimal" policy (matmul outputs saved) at the same batch, then the
-# larger batch. Each run prints step time, tokens/s, images/s and MFU
+# larger batch, then the larger batch with the fused cuDNN attention kernel
+# (model.llm.attention_impl=cudnn; CUDNN=0 skips it). Each run prints step time, tokens/s, images/s and MFU
 # (benchmarks/train_step.py). Usage: bash benchmarks/gpu_train_step.sh [OUTDIR]
 set -u
 OUTDIR=${1:-/tmp/gpu_bench}
@@ -22,3 +23,7 @@ run() {  # name, extra flags...
 run full_b64 $B64 --config.model.llm.remat_policy=full
 run minimal_b64 $B64 --config.model.llm.remat_policy=minimal
 run minimal_b128 $B128 --config.model.llm.remat_policy=minimal
+if [ "${CUDNN:-1}" = 1 ]; then
+  run minimal_b128_cudnn $B128 --config.model.llm.remat_policy=minimal \
+    --config.model.llm.attention_impl=cudnn
+fi

@@ -13,7 +13,7 @@ def model_1p3b() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       llm=dict(vocab_size=102400, embed_dim=2048, mlp_dim=5632, num_layers=24, num_heads=16,
                num_kv_heads=16, head_dim=128, rms_norm_eps=1e-6, rope_theta=10000.0,
-               remat_policy="full"),
+               remat_policy="full", attention_impl="xla"),  # "cudnn": fused GPU kernel
       und_encoder=dict(image_size=384, patch_size=16, width=1024, depth=24, num_heads=16,
                        mlp_dim=4096, layer_norm_eps=1e-6, attn_pool=True,
                        remat_policy="full"),
@@ -35,7 +35,7 @@ def model_tiny() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       llm=dict(vocab_size=512, embed_dim=64, mlp_dim=160, num_layers=4, num_heads=4,
                num_kv_heads=2, head_dim=16, rms_norm_eps=1e-6, rope_theta=10000.0,
-               remat_policy="none"),
+               remat_policy="none", attention_impl="xla"),
       und_encoder=dict(image_size=32, patch_size=8, width=48, depth=2, num_heads=4,
                        mlp_dim=96, layer_norm_eps=1e-6, attn_pool=True, remat_policy="none"),
       gen_encoder=dict(in_channels=4, patch_size=2, channels=32, num_blocks=2, norm_eps=1e-6),

@@ -189,6 +189,36 @@ def test_llama_attention_and_kv_cache_write(cfg, dtype):
   np.testing.assert_allclose(np.asarray(cache["v"][:, written], np.float32), v, **_tol(dtype))
 
 
+def test_causal_padding_mask_equals_dense_mask(dtype):
+  """`CausalPadding` (what llm.attention_impl='cudnn' passes) = the dense causal mask, on
+  the XLA kernel, with left-padded keys; and through the whole scanned LLM."""
+  q = _normal(1, (B, 6, 4, 8), dtype)
+  k, v = _normal(2, (B, 6, 2, 8), dtype), _normal(3, (B, 6, 2, 8), dtype)
+  key_valid = jnp.asarray(np.arange(6)[None, :] >= np.array([[0], [2]]))  # row 1: 2 pads
+  dense = attention.attend(q, k, v, attention.causal_mask(jnp.arange(6), 6, key_valid))
+  fused = jit(attention.attend, static_argnames="implementation")(
+      q, k, v, attention.CausalPadding(key_valid), implementation="xla")
+  chex.assert_trees_all_close(fused[:, 2:], dense[:, 2:], **_tol(dtype))  # valid queries
+  no_padding = attention.attend(q, k, v, attention.CausalPadding())
+  chex.assert_trees_all_close(
+      no_padding, attention.attend(q, k, v, attention.causal_mask(jnp.arange(6), 6, None)),
+      **_tol(dtype))
+
+  model = llama.LlamaModel(dataclasses.replace(TINY.llm, num_layers=2), dtype=dtype)
+  x, positions = _normal(4, (B, 6, TINY.llm.embed_dim)), _positions(6)
+  variables, _ = _variables(model, x, positions)
+  run = jit(lambda v, mask: model.apply(v, x, positions, key_valid=key_valid, mask=mask)[0])
+  chex.assert_trees_all_close(run(variables, attention.CausalPadding(key_valid))[:, 2:],
+                              run(variables, None)[:, 2:], **_tol(dtype))
+
+
+def test_attention_impl_is_validated():
+  bad = config_defaults.model_tiny()
+  bad.llm.attention_impl = "flash"
+  with pytest.raises(ValueError, match="model.llm.attention_impl='flash'"):
+    model_config.from_config_dict(bad)
+
+
 # --------------------------------------------------------------------------------- LLM
 @pytest.fixture(scope="module")
 def llm_setup(cfg):

@@ -6,6 +6,7 @@ supports a KV cache passed as an explicit pytree, so samplers can prefill a prom
 
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -34,10 +35,34 @@ def causal_mask(query_slots: jax.Array, num_keys: int, key_valid: jax.Array | No
   return mask
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
-           scale: float | None = None) -> jax.Array:
-  """Scaled dot-product attention; q [b, s, n, h], k/v [b, t, kv, h] (n % kv == 0)."""
-  return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)
+@flax.struct.dataclass
+class CausalPadding:
+  """A causal mask over keys = queries, plus key padding, left for the kernel to build.
+
+  What `LlamaModel` passes instead of a dense `causal_mask` when the config asks for a
+  fused kernel (`llm.attention_impl`): `jax.nn.dot_product_attention(is_causal=True)`
+  applies causality inside the kernel; key padding, when given, goes in as a
+  [batch, 1, seq, seq] mask. key_valid: [batch, seq] bool, or None (all valid).
+  """
+  key_valid: jax.Array | None = None
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: "jax.Array | CausalPadding | None",
+           scale: float | None = None, implementation: str | None = None) -> jax.Array:
+  """Scaled dot-product attention; q [b, s, n, h], k/v [b, t, kv, h] (n % kv == 0).
+
+  mask: a dense [b or 1, 1, s, t] bool mask, None (no mask), or `CausalPadding` (s == t).
+  implementation: `jax.nn.dot_product_attention`'s ("xla", "cudnn"; None = its default).
+  """
+  if isinstance(mask, CausalPadding):
+    padding = None
+    if mask.key_valid is not None:  # full query length: cuDNN's bias may not broadcast it
+      padding = jnp.broadcast_to(mask.key_valid[:, None, None, :],
+                                 (q.shape[0], 1, q.shape[1], k.shape[1]))
+    return jax.nn.dot_product_attention(q, k, v, mask=padding, scale=scale, is_causal=True,
+                                        implementation=implementation)
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
+                                      implementation=implementation)
 
 
 class LlamaAttention(nn.Module):
@@ -48,6 +73,7 @@ class LlamaAttention(nn.Module):
   rope_theta: float
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  implementation: str | None = None  # jax.nn.dot_product_attention's, with CausalPadding
 
   @nn.compact
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
@@ -57,7 +83,8 @@ class LlamaAttention(nn.Module):
     Args:
       x: [batch, seq, embed].
       positions: [batch, seq] RoPE positions.
-      mask: [batch or 1, 1, seq, keys] bool (keys = seq, or cache length with a cache).
+      mask: [batch or 1, 1, seq, keys] bool (keys = seq, or cache length with a cache),
+        or `CausalPadding` (no cache).
       cache: optional {'k', 'v'}: [batch, cache_len, kv_heads, head_dim]; the new keys and
         values are written at `cache_index` and attention runs over the whole cache.
       cache_index: int scalar, first cache slot of this call.
@@ -81,7 +108,9 @@ class LlamaAttention(nn.Module):
       v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype),
                                               cache_index, axis=1)
       cache = {"k": k, "v": v}
-    out = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+    fused = isinstance(mask, CausalPadding)
+    out = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask,
+                 implementation=self.implementation if fused else None)
     out = layers.dense(x.shape[-1], ("q_heads", "head_dim", "embed"), axis=(-2, -1),
                        name="o_proj", **kw)(out)
     return out, cache

@@ -34,6 +34,11 @@ class LlamaConfig:
   rms_norm_eps: float = 1e-6
   rope_theta: float = 10000.0
   remat_policy: str = "none"
+  # Attention kernel of uncached passes (training, prefill): "xla" (any backend) or
+  # "cudnn" (NVIDIA GPUs, bf16/fp16: jax.nn.dot_product_attention's fused cuDNN kernel,
+  # told the mask is causal instead of given a dense [seq, seq] mask). Cached decoding
+  # steps always use "xla".
+  attention_impl: str = "xla"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +144,9 @@ def from_config_dict(model_cfg: Mapping[str, Any]) -> JanusFlowConfig:
 def validate(cfg: JanusFlowConfig) -> None:
   """Fails early, naming the config key, on sizes that cannot work."""
   llm = cfg.llm
+  if llm.attention_impl not in ("xla", "cudnn"):
+    raise ValueError(f"model.llm.attention_impl={llm.attention_impl!r}; expected 'xla' or "
+                     "'cudnn'")
   if llm.num_heads % llm.num_kv_heads:
     raise ValueError(f"model.llm.num_heads={llm.num_heads} must be a multiple of "
                      f"model.llm.num_kv_heads={llm.num_kv_heads}")

@@ -53,7 +53,8 @@ class LlamaDecoderLayer(nn.Module):
     norm = lambda name: layers.RMSNorm(cfg.rms_norm_eps, name=name, axis_name="embed", **kw)
     attn_out, cache = attention.LlamaAttention(
         cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rope_theta, name="self_attn",
-        **kw)(norm("input_layernorm")(h), positions, mask, cache, cache_index)
+        implementation=cfg.attention_impl, **kw)(norm("input_layernorm")(h), positions,
+                                                 mask, cache, cache_index)
     h = h + attn_out
     h = h + LlamaMLP(cfg.mlp_dim, name="mlp", **kw)(norm("post_attention_layernorm")(h))
     h = nn.with_logical_constraint(h, ACT)
@@ -105,7 +106,9 @@ class LlamaModel(nn.Module):
     """
     x = nn.with_logical_constraint(x.astype(self.dtype), ACT)
     seq = x.shape[1]
-    if mask is None:
+    if mask is None and cache is None and self.cfg.attention_impl != "xla":
+      mask = attention.CausalPadding(key_valid)  # the fused kernel builds the mask itself
+    elif mask is None:
       num_keys = seq if cache is None else cache["k"].shape[2]
       mask = attention.causal_mask(cache_index + jnp.arange(seq), num_keys, key_valid)
     captured = None
