@@ -31,13 +31,11 @@ def get_config():
   config.model = config_defaults.model_tiny()
   # As configs/tiny_shapes.py: 4x4 patches on both sides (64 generation tokens = 64 SigLIP
   # patches, REPA aligns them position by position), 32x32 RGB pixels as "latents".
-  config.model.und_encoder.patch_size = 4
+  config_defaults.use_pixel_space(config.model, image_size=32, patch_size=4)
   # 64 stem channels >= the 48 values of a 4x4x3 pixel patch: with fewer (model_tiny's 32)
   # the patchify conv has a null space, the noise in it is never removed and samples keep
   # a residual noise floor (rf loss 0.49 -> 0.09, clean backgrounds; docs/benchmarks.md).
-  config.model.gen_encoder.update(dict(in_channels=3, patch_size=4, channels=64))
-  config.model.gen_decoder.update(dict(out_channels=3, patch_size=4))
-  config.model.latent_size = 32
+  config.model.gen_encoder.channels = 64
   # Stage 2: the understanding tower is frozen, as in the paper, after a quick supervised
   # pre-training on the training images (encoder_pretrain below): no pretrained tiny
   # SigLIP exists offline, and one trained jointly from scratch learns pair-level

@@ -17,12 +17,9 @@ from jf_jax import config_defaults
 def get_config():
   config = config_defaults.base_config()
   config.model = config_defaults.model_tiny()
-  # 4x4 patches on both sides: 64 generation tokens = 64 SigLIP patches (REPA aligns them
-  # position by position, so the two grids must match).
-  config.model.und_encoder.patch_size = 4
-  config.model.gen_encoder.update(dict(in_channels=3, patch_size=4))
-  config.model.gen_decoder.update(dict(out_channels=3, patch_size=4))
-  config.model.latent_size = 32  # = data.image_size: pixel space
+  # 32x32 RGB pixels (= data.image_size) as "latents", 4x4 patches on both sides: 64
+  # generation tokens = 64 SigLIP patches (REPA aligns them position by position).
+  config_defaults.use_pixel_space(config.model, image_size=32, patch_size=4)
   config.stage = 3
   config.data.update(dict(source="shapes", tokenizer="shapes", system_prompt="",
                           gen_space="pixel", image_size=32))

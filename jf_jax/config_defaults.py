@@ -47,6 +47,17 @@ def model_tiny() -> ml_collections.ConfigDict:
   ))
 
 
+def use_pixel_space(model: ml_collections.ConfigDict, image_size: int,
+                    patch_size: int) -> None:
+  """Makes `config.model` generate RGB pixels: both towers see image_size x image_size
+  images in patch_size patches (one generation token per SigLIP patch, as REPA's
+  position-by-position alignment needs), the "latents" are the images themselves."""
+  model.und_encoder.update(dict(image_size=image_size, patch_size=patch_size))
+  model.gen_encoder.update(dict(in_channels=3, patch_size=patch_size))
+  model.gen_decoder.update(dict(out_channels=3, patch_size=patch_size))
+  model.latent_size = image_size
+
+
 def tokens_tiny() -> ml_collections.ConfigDict:
   """Special-token ids of the tiny synthetic vocabulary (ids below `num_special`)."""
   return ml_collections.ConfigDict(dict(

@@ -53,10 +53,7 @@ def splits(data_dir):
 def _config(data_dir, **batch):
   """A tiny pixel-space config on the test dataset (16 SigLIP patches -> short rows)."""
   config = config_defaults.base_config()
-  config.model.und_encoder.update(dict(image_size=32, patch_size=8))
-  config.model.gen_encoder.update(dict(in_channels=3, patch_size=8))
-  config.model.gen_decoder.update(dict(out_channels=3, patch_size=8))
-  config.model.latent_size = 32
+  config_defaults.use_pixel_space(config.model, image_size=32, patch_size=8)
   config.data.update(dict(source="shapes", data_dir=data_dir, **SIZES))
   config.batch.update({**dict(und_rows=4, text_rows=2, gen_rows=6, und_seq_len=40,
                               text_seq_len=52, gen_prompt_len=24), **batch})

@@ -123,6 +123,13 @@ def _fits(box, boxes, gap: int, min_dx: int) -> bool:
 LAYOUTS = ("columns", "free")
 
 
+def check_layout(layout: str) -> str:
+  """`layout` if it is one of `LAYOUTS`, else a ValueError naming it."""
+  if layout not in LAYOUTS:
+    raise ValueError(f"unknown shapes-world layout {layout!r}; expected one of {LAYOUTS}")
+  return layout
+
+
 def _place_in_columns(rng, n: int, size: int) -> list:
   """n square boxes, box k inside column k of n, at least 1 pixel from its column's edges
   (so neighbours are 2 apart and never touch).
@@ -163,8 +170,7 @@ def _place(rng, n: int, size: int) -> list | None:
 def sample_scene(rng: np.random.Generator, size: int, holdout: frozenset,
                  test: bool, layout: str = "columns") -> list[Obj]:
   """A scene sorted left to right. Test scenes have 2-3 objects and a held-out pair."""
-  if layout not in LAYOUTS:
-    raise ValueError(f"unknown shapes-world layout {layout!r}; expected one of {LAYOUTS}")
+  check_layout(layout)
   n = int(rng.choice([2, 3])) if test else int(rng.choice([1, 2, 3], p=[0.2, 0.4, 0.4]))
   objects = _sample_objects(rng, n, holdout, want_holdout=test)
   if layout == "columns":

@@ -41,9 +41,7 @@ def config_for(image_size: int = 32, seed: int = 0, num_train: int = 20_000,
                num_validation: int = 1_000, num_test: int = 1_000,
                holdout_seed: int = 0, layout: str = "columns") -> ShapesWorldConfig:
   """A builder config whose name spells out every parameter (one directory per variant)."""
-  if layout not in shapes_scene.LAYOUTS:
-    raise ValueError(f"unknown shapes-world layout {layout!r}; expected one of "
-                     f"{shapes_scene.LAYOUTS}")
+  shapes_scene.check_layout(layout)
   name = (f"s{image_size}_{layout}_seed{seed}_hold{holdout_seed}_"
           f"n{num_train}-{num_validation}-{num_test}")
   return ShapesWorldConfig(name=name, image_size=image_size, layout=layout, seed=seed,

@@ -52,7 +52,8 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: "jax.Array | CausalPa
   """Scaled dot-product attention; q [b, s, n, h], k/v [b, t, kv, h] (n % kv == 0).
 
   mask: a dense [b or 1, 1, s, t] bool mask, None (no mask), or `CausalPadding` (s == t).
-  implementation: `jax.nn.dot_product_attention`'s ("xla", "cudnn"; None = its default).
+  implementation: `jax.nn.dot_product_attention`'s ("xla", "cudnn"; None = its default),
+    used with `CausalPadding` only: dense masks (cached decoding) always take its default.
   """
   if isinstance(mask, CausalPadding):
     padding = None
@@ -61,8 +62,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: "jax.Array | CausalPa
                                  (q.shape[0], 1, q.shape[1], k.shape[1]))
     return jax.nn.dot_product_attention(q, k, v, mask=padding, scale=scale, is_causal=True,
                                         implementation=implementation)
-  return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
-                                      implementation=implementation)
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)
 
 
 class LlamaAttention(nn.Module):
@@ -108,9 +108,8 @@ class LlamaAttention(nn.Module):
       v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype),
                                               cache_index, axis=1)
       cache = {"k": k, "v": v}
-    fused = isinstance(mask, CausalPadding)
     out = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask,
-                 implementation=self.implementation if fused else None)
+                 implementation=self.implementation)
     out = layers.dense(x.shape[-1], ("q_heads", "head_dim", "embed"), axis=(-2, -1),
                        name="o_proj", **kw)(out)
     return out, cache
