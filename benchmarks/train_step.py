@@ -43,6 +43,10 @@ _CONFIG = config_flags.DEFINE_config_file(
                            "tiny.py"), "Training config file.", lock_config=True)
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after the compiling one.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
+_PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir", "", "If set, trace --profile_steps more steps with jax.profiler (a "
+    "Perfetto trace for benchmarks/trace_summary.py) after the timed ones.")
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 3, "Steps traced by --profile_dir.")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device (0: from the "
                            "device kind; none for CPU).")
 
@@ -52,6 +56,17 @@ def _peak_tflops(device) -> float:
     return _PEAK.value
   chip = chips.lookup(device.device_kind)
   return chip.peak_bf16_flops / 1e12 if chip else 0.0
+
+
+def _profile(step_fn, state, global_batches):
+  """Runs --profile_steps steps under jax.profiler; returns (state, metrics)."""
+  with jax.profiler.trace(_PROFILE_DIR.value, create_perfetto_trace=True):
+    for i in range(_PROFILE_STEPS.value):
+      with jax.profiler.StepTraceAnnotation("train", step_num=i):
+        state, metrics = step_fn(state, global_batches[i % 2])
+    jax.block_until_ready(metrics)
+  print(f"profile of {_PROFILE_STEPS.value} steps written under {_PROFILE_DIR.value}")
+  return state, metrics
 
 
 def main(argv):
@@ -80,6 +95,8 @@ def main(argv):
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t)
   step_s = float(np.median(times))
+  if _PROFILE_DIR.value:
+    state, metrics = _profile(s.step_fn, state, global_batches)
   flops = flops_lib.train_step_flops(config, s.cfg, s.abstract.params, s.trainable_mask)
   device = jax.devices()[0]
   n = jax.device_count()
