@@ -4,9 +4,11 @@
 # saved) at batch 64, minimal at batch 128, then batch 128 with the fused cuDNN attention
 # kernel (model.llm.attention_impl=cudnn), alone and with XLA's Triton GEMMs off
 # (cuBLAS for every matmul). Each run prints step time, tokens/s, images/s and MFU
-# (benchmarks/train_step.py). PROFILE=1 also traces 3 steps of each run and prints where
-# the GPU time goes (benchmarks/trace_summary.py; traces under OUTDIR/<run>_trace).
-# Usage: [RUNS="minimal_b128 minimal_b128_cudnn"] [PROFILE=1] bash benchmarks/gpu_train_step.sh [OUTDIR]
+# (benchmarks/train_step.py). PROFILE=1 (or PROFILE="run ...") also traces 3 steps of
+# each (named) run and prints where the GPU time goes (benchmarks/trace_summary.py; traces
+# under OUTDIR/<run>_trace). Rows are 640 tokens; generation rows are GEN_PROMPT (64)
+# + 1 + 576 tokens (63 makes them 640 too, a multiple of cuDNN's 64).
+# Usage: [RUNS="minimal_b128 ..."] [PROFILE=1] [GEN_PROMPT=63] bash benchmarks/gpu_train_step.sh [OUTDIR]
 set -u
 OUTDIR=${1:-/tmp/gpu_bench}
 RUNS=${RUNS:-"full_b64 minimal_b64 minimal_b128 minimal_b128_cudnn minimal_b128_cudnn_cublas"}
@@ -15,7 +17,7 @@ export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$OUTDIR/gpu.txt"
 BENCH="python3 benchmarks/train_step.py --config configs/janusflow_1p3b.py --config.stage=2
-  --config.batch.und_seq_len=640 --config.batch.text_seq_len=640 --config.batch.gen_prompt_len=64
+  --config.batch.und_seq_len=640 --config.batch.text_seq_len=640 --config.batch.gen_prompt_len=${GEN_PROMPT:-64}
   --steps ${STEPS:-8} --warmup 2"
 B64="--config.batch.und_rows=16 --config.batch.text_rows=8 --config.batch.gen_rows=40"
 B128="--config.batch.und_rows=32 --config.batch.text_rows=16 --config.batch.gen_rows=80"
@@ -25,11 +27,13 @@ run() {  # name, extra flags...
   name=$1; shift
   case " $RUNS " in *" $name "*) ;; *) return ;; esac
   prof=()
-  if [ "${PROFILE:-0}" = 1 ]; then prof=(--profile_dir "$OUTDIR/${name}_trace"); fi
+  case " ${PROFILE:-0} " in
+    " 1 "|*" $name "*) prof=(--profile_dir "$OUTDIR/${name}_trace") ;;
+  esac
   echo "== $name: ${XLA_FLAGS:-} $*" | tee "$OUTDIR/$name.txt"
   timeout 300 $BENCH "$@" "${prof[@]}" 2>&1 | grep -v -E "^(W|I)[0-9]{4} " | tail -n 12 \
     | tee -a "$OUTDIR/$name.txt"
-  if [ "${PROFILE:-0}" = 1 ]; then
+  if [ ${#prof[@]} -gt 0 ]; then
     python3 benchmarks/trace_summary.py "$OUTDIR/${name}_trace" --steps 3 --thread Stream \
       --top 25 --show_args 4 2>&1 | tee -a "$OUTDIR/$name.txt"
   fi

@@ -28,7 +28,7 @@ import sys
 _KINDS = (  # first match wins; patterns are searched in the lower-cased kernel name
     ("attention", r"cudnn.*(flash|fmha|attn|sdpa)|fmha|flash|cudnn_generated_fort_native_sdpa"),
     ("matmul", r"gemm|nvjet|cutlass|cublas|xmma|matmul|triton_gemm|dot"),
-    ("convolution", r"conv|cudnn|implicit_?gemm|winograd|fft"),
+    ("convolution", r"conv(?!ert)|cudnn|implicit_?gemm|winograd|fft"),
     ("reduction", r"reduce|scan|softmax|norm"),
     ("copy/transpose", r"copy|transpose|memcpy|memset|concatenate|dynamic[-_]update|slice"),
     ("elementwise", r"fusion|loop_|elementwise|convert|broadcast"),

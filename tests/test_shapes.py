@@ -199,6 +199,18 @@ def test_causal_padding_mask_equals_dense_mask(dtype):
   fused = jit(attention.attend, static_argnames="implementation")(
       q, k, v, attention.CausalPadding(key_valid), implementation="xla")
   chex.assert_trees_all_close(fused[:, 2:], dense[:, 2:], **_tol(dtype))  # valid queries
+  # The cuDNN path pads the sequence to a kernel-friendly multiple (6 -> 8): same values,
+  # and gradients through the padding stay finite and equal too.
+  padded = attention.causal_padded_attention(q, k, v, key_valid, implementation="xla",
+                                             seq_multiple=4)
+  chex.assert_trees_all_close(padded[:, 2:], dense[:, 2:], **_tol(dtype))
+  loss = lambda fn: jax.grad(lambda q: jnp.sum(fn(q)[:, 2:].astype(jnp.float32) ** 2))(q)
+  grad_padded = loss(lambda q: attention.causal_padded_attention(q, k, v, key_valid,
+                                                                 seq_multiple=4))
+  grad_dense = loss(lambda q: attention.attend(
+      q, k, v, attention.causal_mask(jnp.arange(6), 6, key_valid)))
+  chex.assert_tree_all_finite(grad_padded)
+  chex.assert_trees_all_close(grad_padded, grad_dense, **_tol(dtype))
   no_padding = attention.attend(q, k, v, attention.CausalPadding())
   chex.assert_trees_all_close(
       no_padding, attention.attend(q, k, v, attention.causal_mask(jnp.arange(6), 6, None)),

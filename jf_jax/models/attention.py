@@ -47,6 +47,37 @@ class CausalPadding:
   key_valid: jax.Array | None = None
 
 
+# cuDNN's fused (flash) attention trains only on sequence lengths that are multiples of 64.
+CUDNN_SEQ_MULTIPLE = 64
+
+
+def causal_padded_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                            key_valid: jax.Array | None, scale: float | None = None,
+                            implementation: str | None = None,
+                            seq_multiple: int = 1) -> jax.Array:
+  """Causal attention with key padding, built by the kernel (`is_causal=True`).
+
+  q [b, s, n, h], k/v [b, s, kv, h]; key_valid [b, s] bool or None. The sequence is
+  zero-padded at the end to a multiple of `seq_multiple` for kernels that need it: the
+  extra keys come after every real query, so causality hides them, and the extra queries'
+  outputs are dropped. They are marked valid so no row is fully masked (NaN-free).
+  """
+  s = q.shape[1]
+  extra = -s % seq_multiple
+  if extra:
+    pad = lambda x: jnp.pad(x, ((0, 0), (0, extra), (0, 0), (0, 0)))
+    q, k, v = pad(q), pad(k), pad(v)
+    if key_valid is not None:
+      key_valid = jnp.pad(key_valid, ((0, 0), (0, extra)), constant_values=True)
+  padding = None
+  if key_valid is not None:  # full query length: cuDNN's bias may not broadcast it
+    padding = jnp.broadcast_to(key_valid[:, None, None, :],
+                               (q.shape[0], 1, q.shape[1], k.shape[1]))
+  out = jax.nn.dot_product_attention(q, k, v, mask=padding, scale=scale, is_causal=True,
+                                     implementation=implementation)
+  return out[:, :s]
+
+
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: "jax.Array | CausalPadding | None",
            scale: float | None = None, implementation: str | None = None) -> jax.Array:
   """Scaled dot-product attention; q [b, s, n, h], k/v [b, t, kv, h] (n % kv == 0).
@@ -54,14 +85,11 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: "jax.Array | CausalPa
   mask: a dense [b or 1, 1, s, t] bool mask, None (no mask), or `CausalPadding` (s == t).
   implementation: `jax.nn.dot_product_attention`'s ("xla", "cudnn"; None = its default),
     used with `CausalPadding` only: dense masks (cached decoding) always take its default.
+    With "cudnn" the sequence is padded to a multiple of `CUDNN_SEQ_MULTIPLE`.
   """
   if isinstance(mask, CausalPadding):
-    padding = None
-    if mask.key_valid is not None:  # full query length: cuDNN's bias may not broadcast it
-      padding = jnp.broadcast_to(mask.key_valid[:, None, None, :],
-                                 (q.shape[0], 1, q.shape[1], k.shape[1]))
-    return jax.nn.dot_product_attention(q, k, v, mask=padding, scale=scale, is_causal=True,
-                                        implementation=implementation)
+    multiple = CUDNN_SEQ_MULTIPLE if implementation == "cudnn" else 1
+    return causal_padded_attention(q, k, v, mask.key_valid, scale, implementation, multiple)
   return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)
 
 

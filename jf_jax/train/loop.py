@@ -24,7 +24,6 @@ from jf_jax.models import janusflow
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.parallel import partition
 from jf_jax.parallel import rules as rules_lib
-from jf_jax.train import encoder_pretrain
 from jf_jax.train import metrics_writer
 from jf_jax.train import optim
 from jf_jax.train import state as state_lib
@@ -175,6 +174,9 @@ def train(config, workdir: str, devices=None) -> dict:
     state = load_initial_params(s, config.train.init_params_from)
     print(f"initialised params from {config.train.init_params_from}", flush=True)
   elif config.get("encoder_pretrain") is not None and config.encoder_pretrain.steps > 0:
+    # Imported here: it reads the shapes world through tfds, which a run on other data
+    # (e.g. the GPU benchmarks) need not have installed.
+    from jf_jax.train import encoder_pretrain  # pylint: disable=g-import-not-at-top
     state = encoder_pretrain.initialise(s, config)
   writer = metrics_writer.MetricsWriter(workdir, enabled=jax.process_index() == 0)
   preemption = _Preemption()
