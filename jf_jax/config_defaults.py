@@ -112,7 +112,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Rows per global batch for each task = the stage's mixture (und : text : gen).
   config.batch = ml_collections.ConfigDict(dict(
       und_rows=4, text_rows=2, gen_rows=10, und_seq_len=32, text_seq_len=32,
-      gen_prompt_len=16))
+      gen_prompt_len=16,
+      # From training step `step` on (0: never) batches hold these rows instead: a mixture
+      # that changes within a stage, as the paper's stage 2 (30:50:20 und:gen:text for
+      # its first 10,000 steps, then 14:80:6). The step recompiles once at the switch.
+      switch=dict(step=0, und_rows=0, text_rows=0, gen_rows=0)))
   config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
   config.logical_axis_rules = ()  # (name, mesh axes) overrides of parallel/rules.py
   config.loss = ml_collections.ConfigDict(dict(

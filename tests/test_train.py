@@ -16,6 +16,7 @@ import pytest
 
 from jf_jax import config_defaults
 from jf_jax.checkpoint import manager as ckpt
+from jf_jax.data import layout
 from jf_jax.data import synthetic
 from jf_jax.train import loop
 from jf_jax.train import step as step_lib
@@ -200,6 +201,31 @@ def test_resume_is_exact_and_restores_on_another_mesh(tmp_path):
   leaf = state.params["language_model"]["model"]["layers"]["mlp"]["up_proj"]["kernel"]
   assert len(leaf.sharding.device_set) == 8
   chex.assert_trees_all_equal(to_host(state.params), to_host(straight["state"].params))
+
+
+def test_mixture_switch_changes_rows_and_resumes_exactly(tmp_path):
+  """config.batch.switch: from step 2 the batches hold other rows (no text rows: the text
+  loss drops to 0); a run interrupted after the switch resumes to the same parameters."""
+  def config(num_steps):
+    c = base_config(num_steps=num_steps)
+    c.batch.switch.update(dict(step=2, und_rows=8, text_rows=0, gen_rows=4))
+    return c
+  devices = jax.devices()[:1]
+  straight = loop.train(config(4), str(tmp_path / "straight"), devices=devices)
+  assert straight["text_loss"] == 0.0 and straight["und_loss"] > 0
+  interrupted = str(tmp_path / "interrupted")
+  loop.train(config(3), interrupted, devices=devices)
+  resumed = loop.train(config(4), interrupted, devices=devices)
+  assert resumed["final_step"] == 4
+  chex.assert_trees_all_equal(to_host(resumed["state"].params),
+                              to_host(straight["state"].params))
+  unswitched = base_config(num_steps=4)
+  assert layout.batch_at(unswitched.batch, 3) is unswitched.batch
+  bad = config(4)
+  bad.batch.switch.gen_rows = 3
+  bad.mesh.update(dict(data=2, fsdp=2, tensor=2))
+  with pytest.raises(ValueError, match="config.batch.switch.gen_rows"):
+    loop.setup(bad)
 
 
 def test_bad_batch_config_names_the_key():

@@ -53,6 +53,25 @@ def rows_per_task(batch_cfg: Any) -> dict[str, int]:
   return {"und": batch_cfg.und_rows, "text": batch_cfg.text_rows, "gen": batch_cfg.gen_rows}
 
 
+def switch_step(batch_cfg: Any) -> int:
+  """First step of the second mixture (`batch_cfg.switch`), 0 when the run has one."""
+  switch = batch_cfg.get("switch")
+  return int(switch.step) if switch is not None and switch.step else 0
+
+
+def batch_at(batch_cfg: Any, step: int) -> Any:
+  """The batch config of training step `step`: `batch_cfg` itself, or from
+  `batch_cfg.switch.step` on a copy holding the switch's rows per task."""
+  start = switch_step(batch_cfg)
+  if not start or step < start:
+    return batch_cfg
+  out = batch_cfg.copy_and_resolve_references()
+  with out.unlocked():
+    for key in ("und_rows", "text_rows", "gen_rows"):
+      out[key] = int(batch_cfg.switch[key])
+  return out
+
+
 def check_batch(batch: dict, batch_cfg: Any, cfg: JanusFlowConfig) -> None:
   """Raises naming the key when a batch does not have the configured layout."""
   expected = batch_shapes(batch_cfg, cfg)

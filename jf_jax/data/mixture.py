@@ -53,18 +53,27 @@ class MixtureSource:
   def __init__(self, tasks: Mapping[str, tuple[Sequence, Converter]],
                rows: Mapping[str, int], builder: RowBuilder, seed: int,
                process_index: int = 0, process_count: int = 1, shuffle: bool = True):
-    for task, n in rows.items():
-      if n % process_count:
-        raise ValueError(f"config.batch.{task}_rows={n} is not divisible by the "
-                         f"{process_count} processes")
-      if n and task not in tasks:
-        raise ValueError(f"config.batch.{task}_rows={n} but the source has no {task} data")
-    self._tasks, self._rows, self._builder, self._seed = tasks, dict(rows), builder, seed
-    self._index, self._count = process_index, process_count
-    self._streams = {t: IndexStream(len(d), seed, t, shuffle) for t, (d, _) in tasks.items()
-                     if rows.get(t)}
+    self._tasks, self._builder, self._seed = tasks, builder, seed
+    self._index, self._count, self._shuffle = process_index, process_count, shuffle
+    self._streams = {}
+    self.set_rows(rows)
     self._cursor = {t: 0 for t in TASKS}
     self._stats = {"rows": {t: 0 for t in TASKS}, "skipped": {}}
+
+  def set_rows(self, rows: Mapping[str, int]) -> None:
+    """Rows per task of the batches from now on (`config.batch.switch`); the cursors go
+    on where they are, so a resumed run that sets the same rows continues exactly."""
+    for task, n in rows.items():
+      if n % self._count:
+        raise ValueError(f"config.batch.{task}_rows={n} is not divisible by the "
+                         f"{self._count} processes")
+      if n and task not in self._tasks:
+        raise ValueError(f"config.batch.{task}_rows={n} but the source has no {task} data")
+    self._rows = dict(rows)
+    for task, n in rows.items():
+      if n and task not in self._streams:
+        self._streams[task] = IndexStream(len(self._tasks[task][0]), self._seed, task,
+                                          self._shuffle)
 
   # -- state -------------------------------------------------------------------------------
 

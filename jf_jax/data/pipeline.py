@@ -22,6 +22,14 @@ class SyntheticSource:
     self._config, self._cfg = config, cfg
     self._index, self._count = process_index, process_count
     self._step = 0
+    self._batch_cfg = config.batch
+
+  def set_rows(self, rows: dict[str, int]) -> None:
+    """Rows per task of the batches from now on (`config.batch.switch`)."""
+    self._batch_cfg = self._config.batch.copy_and_resolve_references()
+    with self._batch_cfg.unlocked():
+      for task, n in rows.items():
+        self._batch_cfg[f"{task}_rows"] = int(n)
 
   def get_state(self) -> dict:
     return {"step": self._step}
@@ -30,7 +38,7 @@ class SyntheticSource:
     self._step = int(state["step"])
 
   def __next__(self) -> dict[str, np.ndarray]:
-    batch = synthetic.make_batch(self._config.batch, self._config.tokens, self._cfg,
+    batch = synthetic.make_batch(self._batch_cfg, self._config.tokens, self._cfg,
                                  self._config.seed, self._step)
     self._step += 1
     return {k: _process_rows(v, self._index, self._count) for k, v in batch.items()}

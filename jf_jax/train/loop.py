@@ -18,6 +18,7 @@ import jax
 
 from jf_jax.checkpoint import manager as ckpt
 from jf_jax.checkpoint import params_io
+from jf_jax.data import layout
 from jf_jax.data import pipeline
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
@@ -54,18 +55,23 @@ def optim_config(config):
 
 
 def check_batch_config(config, mesh) -> None:
-  """Each task's rows must split over the batch shards and the microbatches."""
+  """Each task's rows (and the switch's) must split over the batch shards, the
+  microbatches and the processes."""
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   micro = config.train.microbatches
-  for key in ("und_rows", "text_rows", "gen_rows"):
-    rows = config.batch[key]
-    if rows % (shards * micro):
-      raise ValueError(
-          f"config.batch.{key}={rows} must be divisible by config.mesh.data * "
-          f"config.mesh.fsdp ({shards}) times config.train.microbatches ({micro})")
-    if rows % jax.process_count():
-      raise ValueError(f"config.batch.{key}={rows} is not divisible by the process count "
-                       f"{jax.process_count()}")
+  groups = [("config.batch", config.batch)]
+  if layout.switch_step(config.batch):
+    groups.append(("config.batch.switch", config.batch.switch))
+  for prefix, rows_cfg in groups:
+    for key in ("und_rows", "text_rows", "gen_rows"):
+      rows = rows_cfg[key]
+      if rows % (shards * micro):
+        raise ValueError(
+            f"{prefix}.{key}={rows} must be divisible by config.mesh.data * "
+            f"config.mesh.fsdp ({shards}) times config.train.microbatches ({micro})")
+      if rows % jax.process_count():
+        raise ValueError(f"{prefix}.{key}={rows} is not divisible by the process count "
+                         f"{jax.process_count()}")
 
 
 def plan(config, devices=None) -> Setup:
@@ -217,10 +223,19 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   config_json = config.to_dict()
   last, window_start, window_tokens, window_images = {}, time.time(), 0, 0
   nonfinite_in_row, nonfinite_total, pending_nonfinite = 0, 0, None
-  loop_start, step = time.time(), start
+  loop_start, step, rows = time.time(), start, None
   for step in range(start, total):
+    batch_cfg = layout.batch_at(config.batch, step)
+    new_shapes = rows is not None and layout.rows_per_task(batch_cfg) != rows
+    if rows is None or new_shapes:
+      rows = layout.rows_per_task(batch_cfg)
+      source.set_rows(rows)
+      if batch_cfg is not config.batch:
+        print(f"step {step}: batches now hold und/text/gen rows {rows['und']}/"
+              f"{rows['text']}/{rows['gen']} (config.batch.switch; the step recompiles)",
+              flush=True)
     local = next(source)
-    if step == start and jax.process_count() > 1:
+    if (step == start or new_shapes) and jax.process_count() > 1:
       # Compile before the first execution so every process enters its collectives
       # together (the jit call below then reuses the compiled program).
       with jax.set_mesh(s.mesh):
