@@ -24,7 +24,10 @@ def test_short_main_job_writes_grid_and_scores(tmp_path):
              XLA_FLAGS="--xla_backend_optimization_level=0")
   args = [
       "--workdir", str(workdir),
+      # Both of the default's mixtures: understanding rows only, then from step 1 on
+      # understanding + generation rows (config.batch.switch).
       "--config.train.num_steps=2", "--config.train.log_every=1",
+      "--config.batch.switch.step=1",
       "--config.encoder_pretrain.steps=20", "--config.encoder_pretrain.log_every=10",
       f"--config.data.data_dir={tmp_path / 'tfds'}",
       "--config.data.num_train=60", "--config.data.num_validation=4",
@@ -39,6 +42,7 @@ def test_short_main_job_writes_grid_and_scores(tmp_path):
   out = proc.stdout
   assert "encoder step 20/20" in out and "encoder pre-trained in" in out
   assert "done at step 2" in out
+  assert "step 1: batches now hold und/text/gen rows 8/0/12" in out
   assert "generation score" in out and "understanding accuracy" in out
   assert out.count("Q: ") == 3
 
@@ -60,3 +64,4 @@ def test_short_main_job_writes_grid_and_scores(tmp_path):
   assert len(und["examples"]) == 3
   assert {"question", "answer", "prediction"} <= set(und["examples"][0])
   assert {"loss", "ar_loss", "rf_loss"} <= set(result["train_metrics"])
+  assert result["train_metrics"]["rf_loss"] > 0  # the last step trained generation rows
