@@ -59,17 +59,22 @@ def switch_step(batch_cfg: Any) -> int:
   return int(switch.step) if switch is not None and switch.step else 0
 
 
+def with_rows(batch_cfg: Any, rows: dict[str, int]) -> Any:
+  """A copy of `batch_cfg` holding `rows` ({task: rows}) instead of its own."""
+  out = batch_cfg.copy_and_resolve_references()
+  with out.unlocked():
+    for task, n in rows.items():
+      out[f"{task}_rows"] = int(n)
+  return out
+
+
 def batch_at(batch_cfg: Any, step: int) -> Any:
   """The batch config of training step `step`: `batch_cfg` itself, or from
   `batch_cfg.switch.step` on a copy holding the switch's rows per task."""
   start = switch_step(batch_cfg)
   if not start or step < start:
     return batch_cfg
-  out = batch_cfg.copy_and_resolve_references()
-  with out.unlocked():
-    for key in ("und_rows", "text_rows", "gen_rows"):
-      out[key] = int(batch_cfg.switch[key])
-  return out
+  return with_rows(batch_cfg, rows_per_task(batch_cfg.switch))
 
 
 def check_batch(batch: dict, batch_cfg: Any, cfg: JanusFlowConfig) -> None:

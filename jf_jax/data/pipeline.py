@@ -26,10 +26,7 @@ class SyntheticSource:
 
   def set_rows(self, rows: dict[str, int]) -> None:
     """Rows per task of the batches from now on (`config.batch.switch`)."""
-    self._batch_cfg = self._config.batch.copy_and_resolve_references()
-    with self._batch_cfg.unlocked():
-      for task, n in rows.items():
-        self._batch_cfg[f"{task}_rows"] = int(n)
+    self._batch_cfg = layout.with_rows(self._config.batch, rows)
 
   def get_state(self) -> dict:
     return {"step": self._step}
