@@ -10,6 +10,8 @@ devices.
       --config.batch.und_seq_len=640 --config.batch.text_seq_len=640 \
       --config.batch.gen_prompt_len=64 --config.model.llm.remat_policy=minimal  # 1.3B, 1 GPU
   bash benchmarks/gpu_train_step.sh OUTDIR   # the GPU rows of docs/benchmarks.md
+  python benchmarks/train_step.py ... --profile_dir /tmp/prof   # + where the time goes:
+  python benchmarks/trace_summary.py /tmp/prof --steps 3 --thread Stream
 
 MFU = model FLOPs per step / (step time x devices x peak). Model FLOPs are counted as in
 `jf_jax/tools/flops.py` (matmuls, 2 per multiply-add, 6N*tokens-style: forward x 3 for
