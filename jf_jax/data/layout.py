@@ -68,13 +68,11 @@ def with_rows(batch_cfg: Any, rows: dict[str, int]) -> Any:
   return out
 
 
-def batch_at(batch_cfg: Any, step: int) -> Any:
-  """The batch config of training step `step`: `batch_cfg` itself, or from
-  `batch_cfg.switch.step` on a copy holding the switch's rows per task."""
+def rows_at(batch_cfg: Any, step: int) -> dict[str, int]:
+  """Rows per task of training step `step`: `batch_cfg`'s, or from `batch_cfg.switch.step`
+  on the switch's."""
   start = switch_step(batch_cfg)
-  if not start or step < start:
-    return batch_cfg
-  return with_rows(batch_cfg, rows_per_task(batch_cfg.switch))
+  return rows_per_task(batch_cfg.switch if start and step >= start else batch_cfg)
 
 
 def check_batch(batch: dict, batch_cfg: Any, cfg: JanusFlowConfig) -> None:

@@ -225,22 +225,23 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   nonfinite_in_row, nonfinite_total, pending_nonfinite = 0, 0, None
   loop_start, step, rows = time.time(), start, None
   for step in range(start, total):
-    batch_cfg = layout.batch_at(config.batch, step)
-    new_shapes = rows is not None and layout.rows_per_task(batch_cfg) != rows
-    if rows is None or new_shapes:
-      rows = layout.rows_per_task(batch_cfg)
+    step_rows = layout.rows_at(config.batch, step)
+    new_shapes = step_rows != rows  # the first step, or the switch (or resuming after it)
+    if new_shapes:
+      rows = step_rows
       source.set_rows(rows)
-      if batch_cfg is not config.batch:
+      if rows != layout.rows_per_task(config.batch):
         print(f"step {step}: batches now hold und/text/gen rows {rows['und']}/"
               f"{rows['text']}/{rows['gen']} (config.batch.switch; the step recompiles)",
               flush=True)
     local = next(source)
-    if (step == start or new_shapes) and jax.process_count() > 1:
-      # Compile before the first execution so every process enters its collectives
-      # together (the jit call below then reuses the compiled program).
+    if new_shapes and jax.process_count() > 1:
+      # Compile before the first execution (of each batch shape) so every process enters
+      # its collectives together (the jit call below then reuses the compiled program).
+      # One barrier name per step: barrier ids are not meant to be reused.
       with jax.set_mesh(s.mesh):
         s.step_fn.jitted.lower(state, pipeline.global_batch(local, batch_sh)).compile()
-      sync_processes("first_step_compiled")
+      sync_processes(f"step_{step}_compiled")
     tokens, images = pipeline.batch_stats(local, s.cfg)
     window_tokens += tokens * jax.process_count()
     window_images += images * jax.process_count()
