@@ -8,7 +8,7 @@ Generation runs in PIXEL space: no SDXL-VAE exists offline for a tiny model, so 
 `latent_size=32`, 4x4 patches -> 64 generation tokens). Stage 3 (everything trainable):
 no pretrained SigLIP exists offline, so the tiny understanding encoder trains too.
 Sequence lengths fit the longest shapes-world examples (und 86 with 65 image slots, text
-49, prompt 23 tokens).
+49, prompt 23 tokens). configs/default.py builds on this file.
 """
 
 from jf_jax import config_defaults
@@ -25,7 +25,7 @@ def get_config():
                           gen_space="pixel", image_size=32))
   config.batch.update(dict(und_rows=4, text_rows=2, gen_rows=10, und_seq_len=88,
                            text_seq_len=52, gen_prompt_len=24))
-  config.optim.update(dict(learning_rate=1e-3, warmup_steps=20, total_steps=300))
+  config.optim.update(dict(learning_rate=1e-3, warmup_steps=20))
   config.train.update(dict(num_steps=300, log_every=20, checkpoint_every=100,
                            keep_checkpoints=2))
   return config

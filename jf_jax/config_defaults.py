@@ -27,10 +27,11 @@ def model_1p3b() -> ml_collections.ConfigDict:
 
 
 def model_tiny() -> ml_collections.ConfigDict:
-  """A few-million-parameter model with every component of the real one (CPU, tests).
+  """A 451,120-parameter model with every component of the real one (CPU, tests).
 
   Grouped KV heads (4 query heads, 2 KV heads) keep that code path exercised. Latents are
-  16x16x4 (a 64 px image through an 4x patch stem would give the same token count).
+  8x8x4: 2x2 patches give 16 generation tokens, as many as SigLIP's 8-pixel patches of a
+  32x32 image (REPA aligns the two grids position by position).
   """
   return ml_collections.ConfigDict(dict(
       llm=dict(vocab_size=512, embed_dim=64, mlp_dim=160, num_layers=4, num_heads=4,
@@ -107,7 +108,7 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model = model_tiny()
   config.seed = 0
-  config.stage = 2  # 1 adaptation, 2 unified pre-training, 3 SFT (paper section 3.3)
+  config.stage = 2  # 1 adaptation, 2 unified pre-training, 3 SFT (the paper's stages)
   config.tokens = tokens_tiny()
   # Rows per global batch for each task = the stage's mixture (und : text : gen).
   config.batch = ml_collections.ConfigDict(dict(
@@ -121,10 +122,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.logical_axis_rules = ()  # (name, mesh axes) overrides of parallel/rules.py
   config.loss = ml_collections.ConfigDict(dict(
       ar_weight=1.0, flow_weight=1.0, repa_weight=1.0,
-      t_distribution="logit_normal", t_loc=0.0, t_scale=1.0,  # SD3 default (spec F.11)
+      t_distribution="logit_normal", t_loc=0.0, t_scale=1.0,  # SD3's default
       cfg_drop_prob=0.1))  # paper: drop 10% of prompts
   config.optim = ml_collections.ConfigDict(dict(
-      learning_rate=1e-4, warmup_steps=2000, schedule="constant", total_steps=390_000,
+      learning_rate=1e-4, warmup_steps=2000, schedule="constant",
+      total_steps=-1,  # the cosine schedule's length; -1 = config.train.num_steps
       end_learning_rate=0.0, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0,
       grad_clip_norm=1.0, freeze=(), mu_dtype=""))
   config.train = ml_collections.ConfigDict(dict(

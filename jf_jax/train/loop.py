@@ -46,14 +46,6 @@ class Setup:
   step_fn: Any
 
 
-def optim_config(config):
-  """`config.optim` with the stage's freeze regexes prepended to the user's."""
-  ocfg = config.optim.copy_and_resolve_references()
-  with ocfg.unlocked():
-    ocfg.freeze = optim.stage_freeze_regexes(config.stage) + tuple(config.optim.freeze)
-  return ocfg
-
-
 def check_batch_config(config, mesh) -> None:
   """Each task's rows (and the switch's) must split over the batch shards, the
   microbatches and the processes."""
@@ -89,7 +81,7 @@ def plan(config, devices=None) -> Setup:
                               cfg.llm.num_kv_heads, batch_key="config.batch.*_rows (sum)")
   rules = rules_lib.merge_rules(rules_lib.default_rules(), config.logical_axis_rules)
   abstract_params = nn.unbox(janusflow.abstract_params(model))["params"]
-  tx, mask = optim.make_optimizer(optim_config(config), abstract_params)
+  tx, mask = optim.make_optimizer(optim.from_config(config), abstract_params)
   abstract, shardings = state_lib.state_shardings(
       model, tx, mesh, rules, use_ema=config.train.ema_decay > 0, seed=config.seed)
   if mesh.shape["fsdp"] > 1:

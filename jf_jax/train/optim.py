@@ -50,6 +50,21 @@ def stage_freeze_regexes(stage: int) -> tuple[str, ...]:
   return tuple(STAGE_PRESETS[stage]["freeze"])
 
 
+def from_config(config: Any) -> Any:
+  """`config.optim` as the optimizer and the step use it (a resolved copy).
+
+  The stage's freeze regexes come before the user's `config.optim.freeze`, and
+  `total_steps` <= 0 (the default, -1) means the run's length, `config.train.num_steps`,
+  so a longer run needs only `--config.train.num_steps`.
+  """
+  ocfg = config.optim.copy_and_resolve_references()
+  with ocfg.unlocked():
+    ocfg.freeze = stage_freeze_regexes(config.stage) + tuple(config.optim.freeze)
+    if ocfg.get("total_steps", -1) <= 0:
+      ocfg.total_steps = config.train.num_steps
+  return ocfg
+
+
 def _key_str(key: Any) -> str:
   """One path entry (DictKey, SequenceKey, GetAttrKey, ...) as a string."""
   for attr in ("key", "idx", "name"):

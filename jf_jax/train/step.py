@@ -125,7 +125,7 @@ def make_train_step(model, tx, trainable_mask, config):
   loss_cfg, cfg = config.loss, model.cfg
   coef = {"ar": loss_cfg.ar_weight, "rf": loss_cfg.flow_weight, "repa": loss_cfg.repa_weight}
   pad_id, num_micro = config.tokens.pad_id, config.train.microbatches
-  schedule = optim.make_schedule(config.optim)
+  schedule = optim.make_schedule(optim.from_config(config))
 
   def freeze(params):
     # stop_gradient at frozen leaves: their backward (e.g. the whole SigLIP tower in
