@@ -1,5 +1,5 @@
 #!/bin/bash
-# The 1.3B stage-2 train step on one GPU (bf16 compute, f32 params; issue 7's GPU row).
+# The 1.3B stage-2 train step on one GPU (bf16 compute, f32 params; docs/benchmarks.md).
 # Runs (pick with RUNS="name ..."; default all): full vs "minimal" remat (matmul outputs
 # saved) at batch 64, minimal at batch 128, then batch 128 with the fused cuDNN attention
 # kernel (model.llm.attention_impl=cudnn), alone and with XLA's Triton GEMMs off
