@@ -195,7 +195,7 @@ def question_inputs(tok: tok_lib.Tokenizer, cfg, question: str, image: np.ndarra
                     system_prompt: str = templates.SYSTEM_PROMPT):
   """[1, S] ids/mask/image_mask and [1, 1, S_img, S_img, 3] image for one question.
 
-  Layout (spec C.1): BOS, SYS + "\\n\\nUser: ", BOI, N x placeholder, EOI,
+  Layout (the official template): BOS, SYS + "\\n\\nUser: ", BOI, N x placeholder, EOI,
   "\\n" + question + "\\n\\nAssistant:"; the image mask covers BOI and the placeholders.
   """
   ids = [tok.bos_id] + tok.encode(templates.und_prompt(question, system_prompt))

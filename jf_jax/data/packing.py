@@ -4,9 +4,9 @@ Understanding rows are right-padded:
   [BOS, prompt ..., BOI, N x IMAGE, EOI, prompt ..., answer ..., EOS, (next turn ...), pad]
 with `image_mask` on BOI and the N placeholders (N = SigLIP patches, so BOI + N =
 `cfg.num_und_tokens`, the embeddings the model writes there), `weights` 1 exactly where the
-*target* is an answer token or its EOS (spec D: loss on responses only). Text rows are
+*target* is an answer token or its EOS (the paper: loss on responses only). Text rows are
 [BOS, text, EOS, pad] with every target supervised. Generation prompts are left-padded
-[pad, BOS, "User: {caption}\\n\\nAssistant:"] (spec C.2: BOS first, tag dropped).
+[pad, BOS, "User: {caption}\\n\\nAssistant:"] (as the official sampler: BOS first, tag dropped).
 
 A row that does not fit, or has empty text, raises `BadExample`; `padding_row` gives the
 zero-weight row the source puts in its place so batches keep their static shape.

@@ -1,8 +1,8 @@
 """Image preprocessing for both encoders, and the checks that reject bad images.
 
-* Understanding (SigLIP, spec C.1): resize the long side to S (bicubic, antialiased), pad
-  to S x S centred with grey 127 (= 255 * mean), then (x / 255 - 0.5) / 0.5.
-* Generation (spec D, training): resize the short side, crop the centre square (the paper
+* Understanding (SigLIP, as the official code): resize the long side to S (bicubic,
+  antialiased), pad to S x S centred with grey 127 (= 255 * mean), then (x / 255 - 0.5) / 0.5.
+* Generation (training): resize the short side, crop the centre square (the paper
   crops at random; a centre crop keeps the pipeline a pure function of its state). The
   tiny configs generate in pixel space, so the "latent" is that crop scaled to [-1, 1];
   the REPA target (`gen_images`) is the same crop SigLIP-normalised at S.

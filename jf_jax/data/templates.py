@@ -1,4 +1,4 @@
-"""The official JanusFlow conversation strings (spec C.1, C.2): DeepSeek template, roles
+"""The official JanusFlow conversation strings: DeepSeek template, roles
 "User" / "Assistant".
 
 Understanding (one image, possibly several turns):

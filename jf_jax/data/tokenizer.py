@@ -8,7 +8,7 @@ id each.
 * `from_checkpoint_dir(path)`: `tokenizer.json` of a JanusFlow / DeepSeek-LLM checkpoint.
   As the official `VLChatProcessor` does, the image and generation tags are added as special
   tokens if the vocabulary lacks them, and pad falls back to EOS if `<｜▁pad▁｜>` is absent
-  (spec C.0). All ids are read from the file.
+  (as the official processor does). All ids are read from the file.
 * `shapes_tokenizer(tokens_cfg)`: a word-level vocabulary of the shapes world, the
   conversation template and the official system prompt, with the special ids of
   `config.tokens` (`config_defaults.tokens_tiny`). Pieces keep their leading space
@@ -41,7 +41,7 @@ UNK = "<unk>"  # shapes tokenizer only
 # `config.tokens` key -> special-token string.
 SPECIAL_TOKENS = {"pad_id": PAD, "bos_id": BOS, "eos_id": EOS, "boi_id": BOI, "eoi_id": EOI,
                   "image_id": IMAGE, "gen_tag_id": GEN_TAG}
-# Tags the official processor adds when the vocabulary lacks them (spec C.0).
+# Tags the official processor adds when the vocabulary lacks them.
 _ADDED_IF_MISSING = (IMAGE, BOI, EOI, GEN_TAG)
 
 # Words of the official understanding system prompt and of the conversation template.

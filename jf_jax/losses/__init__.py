@@ -1,4 +1,4 @@
-"""Training objectives of JanusFlow (spec section D).
+"""Training objectives of JanusFlow (the paper's three losses).
 
 Every loss returns `(sum, weight)` in float32: the step divides once, after summing over
 micro-batches, so gradient accumulation is exactly equivalent to one large batch.

@@ -1,6 +1,6 @@
 """SDXL-VAE (diffusers `AutoencoderKL`, `stabilityai/sdxl-vae`) in Linen, channels-last.
 
-JanusFlow never trains the VAE (spec A.9): images in [-1, 1] are encoded once into latents
+JanusFlow never trains the VAE: images in [-1, 1] are encoded once into latents
 that the flow model sees scaled by 0.13025, and generated latents are unscaled and decoded.
 Module and parameter names mirror diffusers (`down_blocks_0/resnets_1/norm1` for
 `down_blocks.0.resnets.1.norm1`), so `checkpoint/vae_map.py` stays a dumb table. Numerics
@@ -266,7 +266,7 @@ def _check_spatial(x: jax.Array, factor: int, what: str) -> None:
 class AutoencoderKL(nn.Module):
   """The SDXL-VAE. `encode` / `decode` are the entry points; `__call__` (for `init`) runs both.
 
-  Outputs are float32 whatever the compute `dtype` (the spec runs the VAE in bfloat16).
+  Outputs are float32 whatever the compute `dtype` (the official code runs the VAE in bfloat16).
   """
   cfg: VAEConfig = VAEConfig()
   dtype: Dtype = jnp.float32
@@ -366,8 +366,8 @@ def encode_to_latents(module: nn.Module, params: Any, images: jax.Array,
                       rng: jax.Array | None = None) -> jax.Array:
   """Images [b, H, W, 3] in [-1, 1] -> flow-model data latents (scaled), float32.
 
-  The posterior mean when `rng` is None, else a posterior sample (spec A.9 leaves open which
-  one JanusFlow trained on).
+  The posterior mean when `rng` is None, else a posterior sample (the paper does not say
+  which one JanusFlow trained on).
   """
   mean, logvar = module.apply({"params": params or {}}, images, method="encode")
   z = mean if rng is None else sample_posterior(rng, mean, logvar)

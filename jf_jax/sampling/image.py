@@ -1,7 +1,7 @@
 """Text-to-image: the rectified-flow ODE with classifier-free guidance over a cached prompt.
 
 The official sampler (`demo/app_janusflow.py::generate`) recomputes the whole sequence
-[prompt, t_emb, latent tokens] at every ODE step (its prefix cache is a no-op, spec C.2).
+[prompt, t_emb, latent tokens] at every ODE step (its prefix cache is a no-op).
 Attention is causal, so the prompt's keys and values never depend on t or z: here they are
 computed once (`prefill_prompt`) for the doubled CFG batch, and each ODE evaluation runs the
 LLM only over [t_emb, latent tokens] at positions Lp..Lp+n, writing its own K/V into the
@@ -15,8 +15,8 @@ plain arange for every row (so an unconditional row keeps the gap between BOS an
 The guided velocity is w * v_cond - (w - 1) * v_uncond.
 
 Time runs from t=0 (noise) to t=1 (data); Euler evaluates at the left endpoints
-t_k = k/N, as the official sampler does. The ODE state, t and dt stay float32 (spec C.2
-recommends this over the demo's bfloat16 rounding).
+t_k = k/N, as the official sampler does. The ODE state, t and dt stay float32 (rather than
+the demo's bfloat16 rounding).
 """
 
 from typing import Any, Callable

@@ -1,7 +1,7 @@
 """Supervised pre-training of a tiny understanding encoder on the shapes world.
 
-JanusFlow's SigLIP arrives pretrained and stays frozen while the rest trains (paper
-section 3.3; `optim.STAGE_PRESETS`), and REPA pulls the generation features towards it. No
+JanusFlow's SigLIP arrives pretrained and stays frozen while the rest trains (the
+paper's stages 1-2; `optim.STAGE_PRESETS`), and REPA pulls the generation features towards it. No
 pretrained tiny SigLIP exists offline, so a tiny run can make one first: `pretrain`
 trains the understanding tower alone to say which of the world's 15 objects (colour x
 shape) an image of the TRAIN split holds, then `initialise` writes it into a fresh train

@@ -1,4 +1,4 @@
-"""The post-training half of the default job (`python train.py`, issue 5 part 6).
+"""The post-training half of the default job (`python train.py`).
 
 After training, `run(config, workdir)` loads the final checkpoint of `workdir` and, on the
 shapes world's held-out test split (captions whose object pairs never appear together in

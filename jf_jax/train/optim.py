@@ -31,7 +31,7 @@ ALWAYS_FROZEN = ("vision_und_enc_model/vision_tower/attn_pool/.*",)
 _TABLE1_COMMON = dict(schedule="constant", weight_decay=0.0, grad_clip_norm=1.0, b1=0.9,
                       b2=0.95)
 
-# Paper Table 1 (v2) and section E.1: optimizer fields per stage, `freeze` as path regexes.
+# The paper's Table 1 (v2) and its stages: optimizer fields per stage, `freeze` as path regexes.
 STAGE_PRESETS = {
     1: dict(_TABLE1_COMMON, learning_rate=1e-4, warmup_steps=2000, total_steps=10_000,
             freeze=("language_model/.*", "vision_und_enc_model/.*") + ALWAYS_FROZEN),
