@@ -4,9 +4,12 @@ One module-level base config; each test builds only the setups it needs and reus
 compiled steps through fixtures, because compiling the step dominates the runtime.
 """
 
+import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import chex
 import jax
@@ -16,6 +19,7 @@ import pytest
 from jf_jax import config_defaults
 from jf_jax.checkpoint import manager as ckpt
 from jf_jax.data import layout
+from jf_jax.data import pipeline
 from jf_jax.data import synthetic
 from jf_jax.train import loop
 from jf_jax.train import step as step_lib
@@ -202,6 +206,41 @@ def test_resume_is_exact_and_restores_on_another_mesh(tmp_path):
   chex.assert_trees_all_equal(to_host(state.params), to_host(straight["state"].params))
 
 
+class _SlowSource:
+  """The run's input source, taking `delay_s` longer for every batch."""
+
+  def __init__(self, source, delay_s):
+    self._source, self._delay_s = source, delay_s
+
+  def __getattr__(self, name):
+    return getattr(self._source, name)
+
+  def __next__(self):
+    time.sleep(self._delay_s)
+    return next(self._source)
+
+
+def test_progress_line_and_metrics_show_data_wait(tmp_path, capsys, monkeypatch):
+  """The time spent getting each batch is in the progress line and metrics.jsonl."""
+  make_source = pipeline.make_source
+  monkeypatch.setattr(pipeline, "make_source",
+                      lambda *args: _SlowSource(make_source(*args), delay_s=0.2))
+  loop.train(base_config(num_steps=2, log_every=1), str(tmp_path),
+             devices=jax.devices()[:1])
+  lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("step ")]
+  assert len(lines) == 2, lines
+  waits = [int(re.search(r"data ([\d,]+) ms/step", l).group(1).replace(",", ""))
+           for l in lines]
+  assert all(w >= 200 for w in waits), lines
+  with open(tmp_path / "metrics.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  assert [r["step"] for r in records] == [1, 2]
+  for r in records:  # one step per logging window
+    assert 200 <= r["data_wait_ms_per_step"] <= r["step_ms"]
+    np.testing.assert_allclose(r["data_wait_fraction"],
+                               r["data_wait_ms_per_step"] / r["step_ms"], rtol=1e-6)
+
+
 def test_mixture_switch_changes_rows_and_resumes_exactly(tmp_path):
   """config.batch.switch: from step 2 the batches hold other rows (no text rows: the text
   loss drops to 0); a run interrupted after the switch resumes to the same parameters."""
@@ -246,6 +285,7 @@ def test_train_py_runs_and_resumes(tmp_path):
                          capture_output=True, text=True, timeout=600)
   assert first.returncode == 0, first.stderr[-3000:]
   assert "step 2/2" in first.stdout and "tok/s" in first.stdout
+  assert re.search(r"step 2/2 .* data [\d,]+ ms/step", first.stdout), first.stdout[-2000:]
   second = subprocess.run(cmd + ["--config.train.num_steps=3"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
   assert second.returncode == 0, second.stderr[-3000:]

@@ -9,10 +9,8 @@ tests and benchmarks);
 import dataclasses
 import os
 import signal
-import time
 from typing import Any
 
-from absl import logging
 import flax.linen as nn
 import jax
 
@@ -25,6 +23,7 @@ from jf_jax.models import janusflow
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.parallel import partition
 from jf_jax.parallel import rules as rules_lib
+from jf_jax.train import meter as meter_lib
 from jf_jax.train import metrics_writer
 from jf_jax.train import optim
 from jf_jax.train import state as state_lib
@@ -144,7 +143,7 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def _progress_line(step, total, metrics, tokens_s, images_s, eta_s) -> str:
+def _progress_line(step, total, metrics) -> str:
   losses = " ".join(f"{k[:-5]} {metrics[k]:.4f}" for k in ("ar_loss", "rf_loss", "repa_loss"))
   losses += f" | und {metrics['und_loss']:.4f} text {metrics['text_loss']:.4f}"
   skipped = metrics.get("data/skipped_total", 0)
@@ -153,7 +152,9 @@ def _progress_line(step, total, metrics, tokens_s, images_s, eta_s) -> str:
       "nonfinite_total") else ""
   return (f"step {step}/{total} | loss {metrics['loss']:.4f} ({losses}) | grad_norm "
           f"{metrics['grad_norm']:.3f} | lr {metrics['learning_rate']:.2e} | "
-          f"{tokens_s:,.0f} tok/s {images_s:,.1f} img/s | eta {eta_s / 60:.1f} min{extra}")
+          f"{metrics['tokens_per_s']:,.0f} tok/s {metrics['images_per_s']:,.1f} img/s | "
+          f"{metrics['step_ms']:,.0f} ms/step, data {metrics['data_wait_ms_per_step']:,.0f} "
+          f"ms/step | eta {metrics['eta_s'] / 60:.1f} min{extra}")
 
 
 def train(config, workdir: str, devices=None) -> dict:
@@ -195,27 +196,12 @@ def _source_stats(source) -> dict:
   return out
 
 
-def _count_nonfinite(flag, in_row, total, step, config) -> tuple[int, int]:
-  """Updates the non-finite counters; stops the run after too many in a row."""
-  bad = int(jax.device_get(flag))
-  in_row, total = (in_row + 1 if bad else 0), total + bad
-  if bad:
-    logging.warning("step %d: non-finite loss or gradient; state left unchanged", step)
-  if in_row >= config.train.max_nonfinite_in_row:
-    raise FloatingPointError(
-        f"{in_row} steps in a row had a non-finite loss or gradient (last at step {step}); "
-        "each left the state unchanged. Lower config.optim.learning_rate or raise "
-        "config.train.max_nonfinite_in_row.")
-  return in_row, total
-
-
 def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   config, total = s.config, s.config.train.num_steps
   batch_sh = step_lib.batch_sharding(s.mesh)
   config_json = config.to_dict()
-  last, window_start, window_tokens, window_images = {}, time.time(), 0, 0
-  nonfinite_in_row, nonfinite_total, pending_nonfinite = 0, 0, None
-  loop_start, step, rows = time.time(), start, None
+  meter = meter_lib.Meter(start, total, config.train.max_nonfinite_in_row)
+  last, step, rows = {}, start, None
   for step in range(start, total):
     step_rows = layout.rows_at(config.batch, step)
     new_shapes = step_rows != rows  # the first step, or the switch (or resuming after it)
@@ -226,39 +212,26 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
         print(f"step {step}: batches now hold und/text/gen rows {rows['und']}/"
               f"{rows['text']}/{rows['gen']} (config.batch.switch; the step recompiles)",
               flush=True)
-    local = next(source)
+    with meter.data_wait():
+      local = next(source)
+      batch = pipeline.global_batch(local, batch_sh)
     if new_shapes and jax.process_count() > 1:
       # Compile before the first execution (of each batch shape) so every process enters
       # its collectives together (the jit call below then reuses the compiled program).
       # One barrier name per step: barrier ids are not meant to be reused.
       with jax.set_mesh(s.mesh):
-        s.step_fn.jitted.lower(state, pipeline.global_batch(local, batch_sh)).compile()
+        s.step_fn.jitted.lower(state, batch).compile()
       sync_processes(f"step_{step}_compiled")
+    state, metrics = s.step_fn(state, batch)
     tokens, images = pipeline.batch_stats(local, s.cfg)
-    window_tokens += tokens * jax.process_count()
-    window_images += images * jax.process_count()
-    state, metrics = s.step_fn(state, pipeline.global_batch(local, batch_sh))
+    meter.step_done(tokens * jax.process_count(), images * jax.process_count())
     done = step + 1
-    log_now = done % config.train.log_every == 0 or done == total
-    # The non-finite flag of the previous step is read now, so the host never waits for
-    # the step it just dispatched.
-    if pending_nonfinite is not None:
-      nonfinite_in_row, nonfinite_total = _count_nonfinite(
-          pending_nonfinite, nonfinite_in_row, nonfinite_total, done - 1, config)
-    pending_nonfinite = metrics["nonfinite"]
-    if log_now:
-      nonfinite_in_row, nonfinite_total = _count_nonfinite(
-          pending_nonfinite, nonfinite_in_row, nonfinite_total, done, config)
-      pending_nonfinite = None
+    meter.nonfinite(metrics["nonfinite"], done)
+    if done % config.train.log_every == 0 or done == total:
       last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      elapsed = time.time() - window_start
-      rate = (done - start) / max(time.time() - loop_start, 1e-9)
-      last.update(tokens_per_s=window_tokens / elapsed, images_per_s=window_images / elapsed,
-                  nonfinite_total=nonfinite_total, **_source_stats(source))
-      print(_progress_line(done, total, last, last["tokens_per_s"], last["images_per_s"],
-                           (total - done) / rate), flush=True)
+      last.update(**meter.summary(done), **_source_stats(source))
+      print(_progress_line(done, total, last), flush=True)
       writer.write(done, last)
-      window_start, window_tokens, window_images = time.time(), 0, 0
     ckpt.save(manager, done, state, source.get_state(), config_json)
     if preemption.requested:
       if manager.latest_step() != done:

@@ -1,0 +1,119 @@
+"""The training loop's meter: throughput, ETA, data wait and non-finite steps.
+
+One object instead of loose counters in the loop (as big_vision's `chrono`). Per logging
+window it measures tokens/s and images/s, the wall time the loop waited for its input
+(getting the next batch and placing it on the devices) per step and as a fraction of the
+window's time; over the whole run, the ETA and the non-finite steps.
+
+  meter = Meter(start_step, num_steps, max_nonfinite_in_row=10)
+  for step in ...:
+    with meter.data_wait():
+      batch = ...                           # next(source), device_put
+    state, metrics = step_fn(state, batch)
+    meter.step_done(tokens, images)         # global counts of this step's batch
+    meter.nonfinite(metrics["nonfinite"], step + 1)
+    if log_now:
+      scalars = meter.summary(step + 1)     # closes the window
+"""
+
+import contextlib
+import time
+from typing import Any, Callable, Iterator
+
+from absl import logging
+import jax
+
+
+class Meter:
+  """Counts steps, tokens, images and data-wait time; `summary` reads and resets them.
+
+  Args:
+    start_step: the step the run starts (or resumes) at.
+    total_steps: the step it ends at (for the ETA).
+    max_nonfinite_in_row: `nonfinite` raises once this many steps in a row had a
+      non-finite loss or gradient.
+    clock: seconds as a float (`time.perf_counter`; tests pass a fake one).
+  """
+
+  def __init__(self, start_step: int, total_steps: int, max_nonfinite_in_row: int,
+               clock: Callable[[], float] = time.perf_counter):
+    self._clock = clock
+    self._start_step, self._total = start_step, total_steps
+    self._max_in_row = max_nonfinite_in_row
+    self._run_start = clock()
+    self._steps_done = 0
+    self.nonfinite_total, self._nonfinite_in_row = 0, 0
+    self._pending = None  # (flag, step) of the last dispatched step, read one step later
+    self._reset_window()
+
+  def _reset_window(self) -> None:
+    self._window_start = self._clock()
+    self._window_steps, self._window_tokens, self._window_images = 0, 0, 0
+    self._window_wait = 0.0
+
+  @contextlib.contextmanager
+  def data_wait(self) -> Iterator[None]:
+    """Times the enclosed block as waiting for input."""
+    start = self._clock()
+    try:
+      yield
+    finally:
+      self._window_wait += self._clock() - start
+
+  def add_data_wait(self, seconds: float) -> None:
+    """Adds a data wait measured elsewhere (e.g. by a prefetching thread's consumer)."""
+    self._window_wait += seconds
+
+  def step_done(self, tokens: int, images: int) -> None:
+    """One step dispatched, its batch holding `tokens` LLM tokens and `images` images
+    (global counts: all processes)."""
+    self._steps_done += 1
+    self._window_steps += 1
+    self._window_tokens += tokens
+    self._window_images += images
+
+  def nonfinite(self, flag: Any, step: int) -> None:
+    """Queues `step`'s non-finite flag (a device scalar) and counts the one queued before,
+    so the host never waits for the step it has just dispatched."""
+    self._count_pending()
+    self._pending = (flag, step)
+
+  def _count_pending(self) -> None:
+    if self._pending is None:
+      return
+    flag, step = self._pending
+    self._pending = None
+    bad = int(jax.device_get(flag))
+    self._nonfinite_in_row = self._nonfinite_in_row + 1 if bad else 0
+    self.nonfinite_total += bad
+    if bad:
+      logging.warning("step %d: non-finite loss or gradient; state left unchanged", step)
+    if self._nonfinite_in_row >= self._max_in_row:
+      raise FloatingPointError(
+          f"{self._nonfinite_in_row} steps in a row had a non-finite loss or gradient "
+          f"(last at step {step}); each left the state unchanged. Lower "
+          "config.optim.learning_rate or raise config.train.max_nonfinite_in_row.")
+
+  def eta_s(self, step: int) -> float:
+    """Seconds to `total_steps` at the run's mean rate so far."""
+    rate = self._steps_done / max(self._clock() - self._run_start, 1e-9)
+    return (self._total - step) / max(rate, 1e-9)
+
+  def summary(self, step: int) -> dict[str, float]:
+    """The window's figures (and the non-finite count so far); starts a new window.
+
+    Keys: tokens_per_s, images_per_s, step_ms, data_wait_ms_per_step,
+    data_wait_fraction (of the window's wall time), eta_s, nonfinite_total.
+    """
+    self._count_pending()
+    elapsed = max(self._clock() - self._window_start, 1e-9)
+    steps = max(self._window_steps, 1)
+    out = dict(tokens_per_s=self._window_tokens / elapsed,
+               images_per_s=self._window_images / elapsed,
+               step_ms=1e3 * elapsed / steps,
+               data_wait_ms_per_step=1e3 * self._window_wait / steps,
+               data_wait_fraction=self._window_wait / elapsed,
+               eta_s=self.eta_s(step),
+               nonfinite_total=self.nonfinite_total)
+    self._reset_window()
+    return out
