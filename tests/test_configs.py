@@ -26,8 +26,13 @@ def load(name: str):
 def test_total_steps_follows_num_steps_unless_set(name):
   config = load(name)
   assert optim.from_config(config).total_steps == config.train.num_steps
-  config.train.num_steps = 1234
-  assert optim.from_config(config).total_steps == 1234
+  config.train.num_steps = 12_345
+  assert optim.from_config(config).total_steps == 12_345
+  # A run shorter than the warmup ends inside it (the cosine schedule stays valid).
+  config.train.num_steps = 2
+  resolved = optim.from_config(config)
+  assert resolved.total_steps == max(2, config.optim.warmup_steps + 1)
+  assert 0 <= optim.make_schedule(resolved)(1) < config.optim.learning_rate
   config.optim.total_steps = 99
   assert optim.from_config(config).total_steps == 99
   # The stage's freeze regexes come first, then the user's.

@@ -55,13 +55,14 @@ def from_config(config: Any) -> Any:
 
   The stage's freeze regexes come before the user's `config.optim.freeze`, and
   `total_steps` <= 0 (the default, -1) means the run's length, `config.train.num_steps`,
-  so a longer run needs only `--config.train.num_steps`.
+  so a longer run needs only `--config.train.num_steps`. A run no longer than the warmup
+  (a smoke test) ends inside it: the schedule then spans `warmup_steps + 1` steps.
   """
   ocfg = config.optim.copy_and_resolve_references()
   with ocfg.unlocked():
     ocfg.freeze = stage_freeze_regexes(config.stage) + tuple(config.optim.freeze)
     if ocfg.get("total_steps", -1) <= 0:
-      ocfg.total_steps = config.train.num_steps
+      ocfg.total_steps = max(config.train.num_steps, int(ocfg.get("warmup_steps", 0)) + 1)
   return ocfg
 
 
