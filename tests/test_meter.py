@@ -18,8 +18,7 @@ class FakeClock:
 
 def test_throughput_data_wait_and_eta():
   clock = FakeClock()
-  meter = meter_lib.Meter(start_step=10, total_steps=20, max_nonfinite_in_row=3,
-                          clock=clock)
+  meter = meter_lib.Meter(total_steps=20, max_nonfinite_in_row=3, clock=clock)
   for wait, compute in [(0.003, 0.097), (0.001, 0.099)]:
     with meter.data_wait():
       clock.now += wait
@@ -33,14 +32,14 @@ def test_throughput_data_wait_and_eta():
   np.testing.assert_allclose(got["data_wait_fraction"], 0.004 / 0.2)
   np.testing.assert_allclose(got["eta_s"], 8 * 0.1)  # 8 steps left at 0.1 s each
   assert got["nonfinite_total"] == 0
-  # A new window: one step that waited 50 ms of its 60 ms, and a wait added from outside.
+  # A new window: one step that waited 50 ms of its 60 ms.
   with meter.data_wait():
     clock.now += 0.05
   clock.now += 0.01
-  meter.add_data_wait(0.002)
   meter.step_done(tokens=10, images=0)
   got = meter.summary(step=13)
-  np.testing.assert_allclose(got["data_wait_ms_per_step"], 52.0)
+  np.testing.assert_allclose(got["data_wait_ms_per_step"], 50.0)
+  np.testing.assert_allclose(got["data_wait_fraction"], 0.05 / 0.06)
   np.testing.assert_allclose(got["step_ms"], 60.0)
   np.testing.assert_allclose(got["tokens_per_s"], 10 / 0.06)
   np.testing.assert_allclose(got["eta_s"], 7 * 0.26 / 3)  # run mean: 3 steps in 0.26 s
@@ -48,7 +47,7 @@ def test_throughput_data_wait_and_eta():
 
 def test_data_wait_counts_a_failing_fetch():
   clock = FakeClock()
-  meter = meter_lib.Meter(0, 10, 3, clock=clock)
+  meter = meter_lib.Meter(10, 3, clock=clock)
   with pytest.raises(StopIteration):
     with meter.data_wait():
       clock.now += 0.5
@@ -58,7 +57,7 @@ def test_data_wait_counts_a_failing_fetch():
 
 
 def test_nonfinite_is_read_one_step_late_and_stops_the_run():
-  meter = meter_lib.Meter(0, 100, max_nonfinite_in_row=3, clock=FakeClock())
+  meter = meter_lib.Meter(100, max_nonfinite_in_row=3, clock=FakeClock())
   meter.nonfinite(np.int32(1), step=1)
   assert meter.nonfinite_total == 0  # not read yet: the host does not wait for it
   meter.nonfinite(np.int32(0), step=2)  # reads step 1's flag

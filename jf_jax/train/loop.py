@@ -200,7 +200,7 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   config, total = s.config, s.config.train.num_steps
   batch_sh = step_lib.batch_sharding(s.mesh)
   config_json = config.to_dict()
-  meter = meter_lib.Meter(start, total, config.train.max_nonfinite_in_row)
+  meter = meter_lib.Meter(total, config.train.max_nonfinite_in_row)
   last, step, rows = {}, start, None
   for step in range(start, total):
     step_rows = layout.rows_at(config.batch, step)

@@ -5,7 +5,7 @@ window it measures tokens/s and images/s, the wall time the loop waited for its 
 (getting the next batch and placing it on the devices) per step and as a fraction of the
 window's time; over the whole run, the ETA and the non-finite steps.
 
-  meter = Meter(start_step, num_steps, max_nonfinite_in_row=10)
+  meter = Meter(num_steps, max_nonfinite_in_row=10)
   for step in ...:
     with meter.data_wait():
       batch = ...                           # next(source), device_put
@@ -28,17 +28,16 @@ class Meter:
   """Counts steps, tokens, images and data-wait time; `summary` reads and resets them.
 
   Args:
-    start_step: the step the run starts (or resumes) at.
-    total_steps: the step it ends at (for the ETA).
+    total_steps: the step the run ends at (for the ETA).
     max_nonfinite_in_row: `nonfinite` raises once this many steps in a row had a
       non-finite loss or gradient.
     clock: seconds as a float (`time.perf_counter`; tests pass a fake one).
   """
 
-  def __init__(self, start_step: int, total_steps: int, max_nonfinite_in_row: int,
+  def __init__(self, total_steps: int, max_nonfinite_in_row: int,
                clock: Callable[[], float] = time.perf_counter):
     self._clock = clock
-    self._start_step, self._total = start_step, total_steps
+    self._total = total_steps
     self._max_in_row = max_nonfinite_in_row
     self._run_start = clock()
     self._steps_done = 0
@@ -59,10 +58,6 @@ class Meter:
       yield
     finally:
       self._window_wait += self._clock() - start
-
-  def add_data_wait(self, seconds: float) -> None:
-    """Adds a data wait measured elsewhere (e.g. by a prefetching thread's consumer)."""
-    self._window_wait += seconds
 
   def step_done(self, tokens: int, images: int) -> None:
     """One step dispatched, its batch holding `tokens` LLM tokens and `images` images
@@ -95,7 +90,7 @@ class Meter:
           "config.optim.learning_rate or raise config.train.max_nonfinite_in_row.")
 
   def eta_s(self, step: int) -> float:
-    """Seconds to `total_steps` at the run's mean rate so far."""
+    """Seconds from `step` to `total_steps` at the mean rate since the meter started."""
     rate = self._steps_done / max(self._clock() - self._run_start, 1e-9)
     return (self._total - step) / max(rate, 1e-9)
 
