@@ -26,8 +26,9 @@ from jf_jax.data import packing
 from jf_jax.data import pipeline
 from jf_jax.data import preprocess
 from jf_jax.data import processor
-from jf_jax.data import shapes_scene
-from jf_jax.data import shapes_world
+from jf_jax.shapes import scene as shapes_scene
+from jf_jax.shapes import vocabulary
+from jf_jax.shapes import world as shapes_world
 from jf_jax.data import templates
 from jf_jax.data import tfds_source
 from jf_jax.data import tokenizer as tok_lib
@@ -141,7 +142,7 @@ def test_heldout_combinations_never_in_training(splits):
 # --------------------------------------------------------------------------- tokenizers
 def test_shapes_tokenizer_round_trip(splits):
   tokens = config_defaults.tokens_tiny()
-  tok = tok_lib.shapes_tokenizer(tokens)
+  tok = vocabulary.tokenizer(tokens)
   assert tok.special_ids() == {k: tokens[k] for k in tok_lib.SPECIAL_TOKENS}
   unk = tok.hf.token_to_id(tok_lib.UNK)
   for i in range(100):
@@ -217,7 +218,7 @@ def test_templates_match_the_official_strings():
 
 # ------------------------------------------------------------------------------ packing
 def test_pack_und_masks_answers_and_image_slots():
-  tok = tok_lib.shapes_tokenizer(config_defaults.tokens_tiny())
+  tok = vocabulary.tokenizer(config_defaults.tokens_tiny())
   row = packing.pack_und(tok, [("what color is the circle?", "red"), ("how many shapes are "
                                                                       "there?", "two")],
                          num_patches=16, seq_len=64, system_prompt="")
@@ -236,7 +237,7 @@ def test_pack_und_masks_answers_and_image_slots():
 
 
 def test_pack_text_and_gen():
-  tok = tok_lib.shapes_tokenizer(config_defaults.tokens_tiny())
+  tok = vocabulary.tokenizer(config_defaults.tokens_tiny())
   row = packing.pack_text(tok, "there is one shape.", 12)
   n = int(row["valid"].sum())
   assert row["ids"][0] == tok.bos_id and row["ids"][n - 1] == tok.eos_id

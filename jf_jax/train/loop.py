@@ -10,7 +10,7 @@ import dataclasses
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import flax.linen as nn
@@ -164,8 +164,14 @@ def _progress_line(step, total, metrics, tokens_s, images_s, eta_s) -> str:
           f"{tokens_s:,.0f} tok/s {images_s:,.1f} img/s | eta {eta_s / 60:.1f} min{extra}")
 
 
-def train(config, workdir: str, devices=None) -> dict:
-  """Runs (or resumes) training; returns the last logged metrics."""
+def train(config, workdir: str, devices=None,
+          initialise: Callable[[Setup, Any], Any] | None = None) -> dict:
+  """Runs (or resumes) training; returns the last logged metrics.
+
+  `initialise(setup, config) -> state` gives a fresh run (nothing to resume, no
+  `config.train.init_params_from`) its first state instead of `setup`'s, e.g. the shapes
+  world's encoder pre-training (`jf_jax/shapes/encoder_pretrain.py`, called by train.py).
+  """
   s = setup(config, devices)
   manager = ckpt.make_manager(workdir, config.train.checkpoint_every,
                               config.train.keep_checkpoints)
@@ -179,11 +185,8 @@ def train(config, workdir: str, devices=None) -> dict:
   elif config.train.init_params_from:
     state = load_initial_params(s, config.train.init_params_from)
     print(f"initialised params from {config.train.init_params_from}", flush=True)
-  elif config.get("encoder_pretrain") is not None and config.encoder_pretrain.steps > 0:
-    # Imported here: it reads the shapes world through tfds, which a run on other data
-    # (e.g. the GPU benchmarks) need not have installed.
-    from jf_jax.train import encoder_pretrain  # pylint: disable=g-import-not-at-top
-    state = encoder_pretrain.initialise(s, config)
+  elif initialise is not None:
+    state = initialise(s, config)
   writer = metrics_writer.MetricsWriter(workdir, enabled=jax.process_index() == 0)
   preemption = _Preemption()
   try:

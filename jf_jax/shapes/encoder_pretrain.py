@@ -28,8 +28,8 @@ import numpy as np
 import optax
 
 from jf_jax.data import preprocess
-from jf_jax.data import shapes_scene
-from jf_jax.data import shapes_world
+from jf_jax.shapes import scene as shapes_scene
+from jf_jax.shapes import world as shapes_world
 from jf_jax.models import config as model_config
 from jf_jax.models import siglip
 from jf_jax.train import state as state_lib
