@@ -133,7 +133,9 @@ def word_level(tokens_cfg: Any, words: Sequence[str]) -> Tokenizer:
 
 
 def _is_path(name: str) -> bool:
-  return not name or os.sep in name or name.endswith(".json") or os.path.isdir(name)
+  """Whether `config.data.tokenizer` names a tokenizer.json (else a module)."""
+  return (not name or os.sep in name or name.endswith(".json")
+          or os.path.exists(os.path.join(name, "tokenizer.json")))
 
 
 def from_module(name: str, tokens_cfg: Any) -> Tokenizer:
