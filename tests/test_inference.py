@@ -40,7 +40,7 @@ def _images(n, seed=0):
 
 def test_load_params_dir(checkpoint):
   loaded = loader.load(checkpoint, vae="identity", dtype="bfloat16")
-  assert loader.checkpoint_kind(checkpoint) == loader.PARAMS and loaded.step is None
+  assert params_io.checkpoint_kind(checkpoint) == params_io.PARAMS and loaded.step is None
   assert loaded.cfg.llm.embed_dim == config_defaults.model_tiny().llm.embed_dim
   dtypes = {x.dtype for x in jax.tree.leaves(loaded.params)}
   assert dtypes == {np.dtype(jax.numpy.bfloat16)}  # cast to the requested compute dtype
@@ -54,9 +54,9 @@ def test_load_params_dir(checkpoint):
 
 def test_load_names_what_is_missing(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    loader.checkpoint_kind(str(tmp_path / "nowhere"))
+    loader.load(str(tmp_path / "nowhere"))
   with pytest.raises(FileNotFoundError, match="neither a params checkpoint"):
-    loader.checkpoint_kind(str(tmp_path))
+    loader.load(str(tmp_path))
 
 
 def test_generation_prompts_are_the_training_rows():

@@ -32,9 +32,6 @@ from jf_jax.models import vae as vae_lib
 from jf_jax.sampling import common
 from jf_jax.sampling import image as image_sampling
 
-PARAMS, WORKDIR = "params", "workdir"
-
-
 @dataclasses.dataclass
 class Loaded:
   """Everything the samplers need from one checkpoint (params on one device)."""
@@ -53,23 +50,10 @@ class Loaded:
     return (self.config.get("data") or {}).get("system_prompt", templates.SYSTEM_PROMPT)
 
 
-def checkpoint_kind(checkpoint: str) -> str:
-  """PARAMS (params/, from `python -m jf_jax.convert`) or WORKDIR (checkpoints/)."""
-  if not os.path.isdir(checkpoint):
-    raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-  if os.path.isdir(os.path.join(checkpoint, "params")):
-    return PARAMS
-  if os.path.isdir(os.path.join(checkpoint, "checkpoints")):
-    return WORKDIR
-  raise FileNotFoundError(
-      f"{checkpoint} holds neither a params checkpoint (params/, from `python -m "
-      "jf_jax.convert`) nor a training run (checkpoints/, from train.py)")
-
-
 def load_config(checkpoint: str) -> tuple[ml_collections.ConfigDict, int | None]:
   """(config, step): a workdir's saved config and latest step, or a params dir's
   model.json as `{"model": ...}` and None."""
-  if checkpoint_kind(checkpoint) == PARAMS:
+  if params_io.checkpoint_kind(checkpoint) == params_io.PARAMS:
     path = os.path.join(checkpoint, "model.json")
     if not os.path.exists(path):
       raise FileNotFoundError(f"{path} is missing; give the config explicitly (--config)")
@@ -84,11 +68,8 @@ def load_params(checkpoint: str, cfg: model_config.JanusFlowConfig,
   """Params on the default device, floating leaves in the compute dtype `cfg.dtype`."""
   abstract = params_io.abstract_params(cfg)
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  shardings = jax.tree.map(lambda _: sharding, abstract)
-  if checkpoint_kind(checkpoint) == PARAMS:
-    params = params_io.load_params(checkpoint, ckpt.with_shardings(abstract, shardings))
-  else:
-    params = ckpt.restore_params(checkpoint, abstract, shardings, step)
+  params = params_io.restore_any(checkpoint, abstract,
+                                 jax.tree.map(lambda _: sharding, abstract), step)
   return common.cast_floating(params, cfg.dtype)
 
 

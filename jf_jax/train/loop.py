@@ -7,7 +7,6 @@ tests and benchmarks);
 """
 
 import dataclasses
-import os
 import signal
 import time
 from typing import Any, Callable
@@ -126,14 +125,8 @@ def sync_processes(name: str, timeout_s: int = 1800) -> None:
 
 def load_initial_params(s: Setup, path: str):
   """Params-only initialisation from a converted checkpoint or an earlier run's workdir."""
-  if os.path.isdir(os.path.join(path, "params")):
-    target = ckpt.with_shardings(s.abstract.params, s.shardings.params)
-    params = params_io.load_params(path, target)
-  elif os.path.isdir(os.path.join(path, "checkpoints")):
-    params = ckpt.restore_params(path, s.abstract.params, s.shardings.params)
-  else:
-    raise FileNotFoundError(f"config.train.init_params_from={path!r} holds neither a params "
-                            "checkpoint (params/) nor a training run (checkpoints/)")
+  params = params_io.restore_any(path, s.abstract.params, s.shardings.params,
+                                 setting="config.train.init_params_from")
   return state_lib.with_params(s.state, params, s.tx, s.shardings)
 
 
