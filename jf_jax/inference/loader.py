@@ -110,12 +110,7 @@ def load_image_decoder(config: ml_collections.ConfigDict, cfg: model_config.Janu
           "(stabilityai/sdxl-vae, diffusers layout) or put it in the checkpoint's vae/ "
           "(--vae=identity only for pixel-space models)")
     params = common.cast_floating(jax.device_put(vae_map.load_vae(path, vae_cfg)), cfg.dtype)
-  module = vae_lib.make_vae(vae_cfg, dtype=cfg.dtype)
-
-  def decode(params, latents):
-    z = vae_lib.unscale_latents(latents, vae_cfg.scaling_factor)
-    return module.apply({"params": params}, z, method="decode")
-  return decode, params
+  return vae_lib.make_decode_fn(vae_lib.make_vae(vae_cfg, dtype=cfg.dtype)), params
 
 
 def load(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
