@@ -38,6 +38,16 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
+def _initialise(config):
+  """A fresh run's first state, when the config asks for one (else None: `loop.setup`'s)."""
+  if config.get("encoder_pretrain") is not None and config.encoder_pretrain.steps > 0:
+    # Imported only then: it reads the shapes world through tfds, which a run on other
+    # data (e.g. the GPU benchmarks) need not have installed.
+    from jf_jax.shapes import encoder_pretrain  # pylint: disable=g-import-not-at-top
+    return encoder_pretrain.initialise
+  return None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -47,12 +57,13 @@ def main(argv):
   config = _CONFIG.value
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; workdir "
         f"{os.path.abspath(_WORKDIR.value)}", flush=True)
-  metrics = loop.train(config, _WORKDIR.value)
+  metrics = loop.train(config, _WORKDIR.value, initialise=_initialise(config))
   train_seconds = time.time() - _START
   print(f"done at step {metrics['final_step']} ({train_seconds / 60:.1f} min)", flush=True)
   if config.get("eval") is not None and config.eval.get("after_training", False):
     if jax.process_index() == 0:
-      from jf_jax.train import main_job  # pylint: disable=g-import-not-at-top
+      # The evaluation after training is the shapes world's (its scores and test split).
+      from jf_jax.shapes import main_job  # pylint: disable=g-import-not-at-top
       main_job.run(config, _WORKDIR.value, metrics, start_time=_START, extra=dict(
           train_seconds=train_seconds, command=" ".join(["python"] + sys.argv)))
 

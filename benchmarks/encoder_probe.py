@@ -1,7 +1,7 @@
 r"""Understanding-encoder probe: do the tiny tower's object features carry over to test pairs?
 
 Pre-trains the understanding tower of a config (default: configs/default.py's, i.e. the
-default run's) on object presence with `jf_jax/train/encoder_pretrain.py`, once per
+default run's) on object presence with `jf_jax/shapes/encoder_pretrain.py`, once per
 readout, and prints the fraction of train / validation / test images (first 1,000 each)
 whose predicted object set is exactly right. Test images all hold an object pair never
 seen together in training, so the train-test gap measures pair-level shortcuts.
@@ -24,7 +24,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from jf_jax.models import config as model_config  # pylint: disable=wrong-import-position
-from jf_jax.train import encoder_pretrain  # pylint: disable=wrong-import-position
+from jf_jax.shapes import encoder_pretrain  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",

@@ -75,12 +75,8 @@ def _vae_decoder(config, cfg):
   keys = jax.random.split(jax.random.key(1), max(len(leaves), 1))
   params = jax.tree.unflatten(treedef, [
       (0.02 * jax.random.normal(k, x.shape)).astype(cfg.dtype) for k, x in zip(keys, leaves)])
-
-  def decode(params, latents):
-    return module.apply({"params": params}, vae_lib.unscale_latents(latents, vcfg.scaling_factor),
-                        method="decode")
   print(f"vae: {vcfg.kind}, {sum(x.size for x in leaves):,} params", flush=True)
-  return decode, params
+  return vae_lib.make_decode_fn(module), params
 
 
 def bench_text_to_image(config, cfg, params) -> None:

@@ -5,7 +5,7 @@ r"""The default run: tiny JanusFlow on the built-in shapes world, 2 CPU cores, ~
 
 configs/tiny_shapes.py's model and data with a batch mixture and schedule sized for a
 15-minute budget on 2 CPU cores (imports, compilation and evaluation included), plus the
-post-training job (`config.eval`, run by train.py through `jf_jax/train/main_job.py`): a
+post-training job (`config.eval`, run by train.py through `jf_jax/shapes/main_job.py`): a
 PNG grid of samples for test captions (`workdir/samples_test.png`), a few test questions
 printed with the model's answers, and both scores on the held-out test split
 (GenEval-style generation score, understanding exact match) in `workdir/main_job.json`.
@@ -17,7 +17,7 @@ What differs from the paper's recipe, and why:
   * generation runs in PIXEL space (no SDXL-VAE exists offline for a tiny model);
   * no pretrained tiny SigLIP exists offline, so the run first pre-trains the tiny
     understanding tower on object presence in the training images (~1.5 min,
-    `jf_jax/train/encoder_pretrain.py`), then trains stage 2 with it frozen, as the
+    `jf_jax/shapes/encoder_pretrain.py`), then trains stage 2 with it frozen, as the
     paper keeps SigLIP frozen; it also gives REPA a meaningful target;
   * the mixture: understanding rows only for the first 600 steps, then understanding +
     generation, and no text rows (the shapes world's scene descriptions teach which

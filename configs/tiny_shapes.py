@@ -1,7 +1,7 @@
 r"""Tiny JanusFlow on the built-in shapes world (tfds, generated on first use), CPU.
 
   python train.py --config configs/tiny_shapes.py --workdir /tmp/shapes
-  python -m jf_jax.eval --checkpoint /tmp/shapes
+  python -m jf_jax.shapes --checkpoint /tmp/shapes
 
 Generation runs in PIXEL space: no SDXL-VAE exists offline for a tiny model, so the
 "latents" are the 32x32 RGB images themselves in [-1, 1] (`gen_encoder.in_channels=3`,

@@ -88,10 +88,10 @@ def data_defaults() -> ml_collections.ConfigDict:
       image_size=32,          # stored image size; other sizes are bad examples ...
       resize_images=False,    # ... unless True (user data of mixed sizes)
       shuffle=True,           # seeded by config.seed, a new order every epoch
-      # source = "shapes": the generated tfds dataset (jf_jax/data/shapes_world.py).
+      # source = "shapes": the generated tfds dataset (jf_jax/shapes/world.py).
       data_dir="",            # tfds data_dir; '' = ~/tensorflow_datasets
       split="train",
-      world_layout="columns",  # columns | free (jf_jax/data/shapes_scene.py)
+      world_layout="columns",  # columns | free (jf_jax/shapes/scene.py)
       world_seed=0, num_train=20_000, num_validation=1_000, num_test=1_000,
       und_turns=1,            # question/answer turns per understanding row (0 = all)
       # source = "files": user data (jf_jax/data/user_data.py).
@@ -136,7 +136,7 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   config.data = data_defaults()
   # Object-presence pre-training of the understanding tower before step 0 of a fresh run
-  # (jf_jax/train/encoder_pretrain.py; shapes world only). 0 steps = off.
+  # (jf_jax/shapes/encoder_pretrain.py, called by train.py). 0 steps = off.
   config.encoder_pretrain = ml_collections.ConfigDict(dict(
       steps=0, batch_size=32, learning_rate=1.5e-3, warmup_steps=100, weight_decay=1e-4,
       readout="max", log_every=500))

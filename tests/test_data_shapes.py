@@ -1,12 +1,10 @@
-"""Input pipeline: shapes-world builder, tokenizers, templates, packing, mixture source, user data.
+"""Input pipeline: tokenizers, templates, packing, mixture source, user data (on the shapes world).
 
 Small datasets (a few hundred examples, built in about a second) keep the file fast.
 """
 
-import glob
 import importlib.util
 import io
-import itertools
 import json
 import os
 
@@ -26,8 +24,9 @@ from jf_jax.data import packing
 from jf_jax.data import pipeline
 from jf_jax.data import preprocess
 from jf_jax.data import processor
-from jf_jax.data import shapes_scene
-from jf_jax.data import shapes_world
+from jf_jax.shapes import scene as shapes_scene
+from jf_jax.shapes import vocabulary
+from jf_jax.shapes import world as shapes_world
 from jf_jax.data import templates
 from jf_jax.data import tfds_source
 from jf_jax.data import tokenizer as tok_lib
@@ -60,103 +59,7 @@ def _config(data_dir, **batch):
   return config, model_config.from_config_dict(config.model)
 
 
-def _texts(example):
-  return [example["caption"].decode(), example["text"].decode(),
-          *[q.decode() for q in example["questions"]], *[a.decode() for a in example["answers"]]]
-
-
-# ----------------------------------------------------------------------------- builder
-def test_builder_is_deterministic(tmp_path):
-  def build(name, seed):
-    d = str(tmp_path / name)
-    shapes_world.load(d, seed=seed, num_train=40, num_validation=5, num_test=10)
-    files = sorted(glob.glob(os.path.join(d, "**", "*.array_record*"), recursive=True))
-    return {os.path.basename(f): open(f, "rb").read() for f in files}
-  first, again, other = build("a", 0), build("b", 0), build("c", 1)
-  assert len(first) == 3 and first == again
-  assert first != other
-
-
-def test_examples_are_consistent(splits):
-  for split in ("train", "test"):
-    for i in range(50):
-      ex = splits[split][i]
-      assert ex["image"].shape == (32, 32, 3) and ex["image"].dtype == np.uint8
-      scene = shapes_world.scene_of(ex)
-      assert 1 <= len(scene) <= 3
-      assert [o.cx for o in scene] == sorted(o.cx for o in scene)
-      names = [(shapes_scene.COLOR_NAMES[o.color], shapes_scene.SHAPE_NAMES[o.shape])
-               for o in scene]
-      assert shapes_scene.parse_caption(ex["caption"].decode()) == names
-      np.testing.assert_array_equal(shapes_scene.render(scene, 32), ex["image"])
-      qa = dict(zip([q.decode() for q in ex["questions"]], [a.decode() for a in ex["answers"]]))
-      assert qa["how many shapes are there?"] == shapes_scene.COUNT_WORDS[len(scene)]
-      assert ex["text"] and all(_texts(ex))
-
-
-@pytest.mark.parametrize("layout", shapes_scene.LAYOUTS)
-def test_layouts_keep_objects_apart(layout):
-  """Both layouts: boxes inside the image, 2+ pixels apart, sorted by x centre; "columns"
-  puts object k of n inside column k of n (so apart along x)."""
-  holdout = shapes_scene.holdout_pairs(0)
-  rng = np.random.default_rng(0)
-  for i in range(300):
-    scene = shapes_scene.sample_scene(rng, 32, holdout, test=i % 2 == 0, layout=layout)
-    for o in scene:
-      x0, y0, x1, y1 = o.box
-      assert 0 < x0 < x1 < 32 and 0 < y0 < y1 < 32 and x1 - x0 >= 8
-    for a, b in itertools.combinations(scene, 2):
-      apart_x = a.box[2] + 2 <= b.box[0]
-      apart_y = a.box[3] + 2 <= b.box[1] or b.box[3] + 2 <= a.box[1]
-      assert a.cx < b.cx and (apart_x or (layout == "free" and apart_y))
-    if layout == "columns":
-      n = len(scene)
-      assert all(k * 32 / n - 1 <= o.box[0] and o.box[2] <= (k + 1) * 32 / n + 1
-                 for k, o in enumerate(scene))
-  with pytest.raises(ValueError, match="layout 'grid'"):
-    shapes_scene.sample_scene(rng, 32, holdout, test=False, layout="grid")
-  with pytest.raises(ValueError, match="layout 'grid'"):
-    shapes_world.config_for(layout="grid")
-
-
-def test_heldout_combinations_never_in_training(splits):
-  holdout = shapes_scene.holdout_pairs(0)
-  def objects(ex):
-    return [(int(c), int(s)) for c, s in zip(ex["colors"], ex["shapes"])]
-  train = [splits["train"][i] for i in range(len(splits["train"]))]
-  val = [splits["validation"][i] for i in range(len(splits["validation"]))]
-  test = [splits["test"][i] for i in range(len(splits["test"]))]
-  assert not any(shapes_scene.has_holdout(objects(ex), holdout) for ex in train + val)
-  assert all(shapes_scene.has_holdout(objects(ex), holdout) for ex in test)
-  train_captions = {ex["caption"] for ex in train}
-  assert not train_captions & {ex["caption"] for ex in test}
-  # Every pair a test caption holds out is absent from all training captions ...
-  seen_pairs = {tuple(sorted(p)) for ex in train for p in
-                itertools.combinations(objects(ex), 2)}
-  assert not seen_pairs & holdout
-  # ... while every single object of the test split is seen in training.
-  assert {o for ex in test for o in objects(ex)} <= {o for ex in train for o in objects(ex)}
-
-
 # --------------------------------------------------------------------------- tokenizers
-def test_shapes_tokenizer_round_trip(splits):
-  tokens = config_defaults.tokens_tiny()
-  tok = tok_lib.shapes_tokenizer(tokens)
-  assert tok.special_ids() == {k: tokens[k] for k in tok_lib.SPECIAL_TOKENS}
-  unk = tok.hf.token_to_id(tok_lib.UNK)
-  for i in range(100):
-    for text in _texts(splits["train"][i]):
-      ids = tok.encode(text)
-      assert unk not in ids and min(ids) >= tokens.num_special
-      assert tok.decode(ids) == text
-  prompt = templates.und_prompt("what color is the circle?", templates.SYSTEM_PROMPT)
-  ids = tok.encode(prompt + " red" + tok_lib.EOS)
-  assert unk not in ids and ids.count(tok.image_id) == 1 and ids[-1] == tok.eos_id
-  assert tok.decode(ids, skip_special=False) == prompt + " red" + tok_lib.EOS
-  assert tok.decode(ids).endswith("\n\nAssistant: red")
-  assert tok.encode("a zebra")[-1] == unk
-
-
 def _write_bpe(path, specials):
   """A small byte-level BPE tokenizer.json with the given special tokens (ids 0..)."""
   hf = tokenizers.Tokenizer(models.BPE())
@@ -217,7 +120,7 @@ def test_templates_match_the_official_strings():
 
 # ------------------------------------------------------------------------------ packing
 def test_pack_und_masks_answers_and_image_slots():
-  tok = tok_lib.shapes_tokenizer(config_defaults.tokens_tiny())
+  tok = vocabulary.tokenizer(config_defaults.tokens_tiny())
   row = packing.pack_und(tok, [("what color is the circle?", "red"), ("how many shapes are "
                                                                       "there?", "two")],
                          num_patches=16, seq_len=64, system_prompt="")
@@ -236,7 +139,7 @@ def test_pack_und_masks_answers_and_image_slots():
 
 
 def test_pack_text_and_gen():
-  tok = tok_lib.shapes_tokenizer(config_defaults.tokens_tiny())
+  tok = vocabulary.tokenizer(config_defaults.tokens_tiny())
   row = packing.pack_text(tok, "there is one shape.", 12)
   n = int(row["valid"].sum())
   assert row["ids"][0] == tok.bos_id and row["ids"][n - 1] == tok.eos_id

@@ -18,9 +18,9 @@ import pytest
 
 from jf_jax import config_defaults
 from jf_jax.checkpoint import params_io
-from jf_jax.data import tokenizer as tok_lib
 from jf_jax.models import config as model_config
 from jf_jax.sampling import common
+from jf_jax.shapes import vocabulary
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def checkpoint(tmp_path_factory):
   params = common.numpy_random_params(model_config.from_config_dict(model), std=0.1)
   params_io.save_params(str(root / "ckpt"), jax.tree.map(np.asarray, params),
                         model.to_dict())
-  tok_lib.shapes_tokenizer(config_defaults.tokens_tiny()).hf.save(
+  vocabulary.tokenizer(config_defaults.tokens_tiny()).hf.save(
       str(root / "ckpt" / "tokenizer.json"))
   Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)).save(
       root / "cat.png")

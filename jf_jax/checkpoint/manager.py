@@ -57,13 +57,26 @@ def restore_params(workdir: str, abstract_params: Any, param_shardings: Any,
   Its optimizer state may have another structure (other frozen parameters), so only the
   `params` subtree of the saved state is read.
   """
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  manager = ocp.CheckpointManager(directory, item_names=("state", "data", "config"))
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoints in {directory}")
+  manager, step = _open_step(workdir, step)
   target = {"params": with_shardings(abstract_params, param_shardings)}
   restore_args = ocp.checkpoint_utils.construct_restore_args(target)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item=target, restore_args=restore_args, partial_restore=True)))
   return restored.state["params"]
+
+
+def restore_config(workdir: str, step: int | None = None) -> tuple[dict, int]:
+  """(the run's config as a dict, step) of `step` (default latest) of a training workdir."""
+  manager, step = _open_step(workdir, step)
+  restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  return restored.config, step
+
+
+def _open_step(workdir: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
+  """A read-only manager of `workdir`'s checkpoints and the step to read (default latest)."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  manager = ocp.CheckpointManager(directory, item_names=("state", "data", "config"))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoints in {directory}")
+  return manager, step

@@ -3,6 +3,9 @@
 Layout of a params directory:
   DIR/params/        Orbax StandardCheckpointer tree of the model params (scanned layout)
   DIR/model.json     the model config it was written for
+
+`restore_any` reads params from either a params directory or a training workdir (its
+train checkpoints, `manager.py`): inference and a new stage's initialisation take both.
 """
 
 import json
@@ -13,6 +16,7 @@ import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 
+from jf_jax.checkpoint import manager
 from jf_jax.models import janusflow
 from jf_jax.models import repa
 from jf_jax.models.config import JanusFlowConfig
@@ -55,3 +59,29 @@ def load_params(directory: str, target: Any | None = None) -> Any:
   if not os.path.exists(path):
     raise FileNotFoundError(f"no params checkpoint at {path}")
   return ocp.StandardCheckpointer().restore(path, target)
+
+
+PARAMS, WORKDIR = "params", "workdir"
+
+
+def checkpoint_kind(path: str, setting: str = "checkpoint") -> str:
+  """PARAMS (params/, from `python -m jf_jax.convert`) or WORKDIR (checkpoints/, from
+  train.py); `setting` names where `path` came from, for the error messages."""
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{setting}={path} does not exist")
+  if os.path.isdir(os.path.join(path, "params")):
+    return PARAMS
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    return WORKDIR
+  raise FileNotFoundError(
+      f"{setting}={path} holds neither a params checkpoint (params/, from `python -m "
+      "jf_jax.convert`) nor a training run (checkpoints/, from train.py)")
+
+
+def restore_any(path: str, abstract_params: Any, shardings: Any, step: int | None = None,
+                setting: str = "checkpoint") -> Any:
+  """Params of a params directory or of a workdir's `step` (default latest), restored
+  with `shardings` (a tree like `abstract_params`)."""
+  if checkpoint_kind(path, setting) == PARAMS:
+    return load_params(path, manager.with_shardings(abstract_params, shardings))
+  return manager.restore_params(path, abstract_params, shardings, step)

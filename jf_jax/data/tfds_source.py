@@ -19,7 +19,7 @@ import numpy as np
 from jf_jax.data import layout
 from jf_jax.data import mixture
 from jf_jax.data import processor
-from jf_jax.data import shapes_world
+from jf_jax.shapes import world as shapes_world
 from jf_jax.data import tokenizer as tok_lib
 from jf_jax.data import user_data
 from jf_jax.data.records import BadExample

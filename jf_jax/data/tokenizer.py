@@ -1,4 +1,4 @@
-"""Tokenizers behind one interface: the DeepSeek BPE from a checkpoint, or the shapes world's.
+"""Tokenizers behind one interface: the DeepSeek BPE from a checkpoint, or a word-level one.
 
 Both are HF `tokenizers.Tokenizer`s wrapped in `Tokenizer`, which knows the seven special
 ids the model uses. Special tokens are written with the official strings in both (so the
@@ -8,17 +8,21 @@ id each.
 * `from_checkpoint_dir(path)`: `tokenizer.json` of a JanusFlow / DeepSeek-LLM checkpoint.
   As the official `VLChatProcessor` does, the image and generation tags are added as special
   tokens if the vocabulary lacks them, and pad falls back to EOS if `<｜▁pad▁｜>` is absent
-  (as the official processor does). All ids are read from the file.
-* `shapes_tokenizer(tokens_cfg)`: a word-level vocabulary of the shapes world, the
-  conversation template and the official system prompt, with the special ids of
-  `config.tokens` (`config_defaults.tokens_tiny`). Pieces keep their leading space
-  (" circle"), so `decode(encode(s)) == s` for any text made of known words.
+ . All ids are read from the file.
+* `word_level(tokens_cfg, words)`: a word-level vocabulary of a small world's words (e.g.
+  the shapes world's, `jf_jax/shapes/vocabulary.py`), the conversation template and the
+  official system prompt, with the special ids of `config.tokens`
+  (`config_defaults.tokens_tiny`). Pieces keep their leading space (" circle"), so
+  `decode(encode(s)) == s` for any text made of known words.
 
 `make_tokenizer(config)` picks one from `config.data.tokenizer` and checks its ids against
-`config.tokens`, which the train step uses (pad id of the CFG-dropped prompts).
+`config.tokens`, which the train step uses (pad id of the CFG-dropped prompts): a directory
+holding `tokenizer.json`, or the name of a module whose `tokenizer(tokens_cfg)` builds one
+(a dotted path, or a project package under jf_jax/: "shapes" is `jf_jax.shapes`).
 """
 
 import dataclasses
+import importlib
 import os
 from typing import Any, Sequence
 
@@ -27,8 +31,6 @@ from tokenizers import decoders
 from tokenizers import models
 from tokenizers import pre_tokenizers
 
-from jf_jax.data import shapes_scene
-
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
 PAD = "<｜▁pad▁｜>"
@@ -36,7 +38,7 @@ IMAGE = "<image_placeholder>"
 BOI = "<begin_of_image>"
 EOI = "<end_of_image>"
 GEN_TAG = "<｜begin▁of▁generation｜>"
-UNK = "<unk>"  # shapes tokenizer only
+UNK = "<unk>"  # word-level tokenizers only
 
 # `config.tokens` key -> special-token string.
 SPECIAL_TOKENS = {"pad_id": PAD, "bos_id": BOS, "eos_id": EOS, "boi_id": BOI, "eoi_id": EOI,
@@ -104,16 +106,16 @@ def from_checkpoint_dir(path: str) -> Tokenizer:
   return Tokenizer(hf, **_special(hf, pad_id=hf.token_to_id(EOS) if pad is None else pad))
 
 
-def shapes_vocabulary() -> list[str]:
-  """Non-special pieces of the shapes tokenizer, in id order."""
-  words = sorted(set(shapes_scene.vocabulary()) | set(_TEMPLATE_WORDS))
+def word_level_pieces(words: Sequence[str]) -> list[str]:
+  """Non-special pieces of a word-level tokenizer of `words`, in id order."""
+  words = sorted(set(words) | set(_TEMPLATE_WORDS))
   pieces = [p for w in words for p in (w, " " + w)]
   pieces += [p for c in _PUNCTUATION for p in (c, " " + c)]
   return pieces + [" ", "\n", "\n\n"]
 
 
-def shapes_tokenizer(tokens_cfg: Any) -> Tokenizer:
-  """Word-level tokenizer of the shapes world; special ids from `tokens_cfg`."""
+def word_level(tokens_cfg: Any, words: Sequence[str]) -> Tokenizer:
+  """Word-level tokenizer of `words` and the templates; special ids from `tokens_cfg`."""
   ids = {SPECIAL_TOKENS[k]: int(tokens_cfg[k]) for k in SPECIAL_TOKENS}
   num_special = int(tokens_cfg.num_special)
   free = sorted(set(range(num_special)) - set(ids.values()))
@@ -121,7 +123,7 @@ def shapes_tokenizer(tokens_cfg: Any) -> Tokenizer:
     raise ValueError("config.tokens must give distinct special ids below num_special with "
                      f"one spare id for <unk>; got {dict(tokens_cfg)}")
   vocab = {**ids, UNK: free[0]}
-  vocab.update({p: num_special + i for i, p in enumerate(shapes_vocabulary())})
+  vocab.update({p: num_special + i for i, p in enumerate(word_level_pieces(words))})
   hf = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token=UNK))
   hf.pre_tokenizer = pre_tokenizers.Split(tokenizers.Regex(_WORD_SPLIT), behavior="isolated")
   hf.decoder = decoders.Fuse()
@@ -130,13 +132,41 @@ def shapes_tokenizer(tokens_cfg: Any) -> Tokenizer:
   return Tokenizer(hf, **{k: ids[t] for k, t in SPECIAL_TOKENS.items()})
 
 
+def _is_path(name: str) -> bool:
+  """Whether `config.data.tokenizer` names a tokenizer.json (else a module)."""
+  return (not name or os.sep in name or name.endswith(".json")
+          or os.path.exists(os.path.join(name, "tokenizer.json")))
+
+
+def from_module(name: str, tokens_cfg: Any) -> Tokenizer:
+  """`tokenizer(tokens_cfg)` of module `name` (dotted path, or a package under jf_jax/)."""
+  module_name = name if "." in name else f"jf_jax.{name}"
+  try:
+    module = importlib.import_module(module_name)
+  except ModuleNotFoundError as e:
+    if e.name is None or not module_name.startswith(e.name):
+      raise  # the module exists but one of its imports is missing
+    raise FileNotFoundError(
+        f"config.data.tokenizer={name!r} is neither a directory holding tokenizer.json nor "
+        f"a tokenizer module ({module_name} not found)") from e
+  if not hasattr(module, "tokenizer"):
+    raise ValueError(f"config.data.tokenizer={name!r}: {module_name} has no "
+                     "tokenizer(tokens_cfg) function")
+  return module.tokenizer(tokens_cfg)
+
+
+def load(name: str, tokens_cfg: Any) -> Tokenizer:
+  """The tokenizer `config.data.tokenizer` names: a tokenizer.json directory or a module."""
+  return from_checkpoint_dir(name) if _is_path(name) else from_module(name, tokens_cfg)
+
+
 def make_tokenizer(config: Any) -> Tokenizer:
-  """`config.data.tokenizer`: 'shapes' or a checkpoint directory; ids checked vs config.tokens.
+  """`load(config.data.tokenizer)`, its ids checked against config.tokens.
 
   A `config.tokens` id of -1 means "whatever the file says" (not checked).
   """
   name = config.data.tokenizer
-  tok = shapes_tokenizer(config.tokens) if name == "shapes" else from_checkpoint_dir(name)
+  tok = load(name, config.tokens)
   for key, value in tok.special_ids().items():
     want = int(config.tokens[key])
     if want != -1 and want != value:

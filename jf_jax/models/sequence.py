@@ -30,3 +30,23 @@ def merge_embeddings(text_embeds: jax.Array, image_embeds: jax.Array,
 def default_positions(batch: int, seq: int) -> jax.Array:
   """arange positions [batch, seq], as HF `LlamaModel` uses when given none."""
   return jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
+
+
+def keep_only_bos(ids: jax.Array, mask: jax.Array, pad_id: int
+                  ) -> tuple[jax.Array, jax.Array]:
+  """The unconditional version of left-padded prompt rows, as the official sampler builds it.
+
+  Only BOS (each row's first valid position) stays: every other position becomes `pad_id`
+  with mask False. The train step's classifier-free-guidance dropout and the sampler's
+  unconditional rows both use this, so the model learns exactly the rows it is guided by.
+
+  Args:
+    ids: [batch, prompt_len] int, BOS + prompt tokens, left-padded.
+    mask: [batch, prompt_len] bool (or 0/1), False on the left padding.
+    pad_id: the tokenizer's pad id.
+  Returns:
+    (ids [batch, prompt_len] of ids' dtype, mask [batch, prompt_len] bool).
+  """
+  mask = mask.astype(bool)
+  is_bos = mask & (jnp.cumsum(mask, axis=1) == 1)
+  return jnp.where(is_bos, ids, pad_id).astype(ids.dtype), is_bos

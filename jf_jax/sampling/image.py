@@ -85,14 +85,12 @@ def cfg_prompt_rows(prompt_ids: jax.Array, prompt_mask: jax.Array, pad_id: int):
     prompt_mask: [B, Lp] bool, False on left padding.
     pad_id: the tokenizer's pad id.
   Returns:
-    (ids [2B, Lp], mask [2B, Lp]): rows B.. keep only BOS (the first valid position; index
-    0 for an unpadded prompt), every other position is `pad_id` with mask 0.
+    (ids [2B, Lp], mask [2B, Lp]): rows B.. are `sequence.keep_only_bos` of rows ..B
+    (the train step's CFG dropout builds the same rows).
   """
-  mask = prompt_mask.astype(bool)
-  is_bos = mask & (jnp.cumsum(mask, axis=1) == 1)
-  uncond_ids = jnp.where(is_bos, prompt_ids, pad_id).astype(prompt_ids.dtype)
+  uncond_ids, uncond_mask = sequence.keep_only_bos(prompt_ids, prompt_mask, pad_id)
   return (jnp.concatenate([prompt_ids, uncond_ids], axis=0),
-          jnp.concatenate([mask, is_bos], axis=0))
+          jnp.concatenate([prompt_mask.astype(bool), uncond_mask], axis=0))
 
 
 def _prefill(module: janusflow.JanusFlow, ids, mask, num_gen_inputs: int):

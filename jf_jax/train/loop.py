@@ -7,9 +7,8 @@ tests and benchmarks);
 """
 
 import dataclasses
-import os
 import signal
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -117,14 +116,8 @@ def sync_processes(name: str, timeout_s: int = 1800) -> None:
 
 def load_initial_params(s: Setup, path: str):
   """Params-only initialisation from a converted checkpoint or an earlier run's workdir."""
-  if os.path.isdir(os.path.join(path, "params")):
-    target = ckpt.with_shardings(s.abstract.params, s.shardings.params)
-    params = params_io.load_params(path, target)
-  elif os.path.isdir(os.path.join(path, "checkpoints")):
-    params = ckpt.restore_params(path, s.abstract.params, s.shardings.params)
-  else:
-    raise FileNotFoundError(f"config.train.init_params_from={path!r} holds neither a params "
-                            "checkpoint (params/) nor a training run (checkpoints/)")
+  params = params_io.restore_any(path, s.abstract.params, s.shardings.params,
+                                 setting="config.train.init_params_from")
   return state_lib.with_params(s.state, params, s.tx, s.shardings)
 
 
@@ -157,8 +150,14 @@ def _progress_line(step, total, metrics) -> str:
           f"ms/step | eta {metrics['eta_s'] / 60:.1f} min{extra}")
 
 
-def train(config, workdir: str, devices=None) -> dict:
-  """Runs (or resumes) training; returns the last logged metrics."""
+def train(config, workdir: str, devices=None,
+          initialise: Callable[[Setup, Any], Any] | None = None) -> dict:
+  """Runs (or resumes) training; returns the last logged metrics.
+
+  `initialise(setup, config) -> state` gives a fresh run (nothing to resume, no
+  `config.train.init_params_from`) its first state instead of `setup`'s, e.g. the shapes
+  world's encoder pre-training (`jf_jax/shapes/encoder_pretrain.py`, called by train.py).
+  """
   s = setup(config, devices)
   manager = ckpt.make_manager(workdir, config.train.checkpoint_every,
                               config.train.keep_checkpoints)
@@ -172,11 +171,8 @@ def train(config, workdir: str, devices=None) -> dict:
   elif config.train.init_params_from:
     state = load_initial_params(s, config.train.init_params_from)
     print(f"initialised params from {config.train.init_params_from}", flush=True)
-  elif config.get("encoder_pretrain") is not None and config.encoder_pretrain.steps > 0:
-    # Imported here: it reads the shapes world through tfds, which a run on other data
-    # (e.g. the GPU benchmarks) need not have installed.
-    from jf_jax.train import encoder_pretrain  # pylint: disable=g-import-not-at-top
-    state = encoder_pretrain.initialise(s, config)
+  elif initialise is not None:
+    state = initialise(s, config)
   writer = metrics_writer.MetricsWriter(workdir, enabled=jax.process_index() == 0)
   preemption = _Preemption()
   try:

@@ -19,15 +19,14 @@ from jf_jax.losses import flow
 from jf_jax.losses import next_token
 from jf_jax.losses import repa as repa_loss
 from jf_jax.models import janusflow
+from jf_jax.models import sequence
 from jf_jax.train import optim
 from jf_jax.train.state import TrainState
 
 
 def drop_prompts(rng, prompt_ids, prompt_mask, drop_prob: float, pad_id: int):
-  """Classifier-free-guidance dropout, as the official sampler builds unconditional rows.
-
-  A dropped row keeps only its BOS (the first valid position, prompts are left-padded);
-  every other prompt position becomes `pad_id` with attention mask 0.
+  """Classifier-free-guidance dropout: a dropped row becomes `sequence.keep_only_bos` of
+  itself, the same unconditional row the sampler guides with.
 
   Args:
     prompt_ids, prompt_mask: [batch, prompt_len].
@@ -35,11 +34,9 @@ def drop_prompts(rng, prompt_ids, prompt_mask, drop_prob: float, pad_id: int):
     (ids, mask) of the same shapes.
   """
   drop = jax.random.bernoulli(rng, drop_prob, (prompt_ids.shape[0],))[:, None]
-  mask = prompt_mask.astype(bool)
-  is_bos = mask & (jnp.cumsum(mask, axis=1) == 1)
-  new_mask = jnp.where(drop, is_bos, mask)
-  new_ids = jnp.where(drop & ~is_bos, pad_id, prompt_ids)
-  return new_ids, new_mask
+  bos_ids, bos_mask = sequence.keep_only_bos(prompt_ids, prompt_mask, pad_id)
+  return (jnp.where(drop, bos_ids, prompt_ids),
+          jnp.where(drop, bos_mask, prompt_mask.astype(bool)))
 
 
 def loss_denominators(batch, cfg) -> dict[str, jax.Array]:

@@ -9,7 +9,7 @@ places them anywhere they fit. Columns keep objects apart and make the picture f
 caption far less ambiguous (where things go follows from the caption up to jitter),
 which is what lets the tiny CPU model learn to draw them in minutes.
 Everything here is a pure function of an explicit `np.random.Generator` or of the scene,
-so the tfds builder (`shapes_world.py`) and the detector (`eval/detector.py`) share one
+so the tfds builder (`world.py`) and the detector (`detector.py`) share one
 definition of what a red triangle looks like and how it is described.
 
 Held-out combinations: `holdout_pairs(seed)` picks unordered pairs of objects that never

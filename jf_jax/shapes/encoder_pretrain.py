@@ -16,7 +16,8 @@ exactly right against 0.78 for the per-patch readout, 0.88 and 0.96 of training 
 (`benchmarks/encoder_probe.py`, docs/benchmarks.md).
 
 Config: `config.encoder_pretrain` (steps = 0 turns it off); only `data.source = "shapes"`
-has the object labels it needs.
+has the object labels it needs. train.py hands `initialise` to `loop.train`, which calls
+it for a fresh run.
 """
 
 import time
@@ -28,8 +29,8 @@ import numpy as np
 import optax
 
 from jf_jax.data import preprocess
-from jf_jax.data import shapes_scene
-from jf_jax.data import shapes_world
+from jf_jax.shapes import scene as shapes_scene
+from jf_jax.shapes import world as shapes_world
 from jf_jax.models import config as model_config
 from jf_jax.models import siglip
 from jf_jax.train import state as state_lib

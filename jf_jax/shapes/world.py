@@ -1,13 +1,13 @@
-"""`shapes_world`: a tfds dataset generated on the spot, no downloads and no TensorFlow.
+"""The `shapes_world` tfds dataset, generated on the spot: no downloads, no TensorFlow.
 
-Each example is one scene (`shapes_scene.py`) with its image, a generation caption,
+Each example is one scene (`scene.py`) with its image, a generation caption,
 question/answer pairs for understanding, text-only sentences and the ground-truth objects.
 Example i of a split is a pure function of (config seed, split, i), so the same config
 gives the same bytes on any machine. Stored as array_record with `tfds.features.Tensor`
 and `Text` only (the `Image` feature would need TensorFlow); read it back with
 `load(...)` -> `{split: random-access data source}`.
 
-  from jf_jax.data import shapes_world
+  from jf_jax.shapes import world as shapes_world
   sources = shapes_world.load("/tmp/tfds", image_size=32)   # builds on first use
   sources["train"][0]["caption"]  # 'a red circle to the left of a blue square'
 
@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jf_jax.data import shapes_scene
+from jf_jax.shapes import scene as shapes_scene
 
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 

@@ -1,8 +1,8 @@
 r"""Evaluates a shapes-world training run: GenEval-style generation score and
 understanding exact-match accuracy on the held-out test split, written as JSON.
 
-  python -m jf_jax.eval --checkpoint /tmp/shapes            # a train.py --workdir
-  python -m jf_jax.eval --checkpoint /tmp/shapes --num_gen 50 --num_und 100 --steps 10
+  python -m jf_jax.shapes --checkpoint /tmp/shapes            # a train.py --workdir
+  python -m jf_jax.shapes --checkpoint /tmp/shapes --num_gen 50 --num_und 100 --steps 10
 
 Writes DIR/eval_<split>.json (or --output) and DIR/eval_<split>.png (first 16 samples).
 """
@@ -13,8 +13,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from jf_jax.eval import evaluate
-from jf_jax.eval import model_runner
+from jf_jax.inference import loader
+from jf_jax.shapes import evaluate
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "train.py --workdir to evaluate.",
                                   required=True)
@@ -33,12 +33,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every read at INFO
-  run = model_runner.load_run(_CHECKPOINT.value)
   base = os.path.join(_CHECKPOINT.value, f"eval_{_SPLIT.value}")
   result = evaluate.evaluate(
-      run, split=_SPLIT.value, num_gen=_NUM_GEN.value, num_und=_NUM_UND.value,
-      steps=_STEPS.value, guidance=_CFG.value, seed=_SEED.value, batch_size=_BATCH.value,
-      data_dir=_DATA_DIR.value, grid_path=base + ".png")
+      loader.load(_CHECKPOINT.value), split=_SPLIT.value, num_gen=_NUM_GEN.value,
+      num_und=_NUM_UND.value, steps=_STEPS.value, guidance=_CFG.value, seed=_SEED.value,
+      batch_size=_BATCH.value, data_dir=_DATA_DIR.value, grid_path=base + ".png")
   result["checkpoint"] = os.path.abspath(_CHECKPOINT.value)
   path = _OUTPUT.value or base + ".json"
   evaluate.write_json(result, path)

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from jf_jax.data import shapes_scene
-from jf_jax.eval import detector
+from jf_jax.shapes import scene as shapes_scene
+from jf_jax.shapes import detector
 
 
 def generation_scores(images: Sequence[np.ndarray], captions: Sequence[str]) -> dict:

@@ -9,11 +9,14 @@ training):
    (row-major, same order as `samples` in the JSON);
 2. answers the first `config.eval.num_und` test questions (greedy) and prints
    `config.eval.show_questions` of them with the reference answers;
-3. scores both (`jf_jax/eval/scores.py`: GenEval-style generation score, understanding
-   exact match) and writes everything to `workdir/main_job.json`.
+3. scores both (`scores.py`: GenEval-style generation score, understanding exact match)
+   and writes everything to `workdir/main_job.json`.
+
+Steps 1-3 are `evaluate.evaluate`; this adds the printout, the training metrics and the
+job's wall clock.
 
 Keys of `config.eval` (configs/default.py): after_training, split, num_gen, num_und,
-steps, cfg, seed, batch_size, grid_size, show_questions. `python -m jf_jax.eval
+steps, cfg, seed, batch_size, grid_size, show_questions. `python -m jf_jax.shapes
 --checkpoint DIR` computes the same scores for any finished run.
 """
 
@@ -23,18 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from jf_jax.eval import evaluate
-from jf_jax.eval import model_runner
-from jf_jax.eval import scores
+from jf_jax.inference import loader
+from jf_jax.shapes import evaluate
+from jf_jax.shapes import scores
 
 JSON_NAME = "main_job.json"
-
-
-def _spread(n: int, k: int) -> list[int]:
-  """k indices spread over range(n) (different images and question kinds)."""
-  if n <= 0 or k <= 0:
-    return []
-  return sorted(set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()))
 
 
 def run(config: Any, workdir: str, train_metrics: dict | None = None,
@@ -47,33 +43,13 @@ def run(config: Any, workdir: str, train_metrics: dict | None = None,
   ecfg = config.eval
   split = ecfg.get("split", "test")
   t_start = time.time()
-  run_ = model_runner.load_run(workdir)
-  items = evaluate.split_items(run_.config.data, split, ecfg.num_gen, ecfg.num_und)
-
-  t0 = time.time()
-  images = model_runner.generate_images(run_, items["captions"], steps=ecfg.steps,
-                                        guidance=ecfg.cfg, seed=ecfg.seed,
-                                        batch_size=ecfg.batch_size)
-  gen = scores.generation_scores(images, items["captions"])
-  gen.update(seconds=time.time() - t0, steps=ecfg.steps, guidance=ecfg.cfg)
-  grid_path = os.path.join(workdir, f"samples_{split}.png")
-  grid_n = min(ecfg.grid_size, len(images))
-  if grid_n:
-    evaluate.save_grid(images[:grid_n], grid_path)
-    gen["grid"] = os.path.abspath(grid_path)
-  gen["samples"] = items["captions"][:grid_n]
-
-  t0 = time.time()
-  predictions = model_runner.answer_questions(run_, items["images"], items["questions"],
-                                              batch_size=ecfg.batch_size)
-  und = scores.understanding_scores(predictions, items["answers"], items["questions"])
-  und["seconds"] = time.time() - t0
-  shown = _spread(len(predictions), ecfg.show_questions)
-  und["examples"] = [{"question": items["questions"][i], "answer": items["answers"][i],
-                      "prediction": predictions[i]} for i in shown]
-
-  result = {"split": split, "step": run_.step, "generation": gen, "understanding": und,
-            "eval_seconds": time.time() - t_start}
+  result = evaluate.evaluate(
+      loader.load(workdir), split=split, num_gen=ecfg.num_gen, num_und=ecfg.num_und,
+      steps=ecfg.steps, guidance=ecfg.cfg, seed=ecfg.seed, batch_size=ecfg.batch_size,
+      grid_path=os.path.join(workdir, f"samples_{split}.png"), grid_size=ecfg.grid_size,
+      num_examples=ecfg.show_questions)
+  gen, und = result["generation"], result["understanding"]
+  result["eval_seconds"] = time.time() - t_start
   if train_metrics:
     result["train_metrics"] = {k: float(v) for k, v in train_metrics.items()
                                if isinstance(v, (int, float, np.floating, np.integer))}
@@ -83,7 +59,7 @@ def run(config: Any, workdir: str, train_metrics: dict | None = None,
   path = os.path.join(workdir, JSON_NAME)
   evaluate.write_json(result, path)
 
-  print(f"\nsamples for {grid_n} {split} captions -> {gen.get('grid', '(none)')}")
+  print(f"\nsamples for {len(gen['samples'])} {split} captions -> {gen.get('grid', '(none)')}")
   for i, caption in enumerate(gen["samples"][:8]):
     print(f"  [{i}] {caption}")
   print(f"\n{split} questions (model answer | reference):")

@@ -1,14 +1,14 @@
-"""Object-presence pre-training of the understanding tower (train/encoder_pretrain.py)."""
+"""Object-presence pre-training of the understanding tower (shapes/encoder_pretrain.py)."""
 
 import jax
 import numpy as np
 import pytest
 
 from jf_jax import config_defaults
-from jf_jax.data import shapes_scene
-from jf_jax.data import shapes_world
 from jf_jax.models import config as model_config
-from jf_jax.train import encoder_pretrain
+from jf_jax.shapes import encoder_pretrain
+from jf_jax.shapes import scene as shapes_scene
+from jf_jax.shapes import world as shapes_world
 from jf_jax.train import loop
 
 SIZES = dict(num_train=200, num_validation=20, num_test=20)

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from jf_jax.data import shapes_scene
-from jf_jax.data import shapes_world
-from jf_jax.eval import detector
-from jf_jax.eval import scores
+from jf_jax.shapes import detector
+from jf_jax.shapes import scene as shapes_scene
+from jf_jax.shapes import scores
+from jf_jax.shapes import world as shapes_world
 
 SIZES = dict(num_train=50, num_validation=10, num_test=300)
 

@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from jf_jax.data import shapes_scene
+from jf_jax.shapes import scene as shapes_scene
 
 _PALETTE = np.array([shapes_scene.COLORS[c] for c in shapes_scene.COLOR_NAMES], np.float32)
 _EIGHT = np.ones((3, 3), bool)

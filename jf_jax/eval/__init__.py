@@ -1,1 +1,0 @@
-"""Shapes-world evaluation: detector, scores, and `python -m jf_jax.eval --checkpoint DIR`."""

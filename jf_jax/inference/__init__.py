@@ -1,0 +1,2 @@
+"""Inference on a checkpoint: `loader.load` (config, params, tokenizer, image decoder),
+`inputs` (prompt rows), `runner` (batched images and answers), `grid` (PNG sheets)."""

@@ -1,0 +1,16 @@
+"""The shapes world: a small synthetic world to train and score a tiny JanusFlow on CPU.
+
+Project code kept apart from the core packages (which never import it), as big_vision
+keeps projects under `proj/`:
+
+  scene.py             scenes of coloured shapes: rendering, captions, questions
+  world.py             the tfds dataset of scenes (generated on first use)
+  vocabulary.py        the word-level tokenizer (`config.data.tokenizer = "shapes"`)
+  detector.py          reads a scene back from an image (generated or not)
+  scores.py            GenEval-style generation score, understanding exact match
+  evaluate.py          both scores of a run on a split (`python -m jf_jax.shapes`)
+  encoder_pretrain.py  object-presence pre-training of the tiny understanding tower
+  main_job.py          the default job's evaluation after `python train.py`
+"""
+
+from jf_jax.shapes.vocabulary import tokenizer  # `config.data.tokenizer = "shapes"`
