@@ -7,6 +7,7 @@ tests and benchmarks);
 """
 
 import dataclasses
+import functools
 import os
 import signal
 import time
@@ -189,6 +190,7 @@ def train(config, workdir: str, devices=None) -> dict:
   try:
     return _run(s, state, start, source, manager, writer, preemption)
   finally:
+    source.close()  # grain worker processes and prefetch threads
     manager.wait_until_finished()
     writer.close()
     preemption.restore()
@@ -220,6 +222,8 @@ def _count_nonfinite(flag, in_row, total, step, config) -> tuple[int, int]:
 def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   config, total = s.config, s.config.train.num_steps
   batch_sh = step_lib.batch_sharding(s.mesh)
+  # Host rows and their global arrays, placed one step ahead while the step runs.
+  feed = source.device_batches(functools.partial(pipeline.global_batch, sharding=batch_sh))
   config_json = config.to_dict()
   last, window_start, window_tokens, window_images = {}, time.time(), 0, 0
   nonfinite_in_row, nonfinite_total, pending_nonfinite = 0, 0, None
@@ -229,23 +233,22 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
     new_shapes = step_rows != rows  # the first step, or the switch (or resuming after it)
     if new_shapes:
       rows = step_rows
-      source.set_rows(rows)
       if rows != layout.rows_per_task(config.batch):
         print(f"step {step}: batches now hold und/text/gen rows {rows['und']}/"
               f"{rows['text']}/{rows['gen']} (config.batch.switch; the step recompiles)",
               flush=True)
-    local = next(source)
+    local, batch = next(feed)  # the prefetched batch (waits only if it is not ready)
     if new_shapes and jax.process_count() > 1:
       # Compile before the first execution (of each batch shape) so every process enters
       # its collectives together (the jit call below then reuses the compiled program).
       # One barrier name per step: barrier ids are not meant to be reused.
       with jax.set_mesh(s.mesh):
-        s.step_fn.jitted.lower(state, pipeline.global_batch(local, batch_sh)).compile()
+        s.step_fn.jitted.lower(state, batch).compile()
       sync_processes(f"step_{step}_compiled")
     tokens, images = pipeline.batch_stats(local, s.cfg)
     window_tokens += tokens * jax.process_count()
     window_images += images * jax.process_count()
-    state, metrics = s.step_fn(state, pipeline.global_batch(local, batch_sh))
+    state, metrics = s.step_fn(state, batch)
     done = step + 1
     log_now = done % config.train.log_every == 0 or done == total
     # The non-finite flag of the previous step is read now, so the host never waits for
