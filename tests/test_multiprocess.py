@@ -3,9 +3,8 @@ against the same run as 1 process x 8 devices: same loss trajectory, and the 2-p
 checkpoint resumes in a 1-process run.
 
 Each process builds only its own rows of the global batch (`data/pipeline.py`, in grain
-worker processes) and
-`make_array_from_process_local_data` assembles the global arrays, so equal losses show the
-per-process shards land on the right rows.
+worker processes) and `make_array_from_process_local_data` assembles the global arrays, so
+equal losses show the per-process shards land on the right rows.
 """
 
 import json
