@@ -44,6 +44,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "Loader worker counts to time.")
 _BATCHES = flags.DEFINE_integer("batches", 30, "Timed batches per setting.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed batches first (worker start-up).")
+_SOURCES = flags.DEFINE_list("sources", ["shapes", "jpeg"], "Which data to time.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Measurements per setting (the best is kept).")
 _NUM_JPEGS = flags.DEFINE_integer("num_jpegs", 64, "JPEGs written for the file source.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 384, "Model image size for the JPEG rows "
@@ -104,8 +105,9 @@ def decode_resize_ms(paths: list[str], size: int) -> float:
   return 1000 * (time.perf_counter() - start) / len(paths)
 
 
-def time_loader(config, workers: int) -> tuple[float, float]:
-  """(batches/s, images/s) of `config`'s loader with `workers` processes."""
+def time_loader(config, workers: int) -> tuple[float, float, float]:
+  """(batches/s, images/s, CPU ms per batch of this process) of `config`'s loader with
+  `workers` processes: the last is the data work left to a training process."""
   config = config.copy_and_resolve_references()
   config.data.workers = workers
   cfg = model_config.from_config_dict(config.model)
@@ -113,14 +115,14 @@ def time_loader(config, workers: int) -> tuple[float, float]:
   try:
     for _ in range(_WARMUP.value):
       next(source)
-    images, start = 0, time.perf_counter()
+    images, start, cpu = 0, time.perf_counter(), time.process_time()
     for _ in range(_BATCHES.value):
       batch = next(source)
       images += pipeline.batch_stats(batch, cfg)[1]
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
   finally:
     source.close()
-  return _BATCHES.value / elapsed, images / elapsed
+  return _BATCHES.value / elapsed, images / elapsed, 1000 * cpu / _BATCHES.value
 
 
 def main(argv):
@@ -135,20 +137,24 @@ def main(argv):
   print(f"decode + resize to {_IMAGE_SIZE.value} px: "
         f"{decode_resize_ms(paths, _IMAGE_SIZE.value):.2f} ms/image (one core, in-process)")
   for name, cfg in (("shapes", shapes), ("jpeg", jpeg_config(config, folder))):
+    if name not in _SOURCES.value:
+      continue
     rows = f"und/text/gen rows {cfg.batch.und_rows}/{cfg.batch.text_rows}/{cfg.batch.gen_rows}"
     best = {}
     # Rounds alternate the settings, so a change in the machine's load hits all of them.
     for _ in range(_ROUNDS.value):
       for workers in (int(w) for w in _WORKERS.value):
-        batches_s, images_s = time_loader(cfg, workers)
+        batches_s, images_s, cpu_ms = time_loader(cfg, workers)
         print(f"  {name} workers {workers}: {batches_s:.2f} batches/s {images_s:.1f} "
-              f"images/s (load average {os.getloadavg()[0]:.1f})", flush=True)
-        if images_s > best.get(workers, (0, 0))[1]:
-          best[workers] = (batches_s, images_s)
+              f"images/s, {cpu_ms:.0f} ms CPU/batch in the loop's process (load "
+              f"average {os.getloadavg()[0]:.1f})", flush=True)
+        if images_s > best.get(workers, (0, 0, 0))[1]:
+          best[workers] = (batches_s, images_s, cpu_ms)
     base = best[min(best)][1]
-    for workers, (batches_s, images_s) in sorted(best.items()):
+    for workers, (batches_s, images_s, cpu_ms) in sorted(best.items()):
       print(f"{name:6s} {rows} | workers {workers} | {batches_s:7.2f} batches/s "
-            f"{images_s:8.1f} images/s | x{images_s / base:.2f}", flush=True)
+            f"{images_s:8.1f} images/s | x{images_s / base:.2f} | {cpu_ms:5.0f} ms CPU/batch "
+            "in the loop's process", flush=True)
 
 if __name__ == "__main__":
   app.run(main)

@@ -19,6 +19,7 @@ from jf_jax.data import mixture
 from jf_jax.data import pipeline
 from jf_jax.data import shapes_scene
 from jf_jax.data import shapes_world
+from jf_jax.data import tfds_source
 from jf_jax.models import config as model_config
 
 SIZES = dict(num_train=300, num_validation=30, num_test=200)
@@ -233,3 +234,11 @@ def test_bad_loader_settings_and_old_states_are_named():
     loader.Loader(lambda step: {}, workers=-1)
   with pytest.raises(ValueError, match="before the grain loader"):
     loader.Loader(lambda step: {}).set_state({"cursor": {"und": 4}})
+
+
+def test_tfds_split_source_reads_a_builder_and_names_a_missing_split(data_dir):
+  builder = shapes_world.builder(data_dir, **SIZES)
+  data = tfds_source.split_source(builder, "validation")
+  assert len(data) == SIZES["num_validation"] and data[0]["image"].shape == (32, 32, 3)
+  with pytest.raises(ValueError, match="no split 'dev'"):
+    tfds_source.split_source(builder, "dev")

@@ -32,11 +32,11 @@ from absl import logging
 import grain
 import numpy as np
 
-_TASKS = ("und", "text", "gen")
+from jf_jax.data.mixture import TASKS
 
 
 def _empty_stats() -> dict:
-  return {"rows": {t: 0 for t in _TASKS}, "skipped": {}}
+  return {"rows": {t: 0 for t in TASKS}, "skipped": {}}
 
 
 def _allow_unparsed_flags() -> None:
@@ -49,7 +49,7 @@ def _allow_unparsed_flags() -> None:
 def _own_memory(batch: dict) -> dict:
   """Plain numpy copies of a worker's batch: grain hands arrays out in shared memory,
   freed as soon as these copies replace them (not at interpreter exit)."""
-  return {k: np.array(v) for k, v in batch.items()}
+  return {k: v if type(v) is np.ndarray else np.array(v) for k, v in batch.items()}
 
 
 class Loader:
@@ -94,7 +94,7 @@ class Loader:
     self.close()
     self._step = int(state["step"])
     stats = state.get("stats", {})
-    self._stats = {"rows": {t: int(stats.get("rows", {}).get(t, 0)) for t in _TASKS},
+    self._stats = {"rows": {t: int(stats.get("rows", {}).get(t, 0)) for t in TASKS},
                    "skipped": {k: int(v) for k, v in stats.get("skipped", {}).items()}}
 
   def stats(self) -> dict:
