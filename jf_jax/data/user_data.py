@@ -2,7 +2,8 @@
 
 All three produce (data, convert) pairs for the mixture (`file_tasks` reads them from
 `config.data`), so user data gets the same grain pipeline, packing, preprocessing,
-sharding, resumable state and bad-example counting as the shapes world. Select them with `config.data.source = "files"` (see docs/data.md):
+sharding, resumable state and bad-example counting as the shapes world. Select them
+with `config.data.source = "files"` (see docs/data.md):
 
 * generation, `image_caption_files(paths)`: a folder of images, each with a caption file
   of the same stem (`cat.png` + `cat.txt`), or a .jsonl file of
