@@ -65,7 +65,7 @@ def task_rows(data: Sequence, convert: Converter, builder: RowBuilder, task: str
 
 class MixtureBatches:
   """step -> this process's rows of the global batch of that step (numpy, `layout.py`
-  keys), with the real rows and the skipped examples it holds (the element of `loader.py`)."""
+  keys), with the real rows and the skipped examples it holds (`loader.py`'s element)."""
 
   def __init__(self, tasks: Mapping[str, tuple[Sequence, Converter]], builder: RowBuilder,
                batch_cfg: Any, seed: int, shuffle: bool = True, process_index: int = 0,
