@@ -88,6 +88,8 @@ def data_defaults() -> ml_collections.ConfigDict:
       image_size=32,          # stored image size; other sizes are bad examples ...
       resize_images=False,    # ... unless True (user data of mixed sizes)
       shuffle=True,           # seeded by config.seed, a new order every epoch
+      workers=0,              # grain worker processes building batches (0 = in-process)
+      prefetch=2,             # batches each worker keeps ready
       # source = "shapes": the generated tfds dataset (jf_jax/shapes/world.py).
       data_dir="",            # tfds data_dir; '' = ~/tensorflow_datasets
       split="train",

@@ -1,10 +1,9 @@
-"""Input pipeline: tokenizers, templates, packing, mixture source, user data (on the shapes world).
+"""Input pipeline: tokenizers, templates, packing, sources, user data (on the shapes world).
 
 Small datasets (a few hundred examples, built in about a second) keep the file fast.
 """
 
 import importlib.util
-import io
 import json
 import os
 
@@ -19,7 +18,6 @@ from tokenizers import trainers
 
 from jf_jax import config_defaults
 from jf_jax.data import layout
-from jf_jax.data import mixture
 from jf_jax.data import packing
 from jf_jax.data import pipeline
 from jf_jax.data import preprocess
@@ -27,8 +25,8 @@ from jf_jax.data import processor
 from jf_jax.shapes import scene as shapes_scene
 from jf_jax.shapes import vocabulary
 from jf_jax.shapes import world as shapes_world
+from jf_jax.shapes import task_data as shapes_tasks
 from jf_jax.data import templates
-from jf_jax.data import tfds_source
 from jf_jax.data import tokenizer as tok_lib
 from jf_jax.data import user_data
 from jf_jax.data.records import BadExample
@@ -207,116 +205,6 @@ def test_shapes_configs_fit_every_example(splits, name):
                        b.und_seq_len, config.data.system_prompt)
 
 
-def test_resume_is_exact_and_processes_split_the_global_batch(data_dir):
-  config, cfg = _config(data_dir)
-  source = tfds_source.make_source(config, cfg)
-  for _ in range(3):
-    next(source)
-  state = json.loads(json.dumps(source.get_state()))  # what Orbax JsonSave stores
-  expected = [next(source) for _ in range(4)]
-  resumed = tfds_source.make_source(config, cfg)
-  resumed.set_state(state)
-  halves = [tfds_source.make_source(config, cfg, process_index=p, process_count=2)
-            for p in range(2)]
-  for h in halves:
-    h.set_state(state)
-  for want in expected:
-    got, parts = next(resumed), [next(h) for h in halves]
-    for key, value in want.items():
-      np.testing.assert_array_equal(got[key], value, err_msg=key)
-      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), value,
-                                    err_msg=key)
-
-
-def test_switch_changes_rows_and_resumes_exactly(data_dir):
-  """`set_rows` (config.batch.switch) changes the rows per task; cursors carry on, so a
-  source restored after the switch and given the same rows repeats the same batches."""
-  config, cfg = _config(data_dir)
-  switch = dict(und=2, text=0, gen=4)
-  source = tfds_source.make_source(config, cfg)
-  first = next(source)
-  source.set_rows(switch)
-  after = next(source)
-  assert first["und_ids"].shape[0] == 4 and after["und_ids"].shape[0] == 2
-  assert after["text_ids"].shape[0] == 0 and after["gen_latents"].shape[0] == 4
-  # The switch continues each task's stream: no example is repeated or skipped.
-  straight = tfds_source.make_source(config, cfg)
-  both = [next(straight) for _ in range(2)]
-  np.testing.assert_array_equal(after["und_ids"], both[1]["und_ids"][:2])
-  np.testing.assert_array_equal(after["gen_prompt_ids"], both[1]["gen_prompt_ids"][:4])
-  state = json.loads(json.dumps(source.get_state()))
-  expected = [next(source) for _ in range(2)]
-  resumed = tfds_source.make_source(config, cfg)
-  resumed.set_rows(switch)
-  resumed.set_state(state)
-  for want in expected:
-    got = next(resumed)
-    for key, value in want.items():
-      np.testing.assert_array_equal(got[key], value, err_msg=key)
-
-
-def test_mixture_proportions_and_epoch_coverage(data_dir):
-  config, cfg = _config(data_dir, und_rows=6, text_rows=3, gen_rows=3)
-  source = tfds_source.make_source(config, cfg)
-  num_batches = 100  # 300 gen / text slots = one epoch; 600 und slots = two epochs
-  real = {"und": 0, "text": 0, "gen": 0}
-  for _ in range(num_batches):
-    batch = next(source)
-    real["und"] += int((batch["und_weights"].sum(1) > 0).sum())
-    real["text"] += int((batch["text_weights"].sum(1) > 0).sum())
-    real["gen"] += int(batch["gen_weights"].sum())
-  total = sum(real.values())
-  for task, rows in (("und", 6), ("text", 3), ("gen", 3)):
-    assert abs(real[task] / total - rows / 12) < 0.01
-  # Each epoch visits every example exactly once, in a new order.
-  stream = mixture.IndexStream(300, seed=0, task="gen")
-  epoch0, epoch1 = [stream(k) for k in range(300)], [stream(k) for k in range(300, 600)]
-  assert sorted(epoch0) == sorted(epoch1) == list(range(300)) and epoch0 != epoch1
-
-
-def _png(image: np.ndarray) -> bytes:
-  buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format="PNG")
-  return buf.getvalue()
-
-
-def test_bad_examples_are_skipped_and_counted(data_dir):
-  config, cfg = _config(data_dir, und_rows=2, text_rows=2, gen_rows=2)
-  good = shapes_scene.render([shapes_scene.Obj(0, 0, (4, 4, 14, 14))], 32)
-  gen = [{"image": good, "caption": "a red circle"},
-         {"image": b"not an image", "caption": "a red circle"},            # undecodable
-         {"image": _png(good[:20]), "caption": "a red circle"},             # wrong size
-         {"image": _png(good), "caption": ""},                              # empty caption
-         {"image": _png(good), "caption": "a red circle " * 20}]            # too long
-  und = [{"image": good, "turns": [("how many shapes are there?", "one")]},
-         {"image": np.zeros((32, 32), np.float32), "turns": [("q", "a")]},  # bad array
-         {"image": good, "turns": [("how many shapes are there?", "")]}]    # empty answer
-  text = ["there is one shape.", "", "the circle is red. " * 20]
-  ident = lambda item, rng: item
-  tasks = {"gen": (gen, ident), "und": (und, ident),
-           "text": (text, lambda item, rng: {"text": item})}
-  tok = tok_lib.make_tokenizer(config)
-  source = mixture.MixtureSource(tasks, layout.rows_per_task(config.batch),
-                                 processor.RowBuilder(tok, config, cfg), seed=0, shuffle=False)
-  batches = [next(source) for _ in range(15)]  # 30 slots per task: 6 / 10 / 10 epochs
-  assert source.stats()["skipped"] == {
-      "gen/undecodable_image": 6, "gen/wrong_size": 6, "gen/empty_text": 6,
-      "gen/too_long": 6, "und/undecodable_image": 10, "und/empty_text": 10,
-      "text/empty_text": 10, "text/too_long": 10}
-  assert source.stats()["rows"] == {"gen": 6, "und": 10, "text": 10}
-  weights = np.concatenate([b["gen_weights"] for b in batches])
-  assert weights.tolist() == [1.0, 0, 0, 0, 0] * 6
-  und_rows = np.concatenate([b["und_weights"] for b in batches]).sum(1) > 0
-  assert und_rows.tolist() == [True, False, False] * 10
-  for b in batches:
-    layout.check_batch(b, config.batch, cfg)
-  restored = mixture.MixtureSource(tasks, layout.rows_per_task(config.batch),
-                                   processor.RowBuilder(tok, config, cfg), seed=0,
-                                   shuffle=False)
-  restored.set_state(json.loads(json.dumps(source.get_state())))
-  assert restored.stats() == source.stats()
-
-
 # ----------------------------------------------------------------------------- user data
 def test_user_data_readers(data_dir, tmp_path):
   images = tmp_path / "images"
@@ -361,7 +249,7 @@ def test_user_data_readers(data_dir, tmp_path):
 def test_und_turns_packs_that_many_question_answer_turns(data_dir, splits, und_turns):
   config, cfg = _config(data_dir, und_seq_len=200)  # 16 image slots + up to 11 turns
   config.data.und_turns = und_turns
-  data, convert = tfds_source.shapes_tasks(config.data)["und"]
+  data, convert = shapes_tasks.tasks(config.data)["und"]
   builder = processor.RowBuilder(tok_lib.make_tokenizer(config), config, cfg)
   rng = np.random.default_rng(0)
   for i in range(20):
@@ -375,4 +263,4 @@ def test_und_turns_packs_that_many_question_answer_turns(data_dir, splits, und_t
     assert row["weights"].sum() == 2 * want
   config.data.und_turns = -1
   with pytest.raises(ValueError, match="und_turns"):
-    tfds_source.shapes_tasks(config.data)
+    shapes_tasks.tasks(config.data)

@@ -2,9 +2,9 @@
 against the same run as 1 process x 8 devices: same loss trajectory, and the 2-process
 checkpoint resumes in a 1-process run.
 
-Each process builds only its own rows of the global batch (`data/pipeline.py`) and
-`make_array_from_process_local_data` assembles the global arrays, so equal losses show the
-per-process shards land on the right rows.
+Each process builds only its own rows of the global batch (`data/pipeline.py`, in grain
+worker processes) and `make_array_from_process_local_data` assembles the global arrays, so
+equal losses show the per-process shards land on the right rows.
 """
 
 import json
@@ -20,10 +20,12 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
-# Every task's rows split over 8 batch shards and 2 processes.
+# Every task's rows split over 8 batch shards and 2 processes; each process's batches are
+# built by 2 grain worker processes (the state and the rows must not depend on that).
 FLAGS = ["--config=configs/tiny.py", "--config.train.log_every=1",
          "--config.train.checkpoint_every=1000", "--config.batch.und_rows=8",
-         "--config.batch.text_rows=8", "--config.batch.gen_rows=8"]
+         "--config.batch.text_rows=8", "--config.batch.gen_rows=8",
+         "--config.data.workers=2"]
 TIMEOUT = 900
 # Two XLA:CPU processes can sit in different gloo collectives and wait on each other
 # forever: seen every time the step came from the persistent compilation cache (train.py

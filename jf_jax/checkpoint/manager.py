@@ -1,7 +1,9 @@
 """Train checkpoints: an Orbax `CheckpointManager` with named items.
 
-Items per step: `state` (the TrainState, sharded arrays), `data` (the input iterator's
-state, JSON) and `config` (the run's config, JSON). Saves are async; the latest
+Items per step: `state` (the TrainState, sharded arrays), `data` (the input loader's
+state, JSON: the next batch's step and the bad-example counters, `data/loader.py`; it does
+not depend on the number of loader workers or processes) and `config` (the run's config,
+JSON). Saves are async; the latest
 `keep` checkpoints are kept. Restores target the *current* mesh: every leaf of the
 abstract state carries its current sharding, so a checkpoint written on one mesh restores
 on another.

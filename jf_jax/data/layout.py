@@ -75,6 +75,16 @@ def rows_at(batch_cfg: Any, step: int) -> dict[str, int]:
   return rows_per_task(batch_cfg.switch if start and step >= start else batch_cfg)
 
 
+def slots_before(batch_cfg: Any, step: int) -> dict[str, int]:
+  """Rows per task in all global batches before training step `step` (where each task's
+  stream stands at that step; the switch changes the rate, not the stream)."""
+  start, first = switch_step(batch_cfg), rows_per_task(batch_cfg)
+  if not start or step <= start:
+    return {task: n * step for task, n in first.items()}
+  later = rows_per_task(batch_cfg.switch)
+  return {task: n * start + later[task] * (step - start) for task, n in first.items()}
+
+
 def check_batch(batch: dict, batch_cfg: Any, cfg: JanusFlowConfig) -> None:
   """Raises naming the key when a batch does not have the configured layout."""
   expected = batch_shapes(batch_cfg, cfg)

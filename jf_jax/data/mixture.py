@@ -1,24 +1,29 @@
-"""A deterministic, resumable, per-process mixture of three task streams.
+"""The three task streams as grain datasets, and the fixed-layout batch of a training step.
 
-Each task (und / text / gen) reads its own random-access data (a tfds array_record source
-or a list) through its own index stream: global slot k -> example `perm_e[k % N]` with a
-fresh seeded permutation per epoch e = k // N. A batch takes the next `rows` slots of every
-task, and process p builds the p-th contiguous block of them, exactly the rows
-`global_batch` places on it. So the global batch does not depend on the number of
-processes, and the whole iterator state is three slot cursors: JSON, the same on every
-process, saved in the Orbax checkpoint (`loop.py`), resume-exact.
+Each task (und / text / gen) is a grain `MapDataset` of rows (`task_rows`):
+
+  source (any random-access data) -> shuffle (seeded, per task) -> repeat (a new order
+  every epoch) -> map_with_index (record -> fixed-shape row, `processor.RowBuilder`)
+
+so global slot k of a task is one row, a pure function of (seed, task, k). A training step
+takes the next `rows` slots of every task (`layout.slots_before` says where each stream
+stands at a step, across `config.batch.switch`), and process p builds the p-th contiguous
+block of them, exactly the rows `pipeline.global_batch` places on it. `MixtureBatches(step)`
+is therefore a pure function of the step: the global batch does not depend on the number
+of processes or of loader workers, and the loader's state is the step (`loader.py`).
 
 Bad examples (undecodable or wrong-size image, empty or over-long text) never stop the
 run: the row becomes a zero-weight padding row (static shapes, processes stay in
-lockstep), the reason is counted (`stats()`, also saved in the state) and logged at the
-1st, 10th, 100th, ... occurrence.
+lockstep) and the batch carries the reason (`skips`), which the loader counts in the
+training process, whichever process built the batch.
 """
 
 from typing import Any, Callable, Mapping, Sequence
 
-from absl import logging
+import grain
 import numpy as np
 
+from jf_jax.data import layout
 from jf_jax.data.processor import RowBuilder
 from jf_jax.data.records import BadExample
 
@@ -28,118 +33,83 @@ _TASK_IDS = {name: i for i, name in enumerate(TASKS)}
 Converter = Callable[[Any, np.random.Generator], dict]
 
 
-class IndexStream:
-  """Global slot -> example index; a new seeded permutation of [0, size) every epoch."""
-
-  def __init__(self, size: int, seed: int, task: str, shuffle: bool = True):
-    if size <= 0:
-      raise ValueError(f"task {task!r} has no examples")
-    self.size, self._seed, self._task, self._shuffle = size, seed, _TASK_IDS[task], shuffle
-    self._epoch, self._perm = -1, None
-
-  def __call__(self, slot: int) -> int:
-    epoch, pos = divmod(slot, self.size)
-    if not self._shuffle:
-      return pos
-    if epoch != self._epoch:
-      rng = np.random.default_rng([self._seed, self._task, epoch])
-      self._epoch, self._perm = epoch, rng.permutation(self.size)
-    return int(self._perm[pos])
+def task_seed(seed: int, task: str) -> int:
+  """The task's shuffle seed (grain wants 0 <= seed < 2**32)."""
+  return int(np.random.SeedSequence([seed, _TASK_IDS[task]]).generate_state(1)[0])
 
 
-class MixtureSource:
-  """`next()` -> this process's rows of the next global batch (numpy, `layout.py` keys)."""
+class BuildRow(grain.transforms.MapWithIndex):
+  """(slot, item) -> (row, None), or (padding row, (reason, message)) for a bad example."""
 
-  def __init__(self, tasks: Mapping[str, tuple[Sequence, Converter]],
-               rows: Mapping[str, int], builder: RowBuilder, seed: int,
-               process_index: int = 0, process_count: int = 1, shuffle: bool = True):
-    self._tasks, self._builder, self._seed = tasks, builder, seed
-    self._index, self._count, self._shuffle = process_index, process_count, shuffle
-    self._streams = {}
-    self.set_rows(rows)
-    self._cursor = {t: 0 for t in TASKS}
-    self._stats = {"rows": {t: 0 for t in TASKS}, "skipped": {}}
+  def __init__(self, task: str, convert: Converter, builder: RowBuilder, seed: int):
+    self._task, self._convert, self._builder, self._seed = task, convert, builder, seed
 
-  def set_rows(self, rows: Mapping[str, int]) -> None:
-    """Rows per task of the batches from now on (`config.batch.switch`); the cursors go
-    on where they are, so a resumed run that sets the same rows continues exactly."""
-    for task, n in rows.items():
-      if n % self._count:
-        raise ValueError(f"config.batch.{task}_rows={n} is not divisible by the "
-                         f"{self._count} processes")
-      if n and task not in self._tasks:
-        raise ValueError(f"config.batch.{task}_rows={n} but the source has no {task} data")
-    self._rows = dict(rows)
-    for task, n in rows.items():
-      if n and task not in self._streams:
-        self._streams[task] = IndexStream(len(self._tasks[task][0]), self._seed, task,
-                                          self._shuffle)
-
-  # -- state -------------------------------------------------------------------------------
-
-  def get_state(self) -> dict:
-    """JSON: the slot cursors (the same on every process) and this process's counters
-    (a multi-process run restores the primary process's counters everywhere)."""
-    return {"cursor": dict(self._cursor), "stats": {"rows": dict(self._stats["rows"]),
-                                                     "skipped": dict(self._stats["skipped"])}}
-
-  def set_state(self, state: Mapping) -> None:
-    if "cursor" not in state:
-      raise ValueError(f"not a MixtureSource state: keys {sorted(state)}")
-    self._cursor = {t: int(state["cursor"].get(t, 0)) for t in TASKS}
-    stats = state.get("stats", {})
-    self._stats = {"rows": {t: int(stats.get("rows", {}).get(t, 0)) for t in TASKS},
-                   "skipped": {k: int(v) for k, v in stats.get("skipped", {}).items()}}
-
-  def stats(self) -> dict:
-    """{'rows': real rows built per task, 'skipped': {'task/reason': count}} (this process)."""
-    return {"rows": dict(self._stats["rows"]), "skipped": dict(self._stats["skipped"])}
-
-  # -- batches -----------------------------------------------------------------------------
-
-  def _row(self, task: str, slot: int) -> tuple[dict[str, np.ndarray], bool]:
-    """(row, real) for a global slot; a bad example gives (padding row, False)."""
-    data, convert = self._tasks[task]
-    index = self._streams[task](slot)
+  def map_with_index(self, index: int, element: Any):
+    rng = np.random.default_rng([self._seed, _TASK_IDS[self._task], index])
     try:
-      record = convert(data[index], np.random.default_rng([self._seed, _TASK_IDS[task], slot]))
-      row = self._builder.build(task, record)
+      return self._builder.build(self._task, self._convert(element, rng)), None
     except BadExample as e:
-      self._count_skip(task, e.reason, index, str(e))
-      return self._builder.padding(task), False
-    self._stats["rows"][task] += 1
-    return row, True
+      return self._builder.padding(self._task), (e.reason, str(e))
 
-  def _count_skip(self, task: str, reason: str, index: int, message: str) -> None:
-    key = f"{task}/{reason}"
-    n = self._stats["skipped"].get(key, 0) + 1
-    self._stats["skipped"][key] = n
-    if str(n).rstrip("0") == "1":  # 1st, 10th, 100th, ...
-      logging.warning("skipped bad %s example %d (%s); %d skipped for this reason so far",
-                      task, index, message, n)
 
-  def _task_batch(self, task: str) -> dict[str, np.ndarray]:
-    total = self._rows.get(task, 0)
+def task_rows(data: Sequence, convert: Converter, builder: RowBuilder, task: str, seed: int,
+              shuffle: bool = True) -> grain.MapDataset:
+  """Endless rows of one task: slot k -> (row, skip), a new seeded order every epoch."""
+  if not len(data):
+    raise ValueError(f"task {task!r} has no examples")
+  ds = grain.MapDataset.source(data)
+  if shuffle:
+    ds = ds.shuffle(seed=task_seed(seed, task))
+  return ds.repeat().map_with_index(BuildRow(task, convert, builder, seed))
+
+
+class MixtureBatches:
+  """step -> this process's rows of the global batch of that step (numpy, `layout.py`
+  keys), with the real rows and the skipped examples it holds (`loader.py`'s element)."""
+
+  def __init__(self, tasks: Mapping[str, tuple[Sequence, Converter]], builder: RowBuilder,
+               batch_cfg: Any, seed: int, shuffle: bool = True, process_index: int = 0,
+               process_count: int = 1):
+    self._batch_cfg, self._builder = batch_cfg, builder
+    self._index, self._count = process_index, process_count
+    needed = set()
+    groups = [("config.batch", layout.rows_per_task(batch_cfg))]
+    if layout.switch_step(batch_cfg):
+      groups.append(("config.batch.switch", layout.rows_per_task(batch_cfg.switch)))
+    for prefix, rows in groups:
+      for task, n in rows.items():
+        if n % process_count:
+          raise ValueError(f"{prefix}.{task}_rows={n} is not divisible by the "
+                           f"{process_count} processes")
+        if n and task not in tasks:
+          raise ValueError(f"{prefix}.{task}_rows={n} but the source has no {task} data")
+        if n:
+          needed.add(task)
+    self._rows = {task: task_rows(*tasks[task], builder, task, seed, shuffle)
+                  for task in sorted(needed)}
+
+  def _task_batch(self, task: str, first: int, total: int, element: dict) -> None:
     local = total // self._count
-    start = self._cursor[task] + self._index * local
-    self._cursor[task] += total
-    if local:
-      rows, real = zip(*(self._row(task, slot) for slot in range(start, start + local)))
-    else:  # a task with no rows this stage still has its (empty) keys
-      rows, real = [], []
+    start = first + self._index * local
+    built = [self._rows[task][slot] for slot in range(start, start + local)]
+    for slot, (_, skip) in zip(range(start, start + local), built):
+      if skip is not None:
+        element["skips"].append((task, skip[0], slot, skip[1]))
+    element["rows"][task] = sum(skip is None for _, skip in built)
+    rows = [row for row, _ in built]
     template = rows[0] if rows else self._builder.padding(task)
     # Row key "ids" of task "und" -> batch key "und_ids" (layout.py).
-    out = {f"{task}_{k}": np.stack([r[k] for r in rows]) if rows else
-           np.zeros((0,) + v.shape, v.dtype) for k, v in template.items()}
+    batch = element["batch"]
+    batch.update({f"{task}_{k}": np.stack([r[k] for r in rows]) if rows else
+                  np.zeros((0,) + v.shape, v.dtype) for k, v in template.items()})
     if task == "gen":
-      out["gen_weights"] = np.asarray(real, np.float32).reshape(len(real))
-    return out
+      batch["gen_weights"] = np.asarray([skip is None for _, skip in built], np.float32
+                                        ).reshape(local)
 
-  def __next__(self) -> dict[str, np.ndarray]:
-    batch = {}
+  def __call__(self, step: int) -> dict:
+    rows = layout.rows_at(self._batch_cfg, step)
+    first = layout.slots_before(self._batch_cfg, step)
+    element = {"step": step, "batch": {}, "rows": {}, "skips": []}
     for task in TASKS:
-      batch.update(self._task_batch(task))
-    return batch
-
-  def __iter__(self):
-    return self
+      self._task_batch(task, first[task], rows[task], element)
+    return element

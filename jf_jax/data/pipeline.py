@@ -1,47 +1,40 @@
-"""Input pipelines behind one small interface: `next()` plus a resumable JSON state.
+"""Input pipelines behind one interface: a grain `loader.Loader` over a step function.
 
-`config.data.source` picks the pipeline. Each process builds only its own rows
-(`process_index` of `process_count`); `global_batch` turns them into global arrays.
+`config.data.source` picks the step function: synthetic batches, or the task mixture
+(`mixture.MixtureBatches`) over the shapes world or user files. Each process builds only
+its own rows (`process_index` of `process_count`); `global_batch` turns them into global
+arrays. `config.data.workers` / `config.data.prefetch` configure the loader.
 """
 
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 
 from jf_jax.data import layout
+from jf_jax.data import loader
+from jf_jax.data import mixture
+from jf_jax.data import plugins
+from jf_jax.data import processor
 from jf_jax.data import synthetic
+from jf_jax.data import tokenizer as tok_lib
 from jf_jax.models.config import JanusFlowConfig
 
 
-class SyntheticSource:
-  """Synthetic batches with the real layout; the state is the next batch index."""
+class SyntheticBatches:
+  """step -> synthetic rows of this process (`synthetic.make_batch`), with the step's rows
+  per task (`config.batch.switch`)."""
 
   def __init__(self, config: Any, cfg: JanusFlowConfig, process_index: int = 0,
                process_count: int = 1):
-    self._config, self._cfg = config, cfg
-    self._index, self._count = process_index, process_count
-    self._step = 0
-    self._batch_cfg = config.batch
+    self._batch_cfg, self._tokens, self._cfg = config.batch, config.tokens, cfg
+    self._seed, self._index, self._count = config.seed, process_index, process_count
 
-  def set_rows(self, rows: dict[str, int]) -> None:
-    """Rows per task of the batches from now on (`config.batch.switch`)."""
-    self._batch_cfg = layout.with_rows(self._config.batch, rows)
-
-  def get_state(self) -> dict:
-    return {"step": self._step}
-
-  def set_state(self, state: dict) -> None:
-    self._step = int(state["step"])
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    batch = synthetic.make_batch(self._batch_cfg, self._config.tokens, self._cfg,
-                                 self._config.seed, self._step)
-    self._step += 1
-    return {k: _process_rows(v, self._index, self._count) for k, v in batch.items()}
-
-  def __iter__(self):
-    return self
+  def __call__(self, step: int) -> dict:
+    batch_cfg = layout.with_rows(self._batch_cfg, layout.rows_at(self._batch_cfg, step))
+    batch = synthetic.make_batch(batch_cfg, self._tokens, self._cfg, self._seed, step)
+    return {"step": step, "rows": {}, "skips": [],
+            "batch": {k: _process_rows(v, self._index, self._count) for k, v in batch.items()}}
 
 
 def _process_rows(x: np.ndarray, index: int, count: int) -> np.ndarray:
@@ -49,16 +42,41 @@ def _process_rows(x: np.ndarray, index: int, count: int) -> np.ndarray:
   return x[index * rows:(index + 1) * rows]
 
 
-def make_source(config: Any, cfg: JanusFlowConfig):
-  """The configured input pipeline for this process."""
+def default_tasks(config: Any) -> dict:
+  """{task: (random-access data, converter)} of `config.data.source`.
+
+  "files": your own data (`user_data.py`); any other name is a project package (e.g.
+  "shapes" = `jf_jax.shapes`) whose `tasks(data_cfg)` builds them: the core data layer
+  never imports project code itself.
+  """
   kind = config.data.source
-  if kind == "synthetic":
-    return SyntheticSource(config, cfg, jax.process_index(), jax.process_count())
-  if kind in ("shapes", "files"):  # tfds shapes world / user files (data/tfds_source.py)
-    from jf_jax.data import tfds_source  # pylint: disable=g-import-not-at-top  (imports tfds)
-    return tfds_source.make_source(config, cfg, jax.process_index(), jax.process_count())
-  raise ValueError(f"unknown config.data.source {kind!r}; expected 'synthetic', 'shapes' "
-                   "or 'files'")
+  if kind == "files":
+    from jf_jax.data import user_data  # pylint: disable=g-import-not-at-top
+    return user_data.file_tasks(config.data)
+  return plugins.import_named(kind, "config.data.source", "tasks").tasks(config.data)
+
+
+def make_source(config: Any, cfg: JanusFlowConfig, tasks: Mapping | None = None,
+                process_index: int | None = None, process_count: int | None = None
+                ) -> loader.Loader:
+  """The configured input pipeline for this process.
+
+  `tasks` ({task: (random-access data, converter)}, e.g. `tfds_source.split_source` items
+  with converters to `records.py` records) replaces the data `config.data.source` names.
+  """
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  data = config.data
+  workers, prefetch = data.get("workers", 0), data.get("prefetch", 2)
+  if tasks is None and data.source == "synthetic":
+    return loader.Loader(SyntheticBatches(config, cfg, index, count), workers, prefetch,
+                         counts_examples=False)
+  builder = processor.RowBuilder(tok_lib.make_tokenizer(config), config, cfg)
+  batches = mixture.MixtureBatches(default_tasks(config) if tasks is None else tasks,
+                                   builder, config.batch, seed=config.seed,
+                                   shuffle=data.shuffle, process_index=index,
+                                   process_count=count)
+  return loader.Loader(batches, workers, prefetch)
 
 
 def global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
@@ -75,4 +93,4 @@ def batch_stats(batch: dict[str, np.ndarray], cfg: JanusFlowConfig) -> tuple[int
   return tokens, images
 
 
-__all__ = ["SyntheticSource", "make_source", "global_batch", "batch_stats", "layout"]
+__all__ = ["SyntheticBatches", "make_source", "global_batch", "batch_stats", "layout"]

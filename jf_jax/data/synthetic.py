@@ -6,7 +6,7 @@ answer and EOS; text rows are fully supervised up to their random length; genera
 have a left-padded prompt and random latents/images.
 """
 
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -88,11 +88,3 @@ def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: 
       "gen_weights": np.ones((g,), np.float32),
   }
 
-
-def batches(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, start_step: int = 0
-            ) -> Iterator[dict[str, np.ndarray]]:
-  """Endless iterator of synthetic batches starting at `start_step` (resume-exact)."""
-  step = start_step
-  while True:
-    yield make_batch(batch_cfg, tok, cfg, seed, step)
-    step += 1

@@ -22,7 +22,6 @@ holding `tokenizer.json`, or the name of a module whose `tokenizer(tokens_cfg)` 
 """
 
 import dataclasses
-import importlib
 import os
 from typing import Any, Sequence
 
@@ -30,6 +29,8 @@ import tokenizers
 from tokenizers import decoders
 from tokenizers import models
 from tokenizers import pre_tokenizers
+
+from jf_jax.data import plugins
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -140,18 +141,11 @@ def _is_path(name: str) -> bool:
 
 def from_module(name: str, tokens_cfg: Any) -> Tokenizer:
   """`tokenizer(tokens_cfg)` of module `name` (dotted path, or a package under jf_jax/)."""
-  module_name = name if "." in name else f"jf_jax.{name}"
   try:
-    module = importlib.import_module(module_name)
-  except ModuleNotFoundError as e:
-    if e.name is None or not module_name.startswith(e.name):
-      raise  # the module exists but one of its imports is missing
-    raise FileNotFoundError(
-        f"config.data.tokenizer={name!r} is neither a directory holding tokenizer.json nor "
-        f"a tokenizer module ({module_name} not found)") from e
-  if not hasattr(module, "tokenizer"):
-    raise ValueError(f"config.data.tokenizer={name!r}: {module_name} has no "
-                     "tokenizer(tokens_cfg) function")
+    module = plugins.import_named(name, "config.data.tokenizer", "tokenizer")
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{e}; it is neither a directory holding tokenizer.json nor a "
+                            "tokenizer module") from e
   return module.tokenizer(tokens_cfg)
 
 

@@ -1,8 +1,9 @@
 """Readers for your own data, one per task, yielding the records of `records.py`.
 
-All three produce (data, convert) pairs for `mixture.MixtureSource`, so user data gets the
-same packing, preprocessing, sharding, resumable state and bad-example counting as the
-shapes world. Select them with `config.data.source = "files"` (see docs/data.md):
+All three produce (data, convert) pairs for the mixture (`file_tasks` reads them from
+`config.data`), so user data gets the same grain pipeline, packing, preprocessing,
+sharding, resumable state and bad-example counting as the shapes world. Select them
+with `config.data.source = "files"` (see docs/data.md):
 
 * generation, `image_caption_files(paths)`: a folder of images, each with a caption file
   of the same stem (`cat.png` + `cat.txt`), or a .jsonl file of
@@ -22,27 +23,10 @@ import json
 import os
 from typing import Sequence
 
-import numpy as np
-
 from jf_jax.data.records import BadExample
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 LLAVA_IMAGE_TAG = "<image>"
-
-
-class Concat(Sequence):
-  """Several random-access sequences as one."""
-
-  def __init__(self, parts: Sequence[Sequence]):
-    self._parts = [p for p in parts if len(p)]
-    self._ends = np.cumsum([len(p) for p in self._parts]).tolist()
-
-  def __len__(self) -> int:
-    return self._ends[-1] if self._ends else 0
-
-  def __getitem__(self, i: int):
-    part = int(np.searchsorted(self._ends, i, side="right"))
-    return self._parts[part][i - (self._ends[part - 1] if part else 0)]
 
 
 def _resolve(path: str, base: str) -> str:
@@ -138,3 +122,15 @@ def text_files(paths: Sequence[str], unit: str = "line"):
               "file": [content]}[unit]
     items += [p.strip() for p in pieces if p.strip()]
   return items, lambda item, rng: {"text": item}
+
+
+def file_tasks(data_cfg) -> dict:
+  """{task: (items, converter)} from `config.data.{und,gen,text}_files`."""
+  tasks = {}
+  if data_cfg.und_files:
+    tasks["und"] = llava_files(list(data_cfg.und_files), data_cfg.image_root)
+  if data_cfg.gen_files:
+    tasks["gen"] = image_caption_files(list(data_cfg.gen_files), data_cfg.image_root)
+  if data_cfg.text_files:
+    tasks["text"] = text_files(list(data_cfg.text_files), data_cfg.text_unit)
+  return tasks

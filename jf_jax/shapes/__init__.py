@@ -5,6 +5,7 @@ keeps projects under `proj/`:
 
   scene.py             scenes of coloured shapes: rendering, captions, questions
   world.py             the tfds dataset of scenes (generated on first use)
+  task_data.py         its und/gen/text tasks for the mixture (`config.data.source = "shapes"`)
   vocabulary.py        the word-level tokenizer (`config.data.tokenizer = "shapes"`)
   detector.py          reads a scene back from an image (generated or not)
   scores.py            GenEval-style generation score, understanding exact match
@@ -14,3 +15,4 @@ keeps projects under `proj/`:
 """
 
 from jf_jax.shapes.vocabulary import tokenizer  # `config.data.tokenizer = "shapes"`
+from jf_jax.shapes.task_data import tasks  # `config.data.source = "shapes"`

@@ -7,6 +7,7 @@ tests and benchmarks);
 """
 
 import dataclasses
+import functools
 import signal
 from typing import Any, Callable
 
@@ -178,6 +179,7 @@ def train(config, workdir: str, devices=None,
   try:
     return _run(s, state, start, source, manager, writer, preemption)
   finally:
+    source.close()  # grain worker processes and prefetch threads
     manager.wait_until_finished()
     writer.close()
     preemption.restore()
@@ -195,6 +197,8 @@ def _source_stats(source) -> dict:
 def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   config, total = s.config, s.config.train.num_steps
   batch_sh = step_lib.batch_sharding(s.mesh)
+  # Host rows and their global arrays, placed one step ahead while the step runs.
+  feed = source.device_batches(functools.partial(pipeline.global_batch, sharding=batch_sh))
   config_json = config.to_dict()
   meter = meter_lib.Meter(total, config.train.max_nonfinite_in_row)
   last, step, rows = {}, start, None
@@ -203,14 +207,12 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
     new_shapes = step_rows != rows  # the first step, or the switch (or resuming after it)
     if new_shapes:
       rows = step_rows
-      source.set_rows(rows)
       if rows != layout.rows_per_task(config.batch):
         print(f"step {step}: batches now hold und/text/gen rows {rows['und']}/"
               f"{rows['text']}/{rows['gen']} (config.batch.switch; the step recompiles)",
               flush=True)
-    with meter.data_wait():
-      local = next(source)
-      batch = pipeline.global_batch(local, batch_sh)
+    with meter.data_wait():  # the prefetched batch: waits only if it is not ready
+      local, batch = next(feed)
     if new_shapes and jax.process_count() > 1:
       # Compile before the first execution (of each batch shape) so every process enters
       # its collectives together (the jit call below then reuses the compiled program).
