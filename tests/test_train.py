@@ -215,9 +215,10 @@ class _SlowSource:
   def __getattr__(self, name):
     return getattr(self._source, name)
 
-  def __next__(self):
-    time.sleep(self._delay_s)
-    return next(self._source)
+  def device_batches(self, place):
+    for item in self._source.device_batches(place):
+      time.sleep(self._delay_s)  # as if the prefetched batch were late by delay_s
+      yield item
 
 
 def test_progress_line_and_metrics_show_data_wait(tmp_path, capsys, monkeypatch):
