@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import chex
+import flax.linen as nn
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -18,6 +20,8 @@ from jf_jax.checkpoint import manager as ckpt
 from jf_jax.data import layout
 from jf_jax.data import synthetic
 from jf_jax.parallel import hlo
+from jf_jax.parallel import mesh as mesh_lib
+from jf_jax.parallel import rules as rules_lib
 from jf_jax.train import loop
 from jf_jax.train import step as step_lib
 
@@ -156,6 +160,27 @@ def test_accumulation_equals_whole_batch(single, first_step):
   for key in ("loss", "ar_loss", "und_loss", "text_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(acc_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
   chex.assert_trees_all_close(to_host(state.params), after.params, rtol=0, atol=PARAM_ATOL)
+
+
+def test_split_microbatches_keeps_rows_on_their_devices():
+  """Microbatch i holds rows i, i+4, ...; each device's part of every microbatch is made
+  of rows that device already held (16 rows over 4 batch shards, 4 microbatches)."""
+  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2)))
+  rows = np.arange(16, dtype=np.float32)[:, None]
+
+  def split(batch):
+    with nn.logical_axis_rules(rules_lib.default_rules()):
+      return step_lib._split_microbatches(batch, 4)  # pylint: disable=protected-access
+  with jax.set_mesh(mesh):
+    batch = jax.device_put({"x": rows, "empty": np.zeros((0, 3), np.float32)},
+                           step_lib.batch_sharding(mesh))
+    micro = jax.jit(split)(batch)
+  np.testing.assert_array_equal(micro["x"][..., 0], np.arange(16).reshape(4, 4).T)
+  assert micro["empty"].shape == (4, 0, 3)
+  held = {shard.device: set(np.asarray(shard.data).ravel()) for shard in
+          batch["x"].addressable_shards}
+  for shard in micro["x"].addressable_shards:
+    assert set(np.asarray(shard.data).ravel()) <= held[shard.device]
 
 
 def _sixteen_rows(config):
