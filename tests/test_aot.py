@@ -23,8 +23,8 @@ def report(tmp_path_factory):
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)
   cmd = [sys.executable, "-m", "jf_jax.tools.aot", "--config=configs/tiny.py",
-         "--topology=v5e:2x2", "--config.batch.text_rows=4", "--config.batch.gen_rows=8",
-         f"--json_out={out}"]
+         "--topology=v5e:2x2", "--config.batch.und_rows=8", "--config.batch.text_rows=8",
+         "--config.batch.gen_rows=8", "--config.train.microbatches=2", f"--json_out={out}"]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   with open(out) as f:
@@ -44,8 +44,12 @@ def test_report_fields(report):
   assert r["train"]["cost"]["flops"] > 0
   assert r["train"]["step_time_s"] > 0 and 0 < r["train"]["mfu"] < 1
   assert r["train"]["model_flops"]["total"] > 0
+  # The microbatches stay on their devices: no all-to-all / collective-permute outside
+  # the model in the TPU program either.
+  assert r["microbatches"] == 2 and r["train"]["moves"]["outside_model"] == 0
   assert r["sampler"]["memory"]["peak_bytes"] > 0 and r["sampler"]["memory"]["fits"]
   assert "FITS" in stdout and "MFU" in stdout and "sampler" in stdout
+  assert "outside the model (moving batch rows): 0" in stdout
   assert "markdown: | v5e:2x2" in stdout
 
 

@@ -10,10 +10,15 @@ import numpy as np
 import optax
 import pytest
 
+from jf_jax import config_defaults
+from jf_jax.models import config as model_config
+from jf_jax.models import janusflow
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.parallel import partition
 from jf_jax.parallel import rules as rules_lib
+from jf_jax.train import loop
 from jf_jax.train import optim
+from jf_jax.train import state as state_lib
 
 
 def _mesh_config(data=1, fsdp=-1, tensor=1):
@@ -164,3 +169,31 @@ def test_opt_state_shardings_follow_params():
   mu = optax.tree_utils.tree_get(state, "mu")
   assert mu["Dense_1"]["kernel"].sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
   assert isinstance(mu["LayerNorm_0"]["scale"], optax.MaskedNode)
+
+
+def test_train_state_shardings_follow_params_with_frozen_towers():
+  """Adam's moments shard exactly like their (trainable) parameters, frozen parameters
+  have none, counts are replicated and the EMA shards like the parameters."""
+  config = config_defaults.base_config()
+  config.stage = 1  # the LLM and SigLIP frozen
+  model = janusflow.JanusFlow(model_config.from_config_dict(config.model))
+  mesh = mesh_lib.make_mesh(_mesh_config(data=1, fsdp=4, tensor=2))
+  rules = rules_lib.default_rules()
+  abstract_params = nn.unbox(janusflow.abstract_params(model))["params"]
+  tx, mask = optim.make_optimizer(loop.optim_config(config), abstract_params)
+  abstract, sh = state_lib.state_shardings(model, tx, mesh, rules, use_ema=True)
+  is_masked = lambda x: isinstance(x, optax.MaskedNode)
+  trainable = jax.tree.leaves(mask)
+  assert any(trainable) and not all(trainable)
+  for name in ("mu", "nu"):
+    moments = jax.tree.leaves(optax.tree_utils.tree_get(sh.opt_state, name), is_leaf=is_masked)
+    assert len(moments) == len(trainable)
+    for param_sh, moment_sh, train in zip(jax.tree.leaves(sh.params), moments, trainable):
+      assert (moment_sh == param_sh) if train else is_masked(moment_sh)
+  sharded = [s for s, t in zip(jax.tree.leaves(sh.params), trainable)
+             if t and "fsdp" in jax.tree.leaves(tuple(s.spec))]
+  assert sharded  # the check above compared real layouts, not only replication
+  for leaf, leaf_sh in zip(jax.tree.leaves(abstract.opt_state), jax.tree.leaves(sh.opt_state)):
+    if leaf.ndim == 0:
+      assert leaf_sh.spec == jax.sharding.PartitionSpec()
+  assert sh.ema_params == sh.params

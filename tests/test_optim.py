@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from jf_jax.parallel import paths as paths_lib
 from jf_jax.train import optim
 
 
@@ -43,20 +44,20 @@ def _config(**kw):
 
 def _frozen_paths(params, freeze):
   labels = optim.label_params(params, freeze)
-  paths = optim.param_paths(params)
+  paths = paths_lib.param_paths(params)
   return {p for p, l in zip(jax.tree.leaves(paths), jax.tree.leaves(labels))
           if l == optim.FREEZE}
 
 
 def test_param_paths():
-  paths = set(jax.tree.leaves(optim.param_paths(_params())))
+  paths = set(jax.tree.leaves(paths_lib.param_paths(_params())))
   assert "language_model/model/layers/self_attn/q_proj/kernel" in paths
   assert "beg_of_und_embed" in paths
 
 
 def test_stage_presets():
   params = _params()
-  all_paths = set(jax.tree.leaves(optim.param_paths(params)))
+  all_paths = set(jax.tree.leaves(paths_lib.param_paths(params)))
   und = {p for p in all_paths if p.startswith("vision_und_enc_model/")}
   llm = {p for p in all_paths if p.startswith("language_model/")}
   pool = {p for p in all_paths if "/attn_pool/" in p}
@@ -169,7 +170,7 @@ def test_weight_decay_only_on_kernels():
   tx, _ = optim.make_optimizer(cfg, params)
   zeros = _grads(params, scale=0.0)
   updates, _ = jax.jit(tx.update)(zeros, jax.jit(tx.init)(params), params)
-  paths = jax.tree.leaves(optim.param_paths(params))
+  paths = jax.tree.leaves(paths_lib.param_paths(params))
   for path, p, u in zip(paths, jax.tree.leaves(params), jax.tree.leaves(updates)):
     if path.endswith("kernel"):
       np.testing.assert_allclose(u, -1e-2 * 0.1 * p, rtol=1e-6)

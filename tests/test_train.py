@@ -12,7 +12,9 @@ import sys
 import time
 
 import chex
+import flax.linen as nn
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -21,6 +23,9 @@ from jf_jax.checkpoint import manager as ckpt
 from jf_jax.data import layout
 from jf_jax.data import pipeline
 from jf_jax.data import synthetic
+from jf_jax.parallel import hlo
+from jf_jax.parallel import mesh as mesh_lib
+from jf_jax.parallel import rules as rules_lib
 from jf_jax.train import loop
 from jf_jax.train import step as step_lib
 
@@ -72,28 +77,34 @@ def first_step(single):
   return before, to_host(state), to_host(metrics)
 
 
-# Set in the fresh process that runs the (2,2,2)-mesh comparison (below).
+# Set in the fresh process that runs the 8-device comparisons (below).
 _IN_FRESH_PROCESS = "JF_JAX_MESH_STEP_FRESH_PROCESS"
 
 
-def test_sharded_step_equals_single_device(request):
-  """The (data=2, fsdp=2, tensor=2) step equals the single-device step.
+def _in_fresh_process(request) -> bool:
+  """True inside the fresh process; otherwise runs the calling test there and checks it.
 
-  Runs in a fresh Python process: in two clean-clone full-suite runs, executing the
-  8-device step in the long-lived pytest process (after ~150 other tests) left XLA:CPU's
-  8 device threads waiting in different collectives (a deadlock inside the CPU runtime;
-  never seen in a fresh process). The comparison itself is `_compare_sharded_to_single`.
+  The 8-device steps run in a fresh Python process: in two clean-clone full-suite runs,
+  executing the 8-device step in the long-lived pytest process (after ~150 other tests)
+  left XLA:CPU's 8 device threads waiting in different collectives (a deadlock inside the
+  CPU runtime; never seen in a fresh process).
   """
   if os.environ.get(_IN_FRESH_PROCESS) == "1":
-    _compare_sharded_to_single(request.getfixturevalue("first_step"))
-    return
+    return True
   env = dict(os.environ, **{_IN_FRESH_PROCESS: "1"})
-  node = f"{os.path.relpath(__file__, REPO)}::test_sharded_step_equals_single_device"
+  node = f"{os.path.relpath(__file__, REPO)}::{request.node.name}"
   out = subprocess.run(
       [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", node],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
   assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
   assert "1 passed" in out.stdout, out.stdout[-3000:]
+  return False
+
+
+def test_sharded_step_equals_single_device(request):
+  """The (data=2, fsdp=2, tensor=2) step equals the single-device step (fresh process)."""
+  if _in_fresh_process(request):
+    _compare_sharded_to_single(request.getfixturevalue("first_step"))
 
 
 def _compare_sharded_to_single(first_step):
@@ -152,6 +163,64 @@ def test_accumulation_equals_whole_batch(single, first_step):
   state, acc_metrics = accum.step_fn(state, host_batch(accum))
   for key in ("loss", "ar_loss", "und_loss", "text_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(acc_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
+  chex.assert_trees_all_close(to_host(state.params), after.params, rtol=0, atol=PARAM_ATOL)
+
+
+def test_split_microbatches_keeps_rows_on_their_devices():
+  """Microbatch i holds rows i, i+4, ...; each device's part of every microbatch is made
+  of rows that device already held (16 rows over 4 batch shards, 4 microbatches)."""
+  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2)))
+  rows = np.arange(16, dtype=np.float32)[:, None]
+
+  def split(batch):
+    with nn.logical_axis_rules(rules_lib.default_rules()):
+      return step_lib._split_microbatches(batch, 4)  # pylint: disable=protected-access
+  with jax.set_mesh(mesh):
+    batch = jax.device_put({"x": rows, "empty": np.zeros((0, 3), np.float32)},
+                           step_lib.batch_sharding(mesh))
+    micro = jax.jit(split)(batch)
+  np.testing.assert_array_equal(micro["x"][..., 0], np.arange(16).reshape(4, 4).T)
+  assert micro["empty"].shape == (4, 0, 3)
+  held = {shard.device: set(np.asarray(shard.data).ravel()) for shard in
+          batch["x"].addressable_shards}
+  for shard in micro["x"].addressable_shards:
+    assert set(np.asarray(shard.data).ravel()) <= held[shard.device]
+
+
+def _sixteen_rows(config):
+  """Rows per task for 4 batch shards x 4 microbatches, one row per device each."""
+  config.batch.update(dict(und_rows=16, text_rows=16, gen_rows=16))
+  return config
+
+
+def test_microbatches_stay_on_their_devices(request):
+  """On a (data=2, fsdp=2, tensor=2) mesh the 4-microbatch step moves no batch rows
+  between devices and equals the single-device whole-batch step (fresh process).
+
+  Moves are all-to-all / collective-permute instructions of the compiled program outside
+  the model (the model may reshard its activations): a contiguous split slices each
+  microbatch off some of the devices, so the accumulation loop's per-microbatch slice
+  becomes all-to-alls; the strided split slices on every device.
+  """
+  if not _in_fresh_process(request):
+    return
+  whole = single_device(_sixteen_rows(base_config()))
+  before = to_host(whole.state)
+  state, metrics = whole.step_fn(whole.state, host_batch(whole))
+  after = to_host(state)
+
+  config = _sixteen_rows(base_config(microbatches=4))
+  config.mesh.update(dict(data=2, fsdp=2, tensor=2))
+  micro = loop.plan(config)
+  batch = jax.device_put(host_batch(micro), step_lib.batch_sharding(micro.mesh))
+  start = jax.device_put(before, micro.shardings)
+  with jax.set_mesh(micro.mesh):
+    compiled = micro.step_fn.jitted.lower(start, batch).compile()
+    moves = hlo.outside_model(hlo.collective_moves(compiled.as_text()))
+    assert not moves, f"{len(moves)} moves of batch rows, e.g. {moves[:3]}"
+    state, micro_metrics = compiled(start, batch)
+  for key in ("loss", "ar_loss", "und_loss", "text_loss", "rf_loss", "repa_loss", "grad_norm"):
+    np.testing.assert_allclose(micro_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
   chex.assert_trees_all_close(to_host(state.params), after.params, rtol=0, atol=PARAM_ATOL)
 
 

@@ -14,7 +14,7 @@ import jax
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 
-from jf_jax.train.optim import path_str
+from jf_jax.parallel.paths import path_str
 
 
 def logical_specs(abstract: Any) -> Any:

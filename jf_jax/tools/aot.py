@@ -14,8 +14,10 @@ v5p counts TensorCores, 2 per chip). Printed per chip: argument, temporary and o
 of the compiled program (`memory_analysis()`), their peak (arguments + temporaries +
 outputs - donated aliases) against the chip's HBM; the cost model's FLOPs
 (`cost_analysis()`, per chip) and, where the cost model gives one, its step-time
-estimate; and the MFU implied, counting model FLOPs as in `jf_jax/tools/flops.py`
-(6*N*tokens-style, matmuls only, no remat recompute).
+estimate; the MFU implied, counting model FLOPs as in `jf_jax/tools/flops.py`
+(6*N*tokens-style, matmuls only, no remat recompute); and the all-to-all /
+collective-permute instructions of the compiled step, with those outside the model
+(which would move batch rows between devices, e.g. for microbatches) listed.
 """
 
 import contextlib
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from jf_jax.data import layout
+from jf_jax.parallel import hlo
 from jf_jax.sampling import image
 from jf_jax.tools import chips
 from jf_jax.tools import flops as flops_lib
@@ -47,6 +50,8 @@ _SAMPLER = flags.DEFINE_bool("sampler", True, "Also compile the text-to-image sa
 _SAMPLER_BATCH = flags.DEFINE_integer(
     "sampler_batch", 0, "Prompts per sampler call (x2 with CFG); 0 = one per batch shard.")
 _JSON_OUT = flags.DEFINE_string("json_out", "", "Also write the report as JSON here.")
+_HLO_OUT = flags.DEFINE_string("hlo_out", "", "Also write the compiled train step's HLO "
+                                "text here.")
 _UNROLL = flags.DEFINE_bool(
     "unroll_scans", False, "Compile with every nn.scan fully unrolled, so that the cost "
     "model counts every layer (XLA's cost analysis counts a while-loop body once); slower "
@@ -173,6 +178,20 @@ def memory_report(compiled, hbm: int) -> dict[str, Any]:
   return out
 
 
+def moves_report(compiled) -> dict[str, Any]:
+  """All-to-all / collective-permute counts of a compiled step; those outside the model
+  (batch split, per-microbatch slice, update) by op name."""
+  text = compiled.as_text()
+  if _HLO_OUT.value:
+    with open(_HLO_OUT.value, "w") as f:
+      f.write(text)
+  moves = hlo.collective_moves(text)
+  outside = hlo.outside_model(moves)
+  return dict(total=len(moves), outside_model=len(outside), outside_model_ops=sorted({
+      f"{m.kind} {m.shape} from {m.op_name or '(no op name)'} in {m.computation}"
+      for m in outside}))
+
+
 def cost_report(compiled) -> dict[str, float]:
   """The compiled cost model's per-chip FLOPs / bytes (and step time if it gives one)."""
   cost = compiled.cost_analysis()
@@ -196,6 +215,7 @@ def train_report(config, topology: str) -> dict[str, Any]:
   n = len(devices)
   compiled, info, built = compile_train_step(config, devices)
   mem, cost = memory_report(compiled, hbm), cost_report(compiled)
+  moves = moves_report(compiled)
   model_flops = info["model_flops"]["total"]
   # Step-time estimate: the cost model's own if it reports one, else a roofline on its
   # per-chip FLOPs and bytes (max of compute time at peak and HBM time at full bandwidth).
@@ -212,9 +232,10 @@ def train_report(config, topology: str) -> dict[str, Any]:
       stage=config.stage, remat=config.model.llm.remat_policy, unrolled=_UNROLL.value,
       global_batch=dict(und=config.batch.und_rows, text=config.batch.text_rows,
                         gen=config.batch.gen_rows),
+      microbatches=config.train.microbatches,
       **{k: info[k] for k in ("mesh", "params", "trainable", "compile_s", "lower_s",
                               "xla_compile_s")},
-      train=dict(memory=mem, cost=cost, model_flops=info["model_flops"],
+      train=dict(memory=mem, cost=cost, model_flops=info["model_flops"], moves=moves,
                  step_time_s=step_s, step_time_source=step_src,
                  cost_model_flops_global=cost["flops"] * n,
                  mfu=model_flops / (n * peak * step_s) if step_s > 0 else None,
@@ -252,6 +273,10 @@ def format_report(r: dict[str, Any]) -> str:
       + (f"MFU {100 * (t['mfu'] or 0):.1f}% at {r['peak_flops_per_chip'] / 1e12:.0f} "
          f"TFLOP/s bf16 per chip; {t['tokens_per_s'] or 0:,.0f} LLM tokens/s" if r["unrolled"]
          else "MFU not estimated (scanned layers; rerun with --unroll_scans)"),
+      f"all-to-all / collective-permute in the train step ({r['microbatches']} "
+      f"microbatches): {t['moves']['total']}, outside the model (moving batch rows): "
+      f"{t['moves']['outside_model']}" + "".join(f"\n  {op}" for op in
+                                                   t['moves']['outside_model_ops'][:5]),
   ]
   if "sampler" in r:
     s, sm = r["sampler"], r["sampler"]["memory"]

@@ -1,6 +1,6 @@
 """Optimizer: warmup + schedule, AdamW, clipping over trainable params, regex freezing.
 
-Parameters are addressed by paths, '/'.join of the param-tree keys, e.g.
+Parameters are addressed by their paths (`jf_jax.parallel.paths`), e.g.
 'language_model/model/layers/self_attn/q_proj/kernel' (scanned layers share one path).
 `config.optim.freeze` lists regexes matched with `re.fullmatch` against these paths; a
 matching leaf is labelled 'freeze' and gets `optax.set_to_zero()`, which holds no state, so
@@ -22,6 +22,9 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import optax
+
+from jf_jax.parallel.paths import param_paths
+from jf_jax.parallel.paths import path_str
 
 TRAIN, FREEZE = "train", "freeze"
 
@@ -64,29 +67,6 @@ def from_config(config: Any) -> Any:
     if ocfg.get("total_steps", -1) <= 0:
       ocfg.total_steps = max(config.train.num_steps, int(ocfg.get("warmup_steps", 0)) + 1)
   return ocfg
-
-
-def _key_str(key: Any) -> str:
-  """One path entry (DictKey, SequenceKey, GetAttrKey, ...) as a string."""
-  for attr in ("key", "idx", "name"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def _is_box_value(key: Any) -> bool:
-  """The `.value` field of a Flax metadata box (nn.LogicallyPartitioned)."""
-  return isinstance(key, jax.tree_util.GetAttrKey) and key.name == "value"
-
-
-def path_str(path: Sequence[Any]) -> str:
-  """A `jax.tree_util` key path as 'a/b/c' (Flax box `.value` entries are skipped)."""
-  return "/".join(_key_str(k) for k in path if not _is_box_value(k))
-
-
-def param_paths(params: Any) -> Any:
-  """Tree of the same structure as (unboxed) `params` whose leaves are path strings."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: path_str(path), params)
 
 
 def label_params(params: Any, freeze_regexes: Sequence[str]) -> Any:

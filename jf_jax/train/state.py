@@ -26,31 +26,15 @@ class TrainState:
   ema_params: Any = None
 
 
-def _dict_keys(path) -> tuple[str, ...]:
-  return tuple(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+def opt_state_shardings(tx: optax.GradientTransformation, boxed_params: Any, mesh, rules):
+  """Shardings of the optimizer state, from `jax.eval_shape(tx.init)` of BOXED params.
 
-
-def opt_state_shardings(abstract_opt_state, abstract_params, param_shardings, mesh):
-  """Shards each optimizer leaf like the parameter it mirrors (Adam moments, EMA).
-
-  An optimizer leaf mirrors a parameter when a suffix of its dict-key path is that
-  parameter's path and the shapes agree; every other leaf (counts, scalars) is replicated.
+  Optax builds per-parameter state (Adam's moments) by mapping over the parameter tree,
+  so those leaves keep the parameters' `nn.LogicallyPartitioned` boxes and shard exactly
+  like their parameters; leaves without a box (step counts) are replicated, and frozen
+  parameters (`optax.MaskedNode`) have no state at all.
   """
-  by_path = {}
-  for (path, leaf), sharding in zip(
-      jax.tree_util.tree_flatten_with_path(abstract_params)[0],
-      jax.tree.leaves(param_shardings)):
-    by_path[_dict_keys(path)] = (tuple(leaf.shape), sharding)
-  replicated = NamedSharding(mesh, P())
-
-  def lookup(path, leaf):
-    keys = _dict_keys(path)
-    for start in range(len(keys)):
-      hit = by_path.get(keys[start:])
-      if hit and hit[0] == tuple(leaf.shape):
-        return hit[1]
-    return replicated
-  return jax.tree_util.tree_map_with_path(lookup, abstract_opt_state)
+  return partition.mesh_shardings(jax.eval_shape(tx.init, boxed_params), mesh, rules)
 
 
 def _init_fn(model, tx, use_ema: bool, seed: int):
@@ -72,11 +56,14 @@ def state_shardings(model, tx, mesh, rules, use_ema: bool, seed: int = 0):
   boxed = janusflow.abstract_params(model)["params"]
   param_sh = partition.mesh_shardings(boxed, mesh, rules)
   abstract = jax.eval_shape(_init_fn(model, tx, use_ema, seed))
+  opt_sh = opt_state_shardings(tx, boxed, mesh, rules)
+  if jax.tree.structure(opt_sh) != jax.tree.structure(abstract.opt_state):
+    raise ValueError("the optimizer state of the boxed parameters differs in structure "
+                     "from that of the parameters; an optax transform does not map over "
+                     "the parameter tree")
   replicated = NamedSharding(mesh, P())
-  shardings = TrainState(
-      step=replicated, params=param_sh,
-      opt_state=opt_state_shardings(abstract.opt_state, abstract.params, param_sh, mesh),
-      rng=replicated, ema_params=param_sh if use_ema else None)
+  shardings = TrainState(step=replicated, params=param_sh, opt_state=opt_sh,
+                         rng=replicated, ema_params=param_sh if use_ema else None)
   return abstract, shardings
 
 

@@ -6,9 +6,7 @@ whole batch (supervised tokens, latent elements, REPA tokens), then differentiat
 microbatches is exactly one step on the whole batch.
 """
 
-import functools
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -20,6 +18,7 @@ from jf_jax.losses import next_token
 from jf_jax.losses import repa as repa_loss
 from jf_jax.models import janusflow
 from jf_jax.models import sequence
+from jf_jax.parallel import partition
 from jf_jax.train import optim
 from jf_jax.train.state import TrainState
 
@@ -108,13 +107,28 @@ def _generation_sums(model, params, mb, repa_on: bool):
 
 
 def _split_microbatches(batch, num: int):
-  """[rows, ...] -> [num, rows/num, ...] for every key (each task split separately)."""
+  """[rows, ...] -> [num, rows/num, ...] for every key, strided: microbatch i takes rows
+  i, i + num, i + 2*num, ... (each task's rows split separately).
+
+  Rows are sharded over ('data', 'fsdp') in contiguous blocks. A contiguous split would
+  put each microbatch on 1/num of the devices, and the step would move rows between
+  devices; the strided split leaves every device its own share of every microbatch (when
+  the rows per device divide by `num`), and the constraint tells XLA to keep it there.
+  Which microbatch a row falls in does not change the step: the losses are sums over all
+  rows, and each row's noise and prompt dropout are drawn before the split.
+  """
   def split(x):
     if x.shape[0] % num:
       raise ValueError(f"a sub-batch of {x.shape[0]} rows is not divisible by "
                        f"config.train.microbatches={num}")
-    return x.reshape((num, x.shape[0] // num) + x.shape[1:])
+    strided = x.reshape((x.shape[0] // num, num) + x.shape[1:]).swapaxes(0, 1)
+    return nn.with_logical_constraint(strided, (None, "act_batch"))
   return jax.tree.map(split, batch)
+
+
+def _keep_rows_sharded(microbatch):
+  """One microbatch [rows/num, ...], rows sharded like the whole batch's."""
+  return jax.tree.map(lambda x: nn.with_logical_constraint(x, ("act_batch",)), microbatch)
 
 
 def make_train_step(model, tx, trainable_mask, config):
@@ -123,6 +137,8 @@ def make_train_step(model, tx, trainable_mask, config):
   coef = {"ar": loss_cfg.ar_weight, "rf": loss_cfg.flow_weight, "repa": loss_cfg.repa_weight}
   pad_id, num_micro = config.tokens.pad_id, config.train.microbatches
   schedule = optim.make_schedule(optim.from_config(config))
+  # Logical axes of the parameters: the gradient accumulator is laid out like them.
+  param_axes = partition.logical_specs(janusflow.abstract_params(model)["params"])
 
   def freeze(params):
     # stop_gradient at frozen leaves: their backward (e.g. the whole SigLIP tower in
@@ -145,13 +161,17 @@ def make_train_step(model, tx, trainable_mask, config):
     micro = _split_microbatches(batch, num_micro)
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
+    def like_params(grads):
+      return nn.with_logical_constraint(grads, param_axes)
+
     def body(carry, mb):
-      (loss, sums), grads = grad_fn(state.params, mb, denom)
+      (loss, sums), grads = grad_fn(state.params, _keep_rows_sharded(mb), denom)
       acc_grads, acc_loss, acc_sums = carry
-      return (jax.tree.map(jnp.add, acc_grads, grads), acc_loss + loss,
+      return (like_params(jax.tree.map(jnp.add, acc_grads, grads)), acc_loss + loss,
               jax.tree.map(jnp.add, acc_sums, sums)), None
 
-    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+    zeros = like_params(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32),
+                                     state.params))
     init = (zeros, jnp.zeros((), jnp.float32),
             {k: jnp.zeros((), jnp.float32) for k in (*coef, "und", "text")})
     (grads, loss, sums), _ = jax.lax.scan(body, init, micro)
