@@ -87,9 +87,14 @@ def task_settings(args) -> dict:
 
 
 def answered(path: str) -> set:
-  """question_ids already in an answers file."""
+  """question_ids already in an answers file (a last line cut short by a killed run is
+  dropped first, so the file stays valid JSONL)."""
   if not os.path.exists(path):
     return set()
+  with open(path, "rb+") as f:
+    data = f.read()
+    if data and not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)
   return {entry["question_id"] for _, entry in inputs_io.jsonl_lines(path)
           if "question_id" in entry}
 
