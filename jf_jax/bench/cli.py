@@ -73,7 +73,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
   common, sampling = _common_arguments(), _image_arguments()
   for name, module in TASKS.items():
     parents = [common, sampling] if name in IMAGE_TASKS else [common]
-    sub = tasks.add_parser(name, parents=parents, help=module.__doc__.split("\n")[0])
+    sub = tasks.add_parser(name, parents=parents, help=module.HELP)
     module.add_arguments(sub)
   args = parser.parse_args(argv)
   for flag in ("steps", "batch_per_device"):

@@ -21,6 +21,8 @@ from jf_jax.bench import inputs_io
 from jf_jax.inference import loader
 
 
+HELP = "GenEval: OUT/<index>/metadata.jsonl + samples/<k>.png per prompt line"
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--metadata", required=True,
                       help="GenEval's evaluation_metadata.jsonl (one JSON object a line)")

@@ -32,6 +32,8 @@ from jf_jax.inference import loader
 from jf_jax.sampling import text as text_sampling
 
 
+HELP = "LLaVA model_vqa answers: OUT/answers.jsonl"
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--questions", required=True,
                       help="JSONL of {question_id, image, text} (LLaVA model_vqa input)")
