@@ -19,9 +19,8 @@ from jf_jax.bench import inputs_io
 from jf_jax.inference import loader
 
 PER_PROMPT = 4  # the scorer's default --pic-num: a 2 x 2 grid
-
-
 HELP = "DPG-Bench: OUT/<stem>.png, a 2x2 grid per prompt file"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--prompts", required=True, help="folder of <stem>.txt prompt files")

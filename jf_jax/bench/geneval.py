@@ -19,9 +19,8 @@ from jf_jax.bench import devices
 from jf_jax.bench import images
 from jf_jax.bench import inputs_io
 from jf_jax.inference import loader
-
-
 HELP = "GenEval: OUT/<index>/metadata.jsonl + samples/<k>.png per prompt line"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--metadata", required=True,

@@ -17,9 +17,8 @@ from jf_jax.bench import devices
 from jf_jax.bench import images
 from jf_jax.bench import inputs_io
 from jf_jax.inference import loader
-
-
 HELP = "MJHQ-30K: OUT/<category>/<id>.png per meta_data.json entry"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--meta", required=True, help="MJHQ-30K meta_data.json")
