@@ -19,6 +19,7 @@ from jf_jax.bench import devices
 from jf_jax.bench import images
 from jf_jax.bench import inputs_io
 from jf_jax.inference import loader
+
 HELP = "GenEval: OUT/<index>/metadata.jsonl + samples/<k>.png per prompt line"
 
 

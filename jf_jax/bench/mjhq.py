@@ -17,6 +17,7 @@ from jf_jax.bench import devices
 from jf_jax.bench import images
 from jf_jax.bench import inputs_io
 from jf_jax.inference import loader
+
 HELP = "MJHQ-30K: OUT/<category>/<id>.png per meta_data.json entry"
 
 

@@ -30,6 +30,7 @@ from jf_jax.data import records
 from jf_jax.inference import inputs
 from jf_jax.inference import loader
 from jf_jax.sampling import text as text_sampling
+
 HELP = "LLaVA model_vqa answers: OUT/answers.jsonl"
 
 
