@@ -101,12 +101,12 @@ def generate(loaded: loader.Loaded, prompts: Mapping[int, str], jobs: list[Image
     jobs: this process's jobs (what is left to make).
     stop_after: stop once this many jobs are saved (to bound a run; resuming finishes it).
   """
-  indices = sorted(prompts)
-  ids, mask = inputs.generation_prompts(loaded.tok, [prompts[i] for i in indices])
-  row_of = {index: row for row, index in enumerate(indices)}
   units = [(j, k) for j, job in enumerate(jobs) for k in job.samples]
   if not units:
     return 0
+  indices = sorted(prompts)
+  ids, mask = inputs.generation_prompts(loaded.tok, [prompts[i] for i in indices])
+  row_of = {index: row for row, index in enumerate(indices)}
   fn = make_image_fn(loaded, settings.solver, mesh)
   params = devices.replicate(loaded.params, mesh)
   decode_params = devices.replicate(loaded.decode_params or {}, mesh)
