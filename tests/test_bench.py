@@ -17,9 +17,11 @@ import pytest
 
 from jf_jax import config_defaults
 from jf_jax.bench import cli
+from jf_jax.bench import images
 from jf_jax.checkpoint import params_io
 from jf_jax.models import config as model_config
 from jf_jax.sampling import common
+from jf_jax.sampling import image as image_sampling
 from jf_jax.shapes import vocabulary
 
 SIZE = config_defaults.model_tiny().latent_size  # pixel space: images are latent-sized
@@ -192,3 +194,16 @@ def _fresh(root, tmp_path):
   out = tmp_path / "fresh"
   _bench(root, "mjhq", out)
   return out
+
+
+def test_each_image_has_its_own_noise_key():
+  """Row noise depends only on (seed, prompt index, sample index), not on its batch."""
+  keys = images.noise_keys(3, np.array([0, 0, 5]), np.array([0, 1, 0]))
+  noise = image_sampling.initial_noise(keys, 3, (2, 2, 4))
+  alone = image_sampling.initial_noise(images.noise_keys(3, np.array([5]), np.array([0])),
+                                       1, (2, 2, 4))
+  np.testing.assert_array_equal(noise[2], alone[0])
+  assert not np.array_equal(noise[0], noise[1]) and not np.array_equal(noise[0], noise[2])
+  other_seed = image_sampling.initial_noise(
+      images.noise_keys(4, np.array([5]), np.array([0])), 1, (2, 2, 4))
+  assert not np.array_equal(other_seed[0], alone[0])
