@@ -144,6 +144,18 @@ def guide(velocity: jax.Array, guidance) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------- sampler
+def initial_noise(rng: jax.Array, batch: int, shape: tuple[int, ...]) -> jax.Array:
+  """float32 [batch, *shape] noise at t = 0.
+
+  `rng` is one key (the whole batch from one draw) or `batch` keys, one per row: then a
+  row's noise depends only on its own key, not on which rows share its batch or device
+  (the benchmark runner derives each image's key from its prompt and sample index).
+  """
+  if jnp.ndim(rng) == 1:
+    return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(rng)
+  return jax.random.normal(rng, (batch, *shape), jnp.float32)
+
+
 def sample_latents(model: janusflow.JanusFlow, params, prompt_ids, prompt_mask, rng,
                    num_steps, guidance, *, pad_id: int, solver: str = "euler") -> jax.Array:
   """Generates one latent per prompt row (pure; jit it, see `make_sampler`).
@@ -152,7 +164,7 @@ def sample_latents(model: janusflow.JanusFlow, params, prompt_ids, prompt_mask, 
     model: the JanusFlow module.
     params: its params (any float dtype; bfloat16 halves the bytes read per step).
     prompt_ids, prompt_mask: [B, Lp], BOS + prompt tokens, left-padded (mask False there).
-    rng: PRNG key for the initial noise.
+    rng: PRNG key for the initial noise, or [B] keys, one per row (`initial_noise`).
     num_steps: number of ODE steps (traced is fine).
     guidance: CFG weight w (1: conditional only; 0: unconditional only).
     pad_id: tokenizer pad id (unconditional rows).
@@ -164,8 +176,7 @@ def sample_latents(model: janusflow.JanusFlow, params, prompt_ids, prompt_mask, 
   b = prompt_ids.shape[0]
   ids, mask = cfg_prompt_rows(prompt_ids, prompt_mask, pad_id)
   cache, key_valid = prefill_prompt(model, params, ids, mask)
-  z0 = jax.random.normal(rng, (b, cfg.latent_size, cfg.latent_size,
-                               cfg.gen_encoder.in_channels), jnp.float32)
+  z0 = initial_noise(rng, b, (cfg.latent_size, cfg.latent_size, cfg.gen_encoder.in_channels))
 
   def velocity_fn(z, t, cache):
     z2 = jnp.concatenate([z, z], axis=0)

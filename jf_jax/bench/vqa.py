@@ -1,0 +1,181 @@
+"""VQA answers in LLaVA's `model_vqa` format.
+
+In: a JSONL of {"question_id", "image" (a path under --image_root), "text"} (LLaVA's
+question files for POPE, MME, GQA, VQAv2, ...). Out: OUT/answers.jsonl, one
+{"question_id", "prompt", "text", "answer_id", "model_id", "metadata"} a line, which
+LLaVA's per-benchmark conversion and scoring scripts read. Decoding is greedy by default.
+
+Every question is padded to the longest prompt of the file; with greedy decoding and a
+fixed per-device batch the answers do not depend on the device count. With
+--temperature > 0 each batch draws from fold_in(key(seed), batch number), so sampled
+answers depend on the batch layout. With several processes each writes
+answers.<process>-of-<count>.jsonl (concatenate them).
+"""
+
+import argparse
+import json
+import os
+import uuid
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from jf_jax.bench import devices
+from jf_jax.bench import inputs_io
+from jf_jax.data import packing
+from jf_jax.data import preprocess
+from jf_jax.data import records
+from jf_jax.inference import inputs
+from jf_jax.inference import loader
+from jf_jax.sampling import text as text_sampling
+
+HELP = "LLaVA model_vqa answers: OUT/answers.jsonl"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--questions", required=True,
+                      help="JSONL of {question_id, image, text} (LLaVA model_vqa input)")
+  parser.add_argument("--image_root", required=True, help="folder the 'image' paths are in")
+  parser.add_argument("--answers", default="answers.jsonl", help="answers file under --out")
+  parser.add_argument("--model_id", default=None,
+                      help="'model_id' of each answer (default: the checkpoint's name)")
+  parser.add_argument("--max_new_tokens", type=int, default=128)
+  parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+  parser.add_argument("--top_p", type=float, default=1.0)
+
+
+def read_questions(path: str, image_root: str) -> list[dict]:
+  """The valid question lines (with an id, a non-empty text and an existing image)."""
+  questions, seen = [], set()
+  for number, entry in inputs_io.jsonl_lines(path):
+    problem = None
+    if "question_id" not in entry:
+      problem = "no 'question_id'"
+    elif entry["question_id"] in seen:
+      problem = f"question_id {entry['question_id']!r} again"
+    elif inputs_io.text_field(entry, "text") is None:
+      problem = "empty question ('text')"
+    elif inputs_io.text_field(entry, "image") is None:
+      problem = "no 'image'"
+    elif not os.path.isfile(os.path.join(image_root, entry["image"])):
+      problem = f"image {os.path.join(image_root, entry['image'])} does not exist"
+    if problem:
+      inputs_io.skip(path, f"line {number}", problem)
+      continue
+    seen.add(entry["question_id"])
+    questions.append(entry)
+  return questions
+
+
+def answers_path(args) -> str:
+  if jax.process_count() == 1:
+    return os.path.join(args.out, args.answers)
+  stem, ext = os.path.splitext(args.answers)
+  return os.path.join(args.out,
+                      f"{stem}.{jax.process_index()}-of-{jax.process_count()}{ext}")
+
+
+def model_id(args) -> str:
+  return args.model_id or os.path.basename(os.path.normpath(args.checkpoint))
+
+
+def task_settings(args) -> dict:
+  return {"questions": os.path.abspath(args.questions),
+          "image_root": os.path.abspath(args.image_root), "model_id": model_id(args),
+          "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+          "top_p": args.top_p}
+
+
+def answered(path: str) -> set:
+  """question_ids already in an answers file (a last line cut short by a killed run is
+  dropped first, so the file stays valid JSONL)."""
+  if not os.path.exists(path):
+    return set()
+  with open(path, "rb+") as f:
+    data = f.read()
+    if data and not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)
+  return {entry["question_id"] for _, entry in inputs_io.jsonl_lines(path)
+          if "question_id" in entry}
+
+
+def left_pad(rows: dict[str, np.ndarray], seq: int, pad_id: int) -> dict[str, np.ndarray]:
+  """Left-pads `inputs.understanding_prompts` rows to `seq` columns."""
+  extra = seq - rows["ids"].shape[1]
+  width = ((0, 0), (extra, 0))
+  return {"ids": np.pad(rows["ids"], width, constant_values=pad_id),
+          "valid": np.pad(rows["valid"], width), "image_mask": np.pad(rows["image_mask"], width),
+          "images": rows["images"]}
+
+
+def make_answer_fn(loaded: loader.Loaded, max_new_tokens: int, mesh: jax.sharding.Mesh):
+  """fn(params, ids, valid, images, image_mask, rng, temperature, top_p) -> (tokens,
+  lengths), rows split over the mesh's devices."""
+  decode = text_sampling.make_decode_fn(loaded.model, max_new_tokens=max_new_tokens)
+  eos, pad = loaded.tok.eos_id, loaded.tok.pad_id
+
+  def answer(params, ids, valid, images, image_mask, rng, temperature, top_p):
+    return decode(params, ids, valid, rng, eos, pad, temperature, top_p, images, image_mask)
+
+  return devices.per_device(answer, mesh, (False, True, True, True, True, False, False, False))
+
+
+def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh, batch_per_device: int,
+        seed: int) -> None:
+  if args.max_new_tokens < 1:
+    raise ValueError(f"--max_new_tokens={args.max_new_tokens} must be >= 1")
+  questions = read_questions(args.questions, args.image_root)
+  if not questions:
+    return
+  cfg, tok = loaded.cfg, loaded.tok
+  seq = max(len(packing.und_prompt_ids(tok, q["text"], cfg.und_encoder.num_patches,
+                                       loaded.system_prompt)[0]) for q in questions)
+  path = answers_path(args)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if args.overwrite and os.path.exists(path):
+    os.remove(path)
+  done = answered(path)
+  todo = [q for q in devices.process_share(questions) if q["question_id"] not in done]
+  if not todo:
+    return
+  fn = make_answer_fn(loaded, args.max_new_tokens, mesh)
+  params = devices.replicate(loaded.params, mesh)
+  size = batch_per_device * mesh.size
+  settings = (jnp.float32(args.temperature), jnp.float32(args.top_p))
+  bar = tqdm.tqdm(total=len(todo), unit="q", dynamic_ncols=True,
+                  disable=jax.process_index() != 0)
+  for number, (lo, hi) in enumerate(devices.batches(len(todo), size)):
+    batch, pixels = [], []
+    for q in todo[lo:hi]:
+      try:
+        pixels.append(preprocess.load_image(os.path.join(args.image_root, q["image"])))
+        batch.append(q)
+      except records.BadExample as e:
+        inputs_io.skip(args.questions, f"question_id {q['question_id']!r}", str(e))
+    if batch:
+      rows = left_pad(inputs.understanding_prompts(tok, cfg, [q["text"] for q in batch],
+                                                   pixels, loaded.system_prompt),
+                      seq, tok.pad_id)
+      rows = {k: devices.shard_rows(devices.pad_rows(v, size), mesh) for k, v in rows.items()}
+      tokens, lengths = jax.device_get(fn(
+          params, rows["ids"], rows["valid"], rows["images"], rows["image_mask"],
+          jax.random.fold_in(jax.random.key(seed), number), *settings))
+      with open(path, "a", encoding="utf-8") as f:
+        for r, q in enumerate(batch):
+          f.write(json.dumps(_answer_line(args, q, tok.decode(
+              tokens[r, :lengths[r]].tolist()).strip())) + "\n")
+    bar.update(hi - lo)
+    if args.stop_after is not None and hi >= args.stop_after:
+      break
+  bar.close()
+
+
+def _answer_line(args, question: dict, text: str) -> dict:
+  """One answer as LLaVA's model_vqa writes it (answer_id: stable across reruns)."""
+  mid = model_id(args)
+  return {"question_id": question["question_id"], "prompt": question["text"], "text": text,
+          "answer_id": uuid.uuid5(uuid.NAMESPACE_URL,
+                                  f"{mid}/{question['question_id']}").hex[:22],
+          "model_id": mid, "metadata": {}}
