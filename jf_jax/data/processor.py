@@ -9,8 +9,8 @@ normalises them on the accelerators (`device_inputs.py`).
 
 Generation runs in pixel space (`config.data.gen_space = "pixel"`): the latent is the image
 itself (in [-1, 1] once normalised), so `model.gen_encoder.in_channels` must be 3 and
-`latent_size` the image size. SDXL-VAE latents (the 1.3B model) need an encoder that is not part of this
-pipeline; that setting is rejected here with a message.
+`latent_size` the image size. SDXL-VAE latents (the 1.3B model) need an encoder that is
+not part of this pipeline; that setting is rejected here with a message.
 """
 
 from typing import Any
