@@ -180,7 +180,7 @@ def test_train_state_shardings_follow_params_with_frozen_towers():
   mesh = mesh_lib.make_mesh(_mesh_config(data=1, fsdp=4, tensor=2))
   rules = rules_lib.default_rules()
   abstract_params = nn.unbox(janusflow.abstract_params(model))["params"]
-  tx, mask = optim.make_optimizer(loop.optim_config(config), abstract_params)
+  tx, mask = optim.make_optimizer(optim.from_config(config), abstract_params)
   abstract, sh = state_lib.state_shardings(model, tx, mesh, rules, use_ema=True)
   is_masked = lambda x: isinstance(x, optax.MaskedNode)
   trainable = jax.tree.leaves(mask)

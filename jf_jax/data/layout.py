@@ -5,7 +5,7 @@ and `gen_rows` generation examples (the stage's mixture ratio), each padded to f
 lengths with masks, so the jitted step never recompiles. Keys and shapes:
 
   und_ids        [und_rows, und_seq] int32   tokens (image slots hold placeholder ids)
-  und_images     [und_rows, 1, S, S, 3] f32  SigLIP-normalised images (S = und image size)
+  und_images     [und_rows, 1, S, S, 3] uint8  images for SigLIP (S = und image size)
   und_image_mask [und_rows, und_seq] bool    <begin_of_image> + placeholder positions
   und_valid      [und_rows, und_seq] bool    attention (key padding) mask
   und_targets    [und_rows, und_seq] int32   next token at each position
@@ -13,9 +13,14 @@ lengths with masks, so the jitted step never recompiles. Keys and shapes:
   text_ids / text_valid / text_targets / text_weights   [text_rows, text_seq]
   gen_prompt_ids  [gen_rows, prompt_len] int32  BOS + prompt, left-padded
   gen_prompt_mask [gen_rows, prompt_len] bool
-  gen_latents     [gen_rows, L, L, C] f32   clean (scaled) latents x_res
-  gen_images      [gen_rows, S, S, 3] f32   the same image for SigLIP (REPA target)
+  gen_latents     [gen_rows, L, L, C] f32   clean (scaled) latents x_res; in pixel space
+                                            (C = 3) the image itself, uint8
+  gen_images      [gen_rows, S, S, 3] uint8 the same image for SigLIP (REPA target)
   gen_weights     [gen_rows] f32            1 for real rows, 0 for padding rows
+
+Images travel as uint8 pixels (4x less to build, copy between processes and send to the
+accelerators than float32); the train step turns them into the float32 model inputs
+(SigLIP-normalised, pixel latents in [-1, 1]) on the devices (`device_inputs.py`).
 """
 
 from typing import Any
@@ -26,21 +31,28 @@ import numpy as np
 from jf_jax.models.config import JanusFlowConfig
 
 
+def pixel_latents(cfg: JanusFlowConfig) -> bool:
+  """Whether generation latents are RGB pixels (pixel space, 3 channels: `processor.py`
+  requires them for `config.data.gen_space="pixel"`) and so travel as uint8."""
+  return cfg.gen_encoder.in_channels == 3
+
+
 def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig) -> dict[str, tuple[tuple[int, ...], Any]]:
   """Key -> (shape, numpy dtype) of a global batch."""
   u, t, g = batch_cfg.und_rows, batch_cfg.text_rows, batch_cfg.gen_rows
   s = cfg.und_encoder.image_size
   lat = cfg.latent_size
+  latent_dtype = np.uint8 if pixel_latents(cfg) else np.float32
   us, ts, pl = batch_cfg.und_seq_len, batch_cfg.text_seq_len, batch_cfg.gen_prompt_len
   return {
-      "und_ids": ((u, us), np.int32), "und_images": ((u, 1, s, s, 3), np.float32),
+      "und_ids": ((u, us), np.int32), "und_images": ((u, 1, s, s, 3), np.uint8),
       "und_image_mask": ((u, us), np.bool_), "und_valid": ((u, us), np.bool_),
       "und_targets": ((u, us), np.int32), "und_weights": ((u, us), np.float32),
       "text_ids": ((t, ts), np.int32), "text_valid": ((t, ts), np.bool_),
       "text_targets": ((t, ts), np.int32), "text_weights": ((t, ts), np.float32),
       "gen_prompt_ids": ((g, pl), np.int32), "gen_prompt_mask": ((g, pl), np.bool_),
-      "gen_latents": ((g, lat, lat, cfg.gen_encoder.in_channels), np.float32),
-      "gen_images": ((g, s, s, 3), np.float32), "gen_weights": ((g,), np.float32),
+      "gen_latents": ((g, lat, lat, cfg.gen_encoder.in_channels), latent_dtype),
+      "gen_images": ((g, s, s, 3), np.uint8), "gen_weights": ((g,), np.float32),
   }
 
 
@@ -91,7 +103,9 @@ def check_batch(batch: dict, batch_cfg: Any, cfg: JanusFlowConfig) -> None:
   missing = sorted(set(expected) - set(batch))
   if missing:
     raise ValueError(f"batch is missing keys {missing}")
-  for key, (shape, _) in expected.items():
+  for key, (shape, dtype) in expected.items():
     if tuple(batch[key].shape) != shape:
       raise ValueError(f"batch[{key!r}] has shape {tuple(batch[key].shape)}, expected {shape} "
                        "(from config.batch and config.model)")
+    if batch[key].dtype != dtype:
+      raise ValueError(f"batch[{key!r}] is {batch[key].dtype}, expected {np.dtype(dtype)}")

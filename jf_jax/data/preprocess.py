@@ -7,7 +7,10 @@
   tiny configs generate in pixel space, so the "latent" is that crop scaled to [-1, 1];
   the REPA target (`gen_images`) is the same crop SigLIP-normalised at S.
 
-Every function takes and returns numpy; uint8 [H, W, 3] images in, float32 out.
+Every function takes uint8 [H, W, 3] numpy images. The training pipeline stops at the
+uint8 resize/pad/crop; the normalisations (`siglip_normalize`, `to_pixel_latent`, uint8
+in, float32 out) also accept jax arrays, and the train step applies them on the
+accelerators (`device_inputs.py`). Host-side users (inference) call `und_image`.
 """
 
 import io

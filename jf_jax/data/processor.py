@@ -4,11 +4,13 @@
 task prefix (und: ids, images [1, S, S, 3], image_mask, valid, targets, weights; text: ids,
 valid, targets, weights; gen: prompt_ids, prompt_mask, latents [L, L, C], images
 [S, S, 3]) or raises `BadExample`. S = `model.und_encoder.image_size`, L = `model.latent_size`.
+Images stay uint8 pixels (SigLIP's grey-padded square, the centre crops): the train step
+normalises them on the accelerators (`device_inputs.py`).
 
 Generation runs in pixel space (`config.data.gen_space = "pixel"`): the latent is the image
-itself in [-1, 1], so `model.gen_encoder.in_channels` must be 3 and `latent_size` the
-image size. SDXL-VAE latents (the 1.3B model) need an encoder that is not part of this
-pipeline; that setting is rejected here with a message.
+itself (in [-1, 1] once normalised), so `model.gen_encoder.in_channels` must be 3 and
+`latent_size` the image size. SDXL-VAE latents (the 1.3B model) need an encoder that is
+not part of this pipeline; that setting is rejected here with a message.
 """
 
 from typing import Any
@@ -52,24 +54,24 @@ class RowBuilder:
       turns = [(as_text(q), as_text(a)) for q, a in record.get("turns", ())]
       row = packing.pack_und(self.tok, turns, self.num_patches, self.seq["und"],
                              self.system_prompt)
-      row["images"] = preprocess.und_image(self._image(record.get("image")), self.und_size)[None]
+      row["images"] = preprocess.pad_to_square(self._image(record.get("image")),
+                                               self.und_size)[None]
       return row
     if task == "gen":
       row = packing.pack_gen(self.tok, as_text(record.get("caption")), self.seq["gen"])
       image = self._image(record.get("image"))
-      row["latents"] = preprocess.to_pixel_latent(
-          preprocess.center_crop(image, self.latent_size))
-      row["images"] = preprocess.siglip_normalize(preprocess.center_crop(image, self.und_size))
+      row["latents"] = preprocess.center_crop(image, self.latent_size)
+      row["images"] = preprocess.center_crop(image, self.und_size)
       return row
     raise ValueError(f"unknown task {task!r}")
 
   def padding(self, task: str) -> dict[str, np.ndarray]:
-    """The zero-weight row that replaces a skipped example."""
+    """The zero-weight row that replaces a skipped example (black images)."""
     row = packing.padding_row(task, self.tok, self.seq[task])
     s, lat = self.und_size, self.latent_size
     if task == "und":
-      row["images"] = np.zeros((1, s, s, 3), np.float32)
+      row["images"] = np.zeros((1, s, s, 3), np.uint8)
     if task == "gen":
-      row["latents"] = np.zeros((lat, lat, self.cfg.gen_encoder.in_channels), np.float32)
-      row["images"] = np.zeros((s, s, 3), np.float32)
+      row["latents"] = np.zeros((lat, lat, self.cfg.gen_encoder.in_channels), np.uint8)
+      row["images"] = np.zeros((s, s, 3), np.uint8)
     return row

@@ -3,7 +3,8 @@
 Deterministic in (seed, step). Content is random but well formed: understanding rows are
 [BOS, prompt, BOI, placeholders, EOI, question, answer, EOS, pad...] with loss only on the
 answer and EOS; text rows are fully supervised up to their random length; generation rows
-have a left-padded prompt and random latents/images.
+have a left-padded prompt and random latents/images (uniform uint8 pixels where the layout
+holds pixels, standard-normal float latents otherwise).
 """
 
 from typing import Any
@@ -76,15 +77,19 @@ def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: 
   text_ids, text_weights = _text_rows(rng, t, ts, tok, vocab)
   g, pl = shapes["gen_prompt_ids"][0]
   gen_ids, gen_mask = _gen_rows(rng, g, pl, tok, vocab)
-  normal = lambda key: rng.standard_normal(shapes[key][0]).astype(np.float32)
+  def random(key):
+    shape, dtype = shapes[key]
+    if dtype == np.uint8:
+      return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape).astype(dtype)
   return {
-      "und_ids": und_ids, "und_images": normal("und_images"),
+      "und_ids": und_ids, "und_images": random("und_images"),
       "und_image_mask": und_image_mask, "und_valid": und_ids != tok.pad_id,
       "und_targets": _shift(und_ids, tok.pad_id), "und_weights": und_weights,
       "text_ids": text_ids, "text_valid": text_ids != tok.pad_id,
       "text_targets": _shift(text_ids, tok.pad_id), "text_weights": text_weights,
       "gen_prompt_ids": gen_ids, "gen_prompt_mask": gen_mask,
-      "gen_latents": normal("gen_latents"), "gen_images": normal("gen_images"),
+      "gen_latents": random("gen_latents"), "gen_images": random("gen_images"),
       "gen_weights": np.ones((g,), np.float32),
   }
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jf_jax.data import device_inputs
 from jf_jax.losses import flow
 from jf_jax.losses import next_token
 from jf_jax.losses import repa as repa_loss
@@ -155,6 +156,8 @@ def make_train_step(model, tx, trainable_mask, config):
     return loss, {**sums, "und": und, "text": text}
 
   def train_step(state: TrainState, batch):
+    # uint8 images -> float32 model inputs, here on the devices (`data/device_inputs.py`).
+    batch = device_inputs.normalize(batch)
     rng = jax.random.fold_in(state.rng, state.step)
     denom = loss_denominators(batch, cfg)
     batch = draw_generation_noise(rng, batch, loss_cfg, pad_id)
