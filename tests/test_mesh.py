@@ -16,7 +16,6 @@ from jf_jax.models import janusflow
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.parallel import partition
 from jf_jax.parallel import rules as rules_lib
-from jf_jax.train import loop
 from jf_jax.train import optim
 from jf_jax.train import state as state_lib
 
