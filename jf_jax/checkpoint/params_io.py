@@ -3,6 +3,10 @@
 Layout of a params directory:
   DIR/params/        Orbax StandardCheckpointer tree of the model params (scanned layout)
   DIR/model.json     the model config it was written for
+
+Leaves may be stored narrower than the config's `param_dtype` (a converted bf16 release
+keeps its bf16 values, exactly); restoring into a target of `jax.ShapeDtypeStruct`s casts
+each leaf to the target's dtype.
 """
 
 import json
