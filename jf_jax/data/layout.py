@@ -16,6 +16,10 @@ lengths with masks, so the jitted step never recompiles. Keys and shapes:
   gen_latents     [gen_rows, L, L, C] f32   clean (scaled) latents x_res
   gen_images      [gen_rows, S, S, 3] f32   the same image for SigLIP (REPA target)
   gen_weights     [gen_rows] f32            1 for real rows, 0 for padding rows
+
+In latent space (`config.data.gen_space = "sdxl_vae"`) the train step encodes the images
+itself (`train/latents.py`): `gen_latents` and `gen_images` are replaced by
+  gen_pixels      [gen_rows, P, P, 3] f32   the centre crop in [-1, 1], P = L x VAE factor
 """
 
 from typing import Any
@@ -23,16 +27,34 @@ from typing import Any
 import jax
 import numpy as np
 
+from jf_jax.models import vae
 from jf_jax.models.config import JanusFlowConfig
 
+GEN_SPACES = ("pixel", "sdxl_vae")
 
-def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """Key -> (shape, numpy dtype) of a global batch."""
+
+def gen_pixel_size(config: Any, cfg: JanusFlowConfig) -> int:
+  """P, the side of the generation images the step encodes; 0 in pixel space (the batch
+  then holds the latents themselves). Raises naming the key on a bad `gen_space`."""
+  space = config.data.get("gen_space", "pixel")
+  if space not in GEN_SPACES:
+    raise ValueError(f"config.data.gen_space={space!r}; expected one of {GEN_SPACES}")
+  if space == "pixel":
+    return 0
+  if config.get("vae") is None:
+    raise ValueError("config.data.gen_space='sdxl_vae' needs config.vae (at least "
+                     "config.vae.path: the diffusers-layout SDXL-VAE directory)")
+  return cfg.latent_size * vae.config_from_dict(config.vae).downsample_factor
+
+
+def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig, gen_pixels: int = 0
+                 ) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """Key -> (shape, numpy dtype) of a global batch (`gen_pixels` = `gen_pixel_size`)."""
   u, t, g = batch_cfg.und_rows, batch_cfg.text_rows, batch_cfg.gen_rows
   s = cfg.und_encoder.image_size
   lat = cfg.latent_size
   us, ts, pl = batch_cfg.und_seq_len, batch_cfg.text_seq_len, batch_cfg.gen_prompt_len
-  return {
+  shapes = {
       "und_ids": ((u, us), np.int32), "und_images": ((u, 1, s, s, 3), np.float32),
       "und_image_mask": ((u, us), np.bool_), "und_valid": ((u, us), np.bool_),
       "und_targets": ((u, us), np.int32), "und_weights": ((u, us), np.float32),
@@ -42,11 +64,16 @@ def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig) -> dict[str, tuple[tuple[
       "gen_latents": ((g, lat, lat, cfg.gen_encoder.in_channels), np.float32),
       "gen_images": ((g, s, s, 3), np.float32), "gen_weights": ((g,), np.float32),
   }
+  if gen_pixels:
+    del shapes["gen_latents"], shapes["gen_images"]
+    shapes["gen_pixels"] = ((g, gen_pixels, gen_pixels, 3), np.float32)
+  return shapes
 
 
-def abstract_batch(batch_cfg: Any, cfg: JanusFlowConfig) -> dict[str, jax.ShapeDtypeStruct]:
+def abstract_batch(batch_cfg: Any, cfg: JanusFlowConfig, gen_pixels: int = 0
+                   ) -> dict[str, jax.ShapeDtypeStruct]:
   return {k: jax.ShapeDtypeStruct(shape, dtype)
-          for k, (shape, dtype) in batch_shapes(batch_cfg, cfg).items()}
+          for k, (shape, dtype) in batch_shapes(batch_cfg, cfg, gen_pixels).items()}
 
 
 def rows_per_task(batch_cfg: Any) -> dict[str, int]:
@@ -75,9 +102,10 @@ def rows_at(batch_cfg: Any, step: int) -> dict[str, int]:
   return rows_per_task(batch_cfg.switch if start and step >= start else batch_cfg)
 
 
-def check_batch(batch: dict, batch_cfg: Any, cfg: JanusFlowConfig) -> None:
+def check_batch(batch: dict, batch_cfg: Any, cfg: JanusFlowConfig, gen_pixels: int = 0
+                ) -> None:
   """Raises naming the key when a batch does not have the configured layout."""
-  expected = batch_shapes(batch_cfg, cfg)
+  expected = batch_shapes(batch_cfg, cfg, gen_pixels)
   missing = sorted(set(expected) - set(batch))
   if missing:
     raise ValueError(f"batch is missing keys {missing}")

@@ -36,7 +36,8 @@ class SyntheticSource:
 
   def __next__(self) -> dict[str, np.ndarray]:
     batch = synthetic.make_batch(self._batch_cfg, self._config.tokens, self._cfg,
-                                 self._config.seed, self._step)
+                                 self._config.seed, self._step,
+                                 layout.gen_pixel_size(self._config, self._cfg))
     self._step += 1
     return {k: _process_rows(v, self._index, self._count) for k, v in batch.items()}
 

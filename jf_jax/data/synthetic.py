@@ -64,11 +64,12 @@ def _gen_rows(rng, b, prompt_len, tok, vocab):
   return ids, mask
 
 
-def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: int
-               ) -> dict[str, np.ndarray]:
-  """One global batch (numpy) with the layout of `layout.batch_shapes`."""
+def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: int,
+               gen_pixels: int = 0) -> dict[str, np.ndarray]:
+  """One global batch (numpy) with the layout of `layout.batch_shapes` (generation images
+  uniform in [-1, 1] when `gen_pixels`: latent space, the step encodes them)."""
   rng = np.random.default_rng([seed, step])
-  shapes = layout.batch_shapes(batch_cfg, cfg)
+  shapes = layout.batch_shapes(batch_cfg, cfg, gen_pixels)
   vocab = min(cfg.llm.vocab_size, tok.get("synthetic_vocab", cfg.llm.vocab_size))
   u, us = shapes["und_ids"][0]
   und_ids, und_image_mask, und_weights = _und_rows(rng, u, us, cfg.num_und_tokens, tok, vocab)
@@ -77,16 +78,20 @@ def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: 
   g, pl = shapes["gen_prompt_ids"][0]
   gen_ids, gen_mask = _gen_rows(rng, g, pl, tok, vocab)
   normal = lambda key: rng.standard_normal(shapes[key][0]).astype(np.float32)
-  return {
+  batch = {
       "und_ids": und_ids, "und_images": normal("und_images"),
       "und_image_mask": und_image_mask, "und_valid": und_ids != tok.pad_id,
       "und_targets": _shift(und_ids, tok.pad_id), "und_weights": und_weights,
       "text_ids": text_ids, "text_valid": text_ids != tok.pad_id,
       "text_targets": _shift(text_ids, tok.pad_id), "text_weights": text_weights,
       "gen_prompt_ids": gen_ids, "gen_prompt_mask": gen_mask,
-      "gen_latents": normal("gen_latents"), "gen_images": normal("gen_images"),
       "gen_weights": np.ones((g,), np.float32),
   }
+  if gen_pixels:
+    batch["gen_pixels"] = rng.uniform(-1, 1, shapes["gen_pixels"][0]).astype(np.float32)
+  else:
+    batch.update(gen_latents=normal("gen_latents"), gen_images=normal("gen_images"))
+  return batch
 
 
 def batches(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, start_step: int = 0
