@@ -139,7 +139,8 @@ def load_image_decoder(config, cfg: model_config.JanusFlowConfig, checkpoint: st
     params = {}
   else:
     vcfg = vcfg or vae_lib.VAEConfig()
-    path = vae_flag or os.path.join(checkpoint, "vae")
+    # --vae, else the run's own config.vae.path (a latent-space run), else DIR/vae.
+    path = vae_flag or (config.get("vae") or {}).get("path") or os.path.join(checkpoint, "vae")
     if not os.path.exists(path):
       raise FileNotFoundError(
           f"no VAE at {path}: this model generates SDXL-VAE latents; pass --vae DIR "

@@ -38,6 +38,17 @@ def peak_memory_gib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _move_to_device(tree: dict) -> None:
+  """numpy leaves -> jax arrays in place, each numpy buffer freed as it is replaced:
+  Orbax writes jax arrays with less staging memory than numpy ones."""
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      _move_to_device(value)
+    else:
+      tree[key] = jax.device_put(value)
+      del value
+
+
 def official_to_ours(src: str, dst: str, config, seed: int = 0, overwrite: bool = False):
   """Reads official safetensors from `src`, writes an Orbax params checkpoint to `dst`.
 
@@ -54,8 +65,8 @@ def official_to_ours(src: str, dst: str, config, seed: int = 0, overwrite: bool 
   leaves = jax.tree.leaves(params)
   print(f"read {sum(x.size for x in leaves):,} params from {src} in {time.time() - t0:.1f}s "
         f"(stored as {sorted({str(x.dtype) for x in leaves})})", flush=True)
-  params["repa_projector"] = jax.tree.map(
-      np.asarray, params_io.init_repa_projector(cfg, jax.random.key(seed)))
+  _move_to_device(params)
+  params["repa_projector"] = params_io.init_repa_projector(cfg, jax.random.key(seed))
   params_io.save_params(dst, params, config.model.to_dict(), overwrite=overwrite)
   print(f"wrote {dst} in {time.time() - t0:.1f}s; peak resident memory "
         f"{peak_memory_gib():.2f} GiB", flush=True)
