@@ -229,3 +229,40 @@ def test_sample_and_mean_modes_differ_only_by_the_posterior_noise(vae_dir):
                              atol=1e-6)
   assert float(jnp.abs(sampled["gen_latents"] - mean["gen_latents"]).max()) > 1e-3
   assert mean["gen_images"].shape == (2, 32, 32, 3)
+
+
+def test_vae_flops_count_matches_the_compiled_encoder():
+  # The analytic count (tools/flops.py) against XLA's own count of the compiled encoder.
+  from jf_jax.checkpoint import vae_map  # pylint: disable=g-import-not-at-top
+  from jf_jax.models import vae  # pylint: disable=g-import-not-at-top
+  from jf_jax.tools import flops  # pylint: disable=g-import-not-at-top
+  vcfg = vae.config_from_dict(SMALL_SDXL)
+  module = vae.make_vae(vcfg, dtype=jnp.float32)
+  abstract = vae_map.abstract_params(vcfg)
+  images = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  compiled = jax.jit(lambda p, x: module.apply({"params": p}, x, method="encode")).lower(
+      abstract, images).compile()
+  xla = float(compiled.cost_analysis()["flops"])
+  ours = flops.vae_encode_flops(abstract, 64)
+  print(f"VAE encoder FLOPs at 64 px: ours {ours:.4e}, XLA {xla:.4e}")
+  assert abs(ours - xla) <= 0.03 * xla
+
+
+def test_finetune_recipe_plans_at_full_size():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "janusflow_1p3b_finetune.py")
+  spec = importlib.util.spec_from_file_location("finetune_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  assert (config.stage, config.data.source, config.data.gen_space) == (3, "files", "sdxl_vae")
+  s = loop.plan(config)  # shapes only: the 1.3B model over the 8 fake devices
+  # The SigLIP input of the REPA target is the VAE's own 384 px crop, unresized.
+  assert s.encoder.pixel_size == s.encoder.und_size == 384
+  assert s.encoder.latent_mode == "sample" and s.cfg.dtype == jnp.bfloat16
+  abstract = latents.abstract_params(s.encoder)
+  assert {x.dtype for x in jax.tree.leaves(abstract)} == {jnp.dtype(jnp.bfloat16)}
+  # The encoder half only (the decoder is never read by the step).
+  assert sorted(abstract) == ["encoder", "quant_conv"]
+  print(f"VAE params in the step: {sum(x.size for x in jax.tree.leaves(abstract)):,}")
