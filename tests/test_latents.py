@@ -13,8 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL as TorchAutoencoderKL
-from PIL import Image
 
 from jf_jax import config_defaults
 from jf_jax.data import layout
@@ -27,28 +25,10 @@ from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.parallel import rules as rules_lib
 from jf_jax.train import latents
 from jf_jax.train import loop
+from release_fixtures import SMALL_SDXL
+from release_fixtures import write_diffusers_vae
 
 ATOL = 1e-4
-# The SDXL-VAE's layout at 1/16 of its widths.
-SMALL_SDXL = dict(block_out_channels=(8, 16, 32, 32), layers_per_block=2, norm_num_groups=4)
-
-
-def write_diffusers_vae(directory, seed: int = 0, **sizes) -> TorchAutoencoderKL:
-  """A random diffusers AutoencoderKL (every tensor random, norms included), saved with
-  `save_pretrained` into `directory`; returns the torch model."""
-  sizes = {**SMALL_SDXL, **sizes}
-  n = len(sizes["block_out_channels"])
-  torch.manual_seed(seed)
-  model = TorchAutoencoderKL(
-      in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-      up_block_types=("UpDecoderBlock2D",) * n, latent_channels=4,
-      scaling_factor=0.13025, **sizes).eval()
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if "norm" in name:
-        p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
-  model.save_pretrained(str(directory), safe_serialization=True)
-  return model
 
 
 def latent_config(vae_path: str, **batch):
