@@ -28,7 +28,9 @@ FLOPs are reported apart (`vae_encode`, forward only) and counted in the total.
 instead of reading `config.vae.path` (nothing to download).
 """
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -102,6 +104,7 @@ def main(argv):
   if _RANDOM_VAE.value and config.get("vae") is not None:
     config.vae.path = tempfile.mkdtemp(prefix="jf_random_vae_")
     _write_random_vae(config, config.vae.path)
+    atexit.register(shutil.rmtree, config.vae.path, ignore_errors=True)
   t0 = time.perf_counter()
   s = loop.setup(config)
   source = pipeline.make_source(config, s.cfg)
