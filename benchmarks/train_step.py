@@ -10,6 +10,8 @@ devices.
       --config.batch.und_seq_len=640 --config.batch.text_seq_len=640 \
       --config.batch.gen_prompt_len=64 --config.model.llm.remat_policy=minimal  # 1.3B, 1 GPU
   bash benchmarks/gpu_train_step.sh OUTDIR   # the GPU rows of docs/benchmarks.md
+  python benchmarks/train_step.py --config configs/janusflow_1p3b_finetune.py \
+      --config.data.source=synthetic --random_vae ...  # + the on-device SDXL-VAE encoding
   python benchmarks/train_step.py ... --profile_dir /tmp/prof   # + where the time goes:
   python benchmarks/trace_summary.py /tmp/prof --steps 3 --thread Stream
 
@@ -19,11 +21,18 @@ trained towers, x 2 for frozen towers gradients pass through, x 1 behind stop_gr
 attention over the full padded length; no remat recompute). Peak: bf16 dense per device
 from `jf_jax/tools/chips.py`, or --peak_tflops (CPU has none: MFU is printed only with the flag).
 Tokens/s counts LLM tokens of valid (unpadded) positions, as the training logs do;
-images/s counts understanding images + generation rows.
+images/s counts understanding images + generation rows. A latent-space config
+(`data.gen_space = "sdxl_vae"`) encodes the generation images inside the step; its VAE
+FLOPs are reported apart (`vae_encode`, forward only) and counted in the total.
+--random_vae writes random SDXL-VAE weights of the config's sizes to a temp directory
+instead of reading `config.vae.path` (nothing to download).
 """
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 from absl import app
@@ -34,9 +43,14 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from jf_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jf_jax.checkpoint import convert_hf  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jf_jax.checkpoint import vae_map  # pylint: disable=wrong-import-position
+from jf_jax.data import layout  # pylint: disable=wrong-import-position
+from jf_jax.data import pipeline  # pylint: disable=wrong-import-position
+from jf_jax.models import vae as vae_lib  # pylint: disable=wrong-import-position
 from jf_jax.tools import chips  # pylint: disable=wrong-import-position
 from jf_jax.tools import flops as flops_lib  # pylint: disable=wrong-import-position
+from jf_jax.train import latents  # pylint: disable=wrong-import-position
 from jf_jax.train import loop  # pylint: disable=wrong-import-position
 from jf_jax.train import step as step_lib  # pylint: disable=wrong-import-position
 
@@ -49,8 +63,20 @@ _PROFILE_DIR = flags.DEFINE_string(
     "profile_dir", "", "If set, trace --profile_steps more steps with jax.profiler (a "
     "Perfetto trace for benchmarks/trace_summary.py) after the timed ones.")
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 3, "Steps traced by --profile_dir.")
+_RANDOM_VAE = flags.DEFINE_bool("random_vae", False, "Latent-space configs: random VAE "
+                                 "weights instead of config.vae.path.")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device (0: from the "
                            "device kind; none for CPU).")
+
+
+def _write_random_vae(config, directory: str) -> None:
+  """Random weights of `config.vae`'s sizes in the diffusers layout, at `directory`."""
+  vcfg = vae_lib.config_from_dict(config.vae)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: (0.02 * rng.standard_normal(s.shape)).astype(np.float32),
+                        vae_map.abstract_params(vcfg))
+  convert_hf.save_state_dict(vae_map.to_state_dict(params, vcfg), directory,
+                             vae_map.WEIGHTS_NAME)
 
 
 def _peak_tflops(device) -> float:
@@ -75,6 +101,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
+  if _RANDOM_VAE.value and config.get("vae") is not None:
+    config.vae.path = tempfile.mkdtemp(prefix="jf_random_vae_")
+    _write_random_vae(config, config.vae.path)
+    atexit.register(shutil.rmtree, config.vae.path, ignore_errors=True)
   t0 = time.perf_counter()
   s = loop.setup(config)
   source = pipeline.make_source(config, s.cfg)
@@ -99,7 +129,9 @@ def main(argv):
   step_s = float(np.median(times))
   if _PROFILE_DIR.value:
     state, metrics = _profile(s.step_fn, state, global_batches)
-  flops = flops_lib.train_step_flops(config, s.cfg, s.abstract.params, s.trainable_mask)
+  vae_params = latents.abstract_params(s.encoder) if s.encoder is not None else None
+  flops = flops_lib.train_step_flops(config, s.cfg, s.abstract.params, s.trainable_mask,
+                                     vae_params, layout.gen_pixel_size(config, s.cfg))
   device = jax.devices()[0]
   n = jax.device_count()
   peak = _peak_tflops(device)
@@ -114,6 +146,13 @@ def main(argv):
         f" max {max(times) * 1e3:.1f})")
   print(f"{tokens / step_s:,.0f} tokens/s, {images / step_s:,.1f} images/s; model FLOPs "
         f"{flops['total']:.3e} per step -> {achieved:.4f} TFLOP/s per device; MFU {mfu}")
+  if "vae_encode" in flops:
+    rest = flops["total"] - flops["vae_encode"]
+    print(f"VAE encoding ({b.gen_rows} images of {s.encoder.pixel_size} px, "
+          f"{s.encoder.latent_mode}): {flops['vae_encode']:.3e} FLOPs per step = "
+          f"{100 * flops['vae_encode'] / rest:.1f}% of the model's other {rest:.3e}; VAE "
+          f"params {sum(x.size for x in jax.tree.leaves(vae_params)):,} in "
+          f"{np.dtype(s.encoder.param_dtype).name} (replicated, not in the train state)")
   print(f"loss {float(metrics['loss']):.4f}")
 
 

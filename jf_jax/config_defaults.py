@@ -105,6 +105,20 @@ def data_defaults() -> ml_collections.ConfigDict:
   ))
 
 
+def vae_defaults() -> ml_collections.ConfigDict:
+  """`config.vae` of a latent-space run (`data.gen_space = "sdxl_vae"`).
+
+  The sizes are those of `stabilityai/sdxl-vae` (`models/vae.py` `VAEConfig`; any of its
+  fields may be set here); `path` is its diffusers-layout directory (config.json +
+  diffusion_pytorch_model.safetensors), read when training starts and by sample.py.
+  """
+  return ml_collections.ConfigDict(dict(
+      path="",
+      latent_mode="sample",    # training latent: posterior "sample" or "mean"
+      scaling_factor=0.13025,  # data latent = scaling_factor * VAE latent
+  ))
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything but the model sizes, with defaults; config files fill in `model`."""
   config = ml_collections.ConfigDict()

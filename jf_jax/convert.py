@@ -10,6 +10,7 @@ And back (training-only parameters are dropped):
 """
 
 import os
+import resource
 import time
 
 from absl import app
@@ -32,19 +33,43 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty destinat
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the REPA projector's initialisation.")
 
 
+def peak_memory_gib() -> float:
+  """Peak resident memory of this process so far (Linux `ru_maxrss` is in KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _move_to_device(tree: dict) -> None:
+  """numpy leaves -> jax arrays in place, each numpy buffer freed as it is replaced:
+  Orbax writes jax arrays with less staging memory than numpy ones."""
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      _move_to_device(value)
+    else:
+      tree[key] = jax.device_put(value)
+      del value
+
+
 def official_to_ours(src: str, dst: str, config, seed: int = 0, overwrite: bool = False):
-  """Reads official safetensors from `src`, writes an Orbax params checkpoint to `dst`."""
+  """Reads official safetensors from `src`, writes an Orbax params checkpoint to `dst`.
+
+  Tensor by tensor: each parameter is filled from the file one official tensor at a time,
+  and kept in the source's dtype when that is narrower than `param_dtype` (the bf16
+  release is stored as bf16, exactly; restoring into the float32 model casts back).
+  Besides Orbax's own copy while writing, the params are held once.
+  """
   cfg = model_config.from_config_dict(config.model)
   params_io._check_writable(os.path.abspath(dst), overwrite)  # fail before the slow read
   t0 = time.time()
-  state = convert_hf.load_state_dict(src)
-  print(f"read {len(state)} tensors ({sum(v.size for v in state.values()):,} params) "
-        f"from {src} in {time.time() - t0:.1f}s", flush=True)
-  params = convert_hf.to_params(state, cfg, params_io.abstract_params(cfg), source=src)
-  params["repa_projector"] = jax.tree.map(
-      np.asarray, params_io.init_repa_projector(cfg, jax.random.key(seed)))
+  params = convert_hf.read_official_params(src, cfg, params_io.abstract_params(cfg),
+                                           keep_narrower=True)
+  leaves = jax.tree.leaves(params)
+  print(f"read {sum(x.size for x in leaves):,} params from {src} in {time.time() - t0:.1f}s "
+        f"(stored as {sorted({str(x.dtype) for x in leaves})})", flush=True)
+  _move_to_device(params)
+  params["repa_projector"] = params_io.init_repa_projector(cfg, jax.random.key(seed))
   params_io.save_params(dst, params, config.model.to_dict(), overwrite=overwrite)
-  print(f"wrote {dst} ({time.time() - t0:.1f}s)", flush=True)
+  print(f"wrote {dst} in {time.time() - t0:.1f}s; peak resident memory "
+        f"{peak_memory_gib():.2f} GiB", flush=True)
 
 
 def ours_to_official(src: str, dst: str, config, overwrite: bool = False):

@@ -7,7 +7,6 @@ The CLI runs in-process (`cli.run(argv)`); conftest.py gives 8 fake CPU devices.
 """
 
 import json
-import os
 import pathlib
 
 import jax

@@ -21,6 +21,7 @@ import pytest
 from jf_jax import config_defaults
 from jf_jax import convert
 from jf_jax.checkpoint import convert_hf
+from jf_jax.checkpoint import param_map
 from jf_jax.checkpoint import params_io
 from jf_jax.models import config as model_config
 
@@ -185,6 +186,49 @@ def test_stacked_layers_and_layouts_land_where_documented(tiny_state, tiny_abstr
                                 p["vision_gen_enc_model"]["in_conv"]["kernel"].transpose(
                                     3, 2, 0, 1))
   np.testing.assert_array_equal(s["beg_of_und_embed"], p["beg_of_und_embed"])
+
+
+def test_streamed_read_reads_each_tensor_once_into_its_final_layout(tiny_state,
+                                                                    tiny_abstract):
+  reads = []
+
+  def read(name):
+    reads.append(name)
+    return tiny_state[name]
+
+  shapes = {k: v.shape for k, v in tiny_state.items()}
+  params = convert_hf.params_from_tensors(read, shapes, param_map.rules(TINY), tiny_abstract,
+                                          np.float32)
+  assert sorted(reads) == sorted(tiny_state)  # once each, nothing else
+  expected = convert_hf.to_params(tiny_state, TINY, tiny_abstract)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(a, b)
+  # A mismatch is found from the shapes alone, before any tensor is read.
+  reads.clear()
+  with pytest.raises(convert_hf.CheckpointMismatchError, match="beg_of_und_embed"):
+    convert_hf.params_from_tensors(read, {**shapes, "beg_of_und_embed": (1, 3)},
+                                   param_map.rules(TINY), tiny_abstract, np.float32)
+  assert not reads
+
+
+def test_bfloat16_release_is_stored_exactly_in_bfloat16(tmp_path, tiny_state, tiny_abstract):
+  state = {k: v.astype(ml_dtypes.bfloat16) for k, v in tiny_state.items()}
+  names = sorted(state)
+  for i, part in enumerate((names[::2], names[1::2])):  # a sharded release
+    convert_hf.save_state_dict({k: state[k] for k in part}, str(tmp_path / "src"),
+                               f"model-{i:05d}.safetensors")
+  convert.official_to_ours(str(tmp_path / "src"), str(tmp_path / "dst"),
+                           _load_config_file("tiny"))
+  stored = params_io.load_params(str(tmp_path / "dst"))  # no target: the stored dtypes
+  official = {k: v for k, v in stored.items() if k != "repa_projector"}
+  assert {x.dtype for x in jax.tree.leaves(official)} == {np.dtype(ml_dtypes.bfloat16)}
+  assert {x.dtype for x in jax.tree.leaves(stored["repa_projector"])} == {np.dtype("float32")}
+  restored = params_io.load_params(str(tmp_path / "dst"), tiny_abstract)  # float32 target
+  expected = convert_hf.to_params(state, TINY, tiny_abstract)
+  assert {x.dtype for x in jax.tree.leaves(restored)} == {np.dtype("float32")}
+  for a, b in zip(jax.tree.leaves({k: v for k, v in restored.items()
+                                   if k != "repa_projector"}), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(np.asarray(a), b)
 
 
 # ---------------------------------------------------------------------------- errors

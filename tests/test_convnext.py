@@ -8,7 +8,6 @@ there (off by hundreds in this very setting), which `convnext.depthwise_conv` av
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 

@@ -12,7 +12,6 @@ from jf_jax.data import preprocess
 from jf_jax.data import synthetic
 from jf_jax.models import config as model_config
 from jf_jax.train import loop
-from jf_jax.train import step as step_lib
 
 
 def _pixel_config(rows: int = 4):

@@ -8,7 +8,7 @@ each naming its key: missing keys, unused keys and shape mismatches. The rule-ge
 import glob
 import json
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import safetensors.numpy
@@ -83,15 +83,64 @@ def params_from_state(state: Mapping[str, np.ndarray], rules: Sequence[param_map
   Returns:
     Nested dict with exactly the paths the rules name.
   """
-  check_state_dict({k: v.shape for k, v in state.items()},
-                   expected_shapes(rules, abstract_params), source)
+  return params_from_tensors(lambda name: np.asarray(state[name]),
+                             {k: v.shape for k, v in state.items()}, rules, abstract_params,
+                             dtype, source)
+
+
+def params_from_tensors(read: Callable[[str], np.ndarray], shapes: Mapping[str, tuple],
+                        rules: Sequence[param_map.Rule], abstract_params, dtype,
+                        source: str = "checkpoint", keep_narrower: bool = False) -> dict:
+  """Our params, built tensor by tensor from a reader (checked first, from shapes alone).
+
+  Each parameter is allocated once in its final layout and filled one official tensor at
+  a time, so besides the result only one source tensor is ever held (`read_params` streams
+  a multi-GB checkpoint this way).
+
+  Args:
+    read: official name -> array (called once per name).
+    shapes: official name -> shape of every tensor the source holds.
+    rules, abstract_params, source: as in `params_from_state`.
+    dtype: storage dtype of the params.
+    keep_narrower: store a parameter in its source dtype when that is narrower than
+      `dtype` (bf16 source, float32 params: lossless, half the memory; a restore into a
+      float32 target casts back exactly).
+  """
+  check_state_dict(shapes, expected_shapes(rules, abstract_params), source)
+  dtype = np.dtype(dtype)
   params: dict = {}
   for rule in rules:
     ours = _per_layer_shape(rule, tuple(_get(abstract_params, rule.ours).shape))
-    tensors = [param_map.to_ours(rule, np.asarray(state[name]), ours).astype(dtype)
-               for name in param_map.official_names(rule)]
-    _set(params, rule.ours, np.stack(tensors) if rule.num_layers else tensors[0])
+    out = None
+    for i, name in enumerate(param_map.official_names(rule)):
+      tensor = param_map.to_ours(rule, read(name), ours)
+      if out is None:
+        narrower = keep_narrower and tensor.dtype.itemsize < dtype.itemsize
+        out = np.empty(((rule.num_layers,) if rule.num_layers else ()) + ours,
+                       tensor.dtype if narrower else dtype)
+      out[i if rule.num_layers else ...] = tensor
+    _set(params, rule.ours, out)
   return params
+
+
+def read_params(files: Sequence[str], rules: Sequence[param_map.Rule], abstract_params,
+                dtype, source: str = "checkpoint", keep_narrower: bool = False) -> dict:
+  """`params_from_tensors` over safetensors files: headers checked, then one tensor at a
+  time read from disk (never the whole source state dict in memory)."""
+  shapes, where = read_headers(files)
+  return params_from_tensors(lambda name: read_tensor(where[name], name), shapes, rules,
+                             abstract_params, dtype, source, keep_narrower)
+
+
+def read_tensor(path: str, name: str) -> np.ndarray:
+  """One tensor of a safetensors file, the file mapped only while it is read.
+
+  `safe_open` maps the whole file, and every page read stays resident (and counted in the
+  process's memory) until the file is closed: reading a 4 GB single-file release through
+  one open file would hold all of it. Opening per tensor costs a header parse (~ms).
+  """
+  with safe_open(path, framework="numpy") as f:
+    return f.get_tensor(name)
 
 
 def state_from_params(params: Mapping[str, Any], rules: Sequence[param_map.Rule],
@@ -125,6 +174,13 @@ def to_params(state: Mapping[str, np.ndarray], cfg: JanusFlowConfig, abstract_pa
                            dtype or cfg.param_dtype, source)
 
 
+def read_official_params(directory: str, cfg: JanusFlowConfig, abstract_params, dtype=None,
+                         keep_narrower: bool = False) -> dict:
+  """`to_params` of a checkpoint directory, streamed tensor by tensor (`read_params`)."""
+  return read_params(safetensors_files(directory), param_map.rules(cfg), abstract_params,
+                     dtype or cfg.param_dtype, source=directory, keep_narrower=keep_narrower)
+
+
 def to_state_dict(params: Mapping[str, Any], cfg: JanusFlowConfig, dtype=None
                   ) -> dict[str, np.ndarray]:
   """Our params -> official state dict (training-only parts such as REPA are dropped)."""
@@ -146,14 +202,27 @@ def load_state_dict(directory: str) -> dict[str, np.ndarray]:
   return read_safetensors(safetensors_files(directory))
 
 
+def read_headers(files: Sequence[str]) -> tuple[dict[str, tuple], dict[str, str]]:
+  """(name -> shape, name -> file) of safetensors files, from their headers only."""
+  shapes: dict[str, tuple] = {}
+  where: dict[str, str] = {}
+  for path in files:
+    with safe_open(path, framework="numpy") as f:
+      for key in f.keys():
+        if key in where:
+          raise CheckpointMismatchError(f"duplicate key {key} in {path} (also in "
+                                        f"{where[key]})")
+        shapes[key], where[key] = tuple(f.get_slice(key).get_shape()), path
+  return shapes, where
+
+
 def read_safetensors(files: Sequence[str]) -> dict[str, np.ndarray]:
   """Every tensor of the given safetensors files as numpy arrays (keys must not repeat)."""
+  read_headers(files)  # duplicate keys fail before any tensor is read
   state: dict[str, np.ndarray] = {}
   for path in files:
     with safe_open(path, framework="numpy") as f:
       for key in f.keys():
-        if key in state:
-          raise CheckpointMismatchError(f"duplicate key {key} in {path}")
         state[key] = f.get_tensor(key)
   return state
 

@@ -6,6 +6,10 @@ Layout of a params directory:
 
 `restore_any` reads params from either a params directory or a training workdir (its
 train checkpoints, `manager.py`): inference and a new stage's initialisation take both.
+
+Leaves may be stored narrower than the config's `param_dtype` (a converted bf16 release
+keeps its bf16 values, exactly); restoring into a target of `jax.ShapeDtypeStruct`s casts
+each leaf to the target's dtype.
 """
 
 import json

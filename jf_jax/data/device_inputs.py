@@ -16,6 +16,7 @@ NORMALIZERS = {
     "und_images": preprocess.siglip_normalize,  # [und_rows, 1, S, S, 3]
     "gen_images": preprocess.siglip_normalize,  # [gen_rows, S, S, 3] (REPA target)
     "gen_latents": preprocess.to_pixel_latent,  # [gen_rows, L, L, 3] in pixel space
+    "gen_pixels": preprocess.to_pixel_latent,   # [gen_rows, P, P, 3] the VAE encodes
 }
 
 

@@ -21,6 +21,10 @@ lengths with masks, so the jitted step never recompiles. Keys and shapes:
 Images travel as uint8 pixels (4x less to build, copy between processes and send to the
 accelerators than float32); the train step turns them into the float32 model inputs
 (SigLIP-normalised, pixel latents in [-1, 1]) on the devices (`device_inputs.py`).
+
+In latent space (`config.data.gen_space = "sdxl_vae"`) the train step encodes the images
+itself (`train/latents.py`): `gen_latents` and `gen_images` are replaced by
+  gen_pixels      [gen_rows, P, P, 3] uint8  the centre crop, P = L x VAE factor
 """
 
 from typing import Any
@@ -28,7 +32,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from jf_jax.models import vae
 from jf_jax.models.config import JanusFlowConfig
+
+GEN_SPACES = ("pixel", "sdxl_vae")
 
 
 def pixel_latents(cfg: JanusFlowConfig) -> bool:
@@ -37,14 +44,29 @@ def pixel_latents(cfg: JanusFlowConfig) -> bool:
   return cfg.gen_encoder.in_channels == 3
 
 
-def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """Key -> (shape, numpy dtype) of a global batch."""
+def gen_pixel_size(config: Any, cfg: JanusFlowConfig) -> int:
+  """P, the side of the generation images the step encodes; 0 in pixel space (the batch
+  then holds the latents themselves). Raises naming the key on a bad `gen_space`."""
+  space = config.data.get("gen_space", "pixel")
+  if space not in GEN_SPACES:
+    raise ValueError(f"config.data.gen_space={space!r}; expected one of {GEN_SPACES}")
+  if space == "pixel":
+    return 0
+  if config.get("vae") is None:
+    raise ValueError("config.data.gen_space='sdxl_vae' needs config.vae (at least "
+                     "config.vae.path: the diffusers-layout SDXL-VAE directory)")
+  return cfg.latent_size * vae.config_from_dict(config.vae).downsample_factor
+
+
+def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig, gen_pixels: int = 0
+                 ) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """Key -> (shape, numpy dtype) of a global batch (`gen_pixels` = `gen_pixel_size`)."""
   u, t, g = batch_cfg.und_rows, batch_cfg.text_rows, batch_cfg.gen_rows
   s = cfg.und_encoder.image_size
   lat = cfg.latent_size
   latent_dtype = np.uint8 if pixel_latents(cfg) else np.float32
   us, ts, pl = batch_cfg.und_seq_len, batch_cfg.text_seq_len, batch_cfg.gen_prompt_len
-  return {
+  shapes = {
       "und_ids": ((u, us), np.int32), "und_images": ((u, 1, s, s, 3), np.uint8),
       "und_image_mask": ((u, us), np.bool_), "und_valid": ((u, us), np.bool_),
       "und_targets": ((u, us), np.int32), "und_weights": ((u, us), np.float32),
@@ -54,11 +76,16 @@ def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig) -> dict[str, tuple[tuple[
       "gen_latents": ((g, lat, lat, cfg.gen_encoder.in_channels), latent_dtype),
       "gen_images": ((g, s, s, 3), np.uint8), "gen_weights": ((g,), np.float32),
   }
+  if gen_pixels:
+    del shapes["gen_latents"], shapes["gen_images"]
+    shapes["gen_pixels"] = ((g, gen_pixels, gen_pixels, 3), np.uint8)
+  return shapes
 
 
-def abstract_batch(batch_cfg: Any, cfg: JanusFlowConfig) -> dict[str, jax.ShapeDtypeStruct]:
+def abstract_batch(batch_cfg: Any, cfg: JanusFlowConfig, gen_pixels: int = 0
+                   ) -> dict[str, jax.ShapeDtypeStruct]:
   return {k: jax.ShapeDtypeStruct(shape, dtype)
-          for k, (shape, dtype) in batch_shapes(batch_cfg, cfg).items()}
+          for k, (shape, dtype) in batch_shapes(batch_cfg, cfg, gen_pixels).items()}
 
 
 def rows_per_task(batch_cfg: Any) -> dict[str, int]:
@@ -97,9 +124,10 @@ def slots_before(batch_cfg: Any, step: int) -> dict[str, int]:
   return {task: n * start + later[task] * (step - start) for task, n in first.items()}
 
 
-def check_batch(batch: dict, batch_cfg: Any, cfg: JanusFlowConfig) -> None:
+def check_batch(batch: dict, batch_cfg: Any, cfg: JanusFlowConfig, gen_pixels: int = 0
+                ) -> None:
   """Raises naming the key when a batch does not have the configured layout."""
-  expected = batch_shapes(batch_cfg, cfg)
+  expected = batch_shapes(batch_cfg, cfg, gen_pixels)
   missing = sorted(set(expected) - set(batch))
   if missing:
     raise ValueError(f"batch is missing keys {missing}")

@@ -29,10 +29,12 @@ class SyntheticBatches:
                process_count: int = 1):
     self._batch_cfg, self._tokens, self._cfg = config.batch, config.tokens, cfg
     self._seed, self._index, self._count = config.seed, process_index, process_count
+    self._gen_pixels = layout.gen_pixel_size(config, cfg)  # 0 in pixel space
 
   def __call__(self, step: int) -> dict:
     batch_cfg = layout.with_rows(self._batch_cfg, layout.rows_at(self._batch_cfg, step))
-    batch = synthetic.make_batch(batch_cfg, self._tokens, self._cfg, self._seed, step)
+    batch = synthetic.make_batch(batch_cfg, self._tokens, self._cfg, self._seed, step,
+                                 self._gen_pixels)
     return {"step": step, "rows": {}, "skips": [],
             "batch": {k: _process_rows(v, self._index, self._count) for k, v in batch.items()}}
 

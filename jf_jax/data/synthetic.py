@@ -65,11 +65,12 @@ def _gen_rows(rng, b, prompt_len, tok, vocab):
   return ids, mask
 
 
-def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: int
-               ) -> dict[str, np.ndarray]:
-  """One global batch (numpy) with the layout of `layout.batch_shapes`."""
+def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: int,
+               gen_pixels: int = 0) -> dict[str, np.ndarray]:
+  """One global batch (numpy) with the layout of `layout.batch_shapes`: uint8 keys uniform,
+  float ones standard normal (`gen_pixels` > 0: latent space, the step encodes images)."""
   rng = np.random.default_rng([seed, step])
-  shapes = layout.batch_shapes(batch_cfg, cfg)
+  shapes = layout.batch_shapes(batch_cfg, cfg, gen_pixels)
   vocab = min(cfg.llm.vocab_size, tok.get("synthetic_vocab", cfg.llm.vocab_size))
   u, us = shapes["und_ids"][0]
   und_ids, und_image_mask, und_weights = _und_rows(rng, u, us, cfg.num_und_tokens, tok, vocab)
@@ -82,14 +83,16 @@ def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: 
     if dtype == np.uint8:
       return rng.integers(0, 256, shape, dtype=np.uint8)
     return rng.standard_normal(shape).astype(dtype)
-  return {
+  batch = {
       "und_ids": und_ids, "und_images": random("und_images"),
       "und_image_mask": und_image_mask, "und_valid": und_ids != tok.pad_id,
       "und_targets": _shift(und_ids, tok.pad_id), "und_weights": und_weights,
       "text_ids": text_ids, "text_valid": text_ids != tok.pad_id,
       "text_targets": _shift(text_ids, tok.pad_id), "text_weights": text_weights,
       "gen_prompt_ids": gen_ids, "gen_prompt_mask": gen_mask,
-      "gen_latents": random("gen_latents"), "gen_images": random("gen_images"),
       "gen_weights": np.ones((g,), np.float32),
   }
+  gen_keys = ("gen_pixels",) if gen_pixels else ("gen_latents", "gen_images")
+  batch.update({key: random(key) for key in gen_keys})
+  return batch
 

@@ -92,8 +92,8 @@ def load_image_decoder(config: ml_collections.ConfigDict, cfg: model_config.Janu
   """(decode_fn(params, latents) -> images in [-1, 1], its params) for the sampler.
 
   `vae`: a diffusers-layout SDXL-VAE directory (or file), 'identity' for a pixel-space
-  model, or None: the config's `vae`, else pixel space if the run trained there, else
-  the checkpoint's vae/ directory.
+  model, or None: pixel space if the run trained there, else the run's `config.vae.path`,
+  else the checkpoint's vae/ directory.
   """
   vae_cfg = vae_lib.config_from_dict(config.vae) if config.get("vae") else None
   pixel_space = (config.get("data") or {}).get("gen_space") == "pixel"
@@ -103,7 +103,8 @@ def load_image_decoder(config: ml_collections.ConfigDict, cfg: model_config.Janu
     params = {}
   else:
     vae_cfg = vae_cfg or vae_lib.VAEConfig()
-    path = vae or os.path.join(checkpoint, "vae")
+    # `vae`, else the run's own config.vae.path (a latent-space run), else DIR/vae.
+    path = vae or (config.get("vae") or {}).get("path") or os.path.join(checkpoint, "vae")
     if not os.path.exists(path):
       raise FileNotFoundError(
           f"no VAE at {path}: this model generates SDXL-VAE latents; pass --vae DIR "

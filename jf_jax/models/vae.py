@@ -26,6 +26,11 @@ Dtype = Any
 SDXL_SCALING_FACTOR = 0.13025
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0  # diffusers `DiagonalGaussianDistribution` clamp
 KINDS = ("autoencoder_kl", "identity")
+# Keys of `config.vae` that are not sizes: where the diffusers weights live, and which value
+# of the posterior becomes the training latent ("sample": mean + std * noise, the spec's
+# recommendation; "mean": deterministic). `config_from_dict` ignores them.
+RUN_KEYS = ("path", "latent_mode")
+LATENT_MODES = ("sample", "mean")
 _BATCH_NHWC = ("act_batch", None, None, None)
 
 
@@ -84,8 +89,9 @@ def validate(cfg: VAEConfig) -> None:
 
 
 def config_from_dict(d: Mapping[str, Any]) -> VAEConfig:
-  """`VAEConfig` from a ConfigDict / dict (lists become tuples; unknown keys rejected)."""
-  d = dict(d)
+  """`VAEConfig` from a ConfigDict / dict (lists become tuples; unknown keys rejected,
+  `RUN_KEYS` skipped)."""
+  d = {k: v for k, v in dict(d).items() if k not in RUN_KEYS}
   known = {f.name for f in dataclasses.fields(VAEConfig)}
   unknown = sorted(set(d) - known)
   if unknown:
@@ -394,7 +400,12 @@ def unscale_latents(z: jax.Array, scaling_factor: float = SDXL_SCALING_FACTOR) -
 
 def sample_posterior(rng: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
   """`mean + exp(logvar / 2) * eps`, eps ~ N(0, I) in float32; same shape as `mean`."""
-  eps = jax.random.normal(rng, mean.shape, jnp.float32)
+  return posterior_sample(mean, logvar, jax.random.normal(rng, mean.shape, jnp.float32))
+
+
+def posterior_sample(mean: jax.Array, logvar: jax.Array, eps: jax.Array) -> jax.Array:
+  """The posterior sample for given standard-normal noise `eps` (diffusers'
+  `DiagonalGaussianDistribution.sample`), float32; all three [b, h, w, latent_channels]."""
   return mean.astype(jnp.float32) + jnp.exp(0.5 * logvar.astype(jnp.float32)) * eps
 
 

@@ -39,6 +39,7 @@ from jf_jax.parallel import hlo
 from jf_jax.sampling import image
 from jf_jax.tools import chips
 from jf_jax.tools import flops as flops_lib
+from jf_jax.train import latents
 from jf_jax.train import loop
 from jf_jax.train import optim
 from jf_jax.train import step as step_lib
@@ -117,11 +118,16 @@ def compile_train_step(config, devices):
   s = loop.plan(config, devices)
   cfg, mesh, params, mask = s.cfg, s.mesh, s.abstract.params, s.trainable_mask
   batch_sh = step_lib.batch_sharding(mesh)
+  pixels = layout.gen_pixel_size(config, cfg)  # latent space: the step encodes images
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh)
-           for k, v in layout.abstract_batch(config.batch, cfg).items()}
+           for k, v in layout.abstract_batch(config.batch, cfg, pixels).items()}
+  step_fn, vae_params = s.step_fn, None
+  if s.encoder is not None:  # the frozen VAE's params: abstract too, laid out by the rules
+    vae_params = latents.abstract_params(s.encoder)
+    step_fn = step_fn.with_frozen(_with_sharding(vae_params, s.vae_shardings))
   t0 = time.perf_counter()
   with jax.set_mesh(mesh), unrolled_scans(_UNROLL.value):
-    lowered = s.step_fn.jitted.lower(_with_sharding(s.abstract, s.shardings), batch)
+    lowered = step_fn.lower(_with_sharding(s.abstract, s.shardings), batch)
     t1 = time.perf_counter()
     compiled = lowered.compile()
   t2 = time.perf_counter()
@@ -130,7 +136,8 @@ def compile_train_step(config, devices):
   info = dict(compile_s=t2 - t0, lower_s=t1 - t0, xla_compile_s=t2 - t1,
               mesh=dict(mesh.shape),
               params=optim.count_params(params), trainable=optim.count_params(params, mask),
-              model_flops=flops_lib.train_step_flops(config, cfg, params, mask))
+              model_flops=flops_lib.train_step_flops(config, cfg, params, mask, vae_params,
+                                                     pixels))
   return compiled, info, (s.model, mesh, s.rules, s.shardings.params, params)
 
 
@@ -268,7 +275,10 @@ def format_report(r: dict[str, Any]) -> str:
       f" all chips, incl. remat recompute), {t['cost']['bytes_accessed']:.3e} bytes per chip",
       f"model FLOPs per step (matmuls, 6N*tokens-style, no remat; jf_jax/tools/flops.py): "
       f"{mf['total']:.3e} = " + ", ".join(f"{k} {v:.2e}" for k, v in mf.items()
-                                         if k not in ("total", "llm_tokens")),
+                                         if k not in ("total", "llm_tokens"))
+      + (f"; VAE encoding {mf['vae_encode']:.3e} = "
+         f"{100 * mf['vae_encode'] / (mf['total'] - mf['vae_encode']):.1f}% of the rest"
+         if "vae_encode" in mf else ""),
       f"estimated step time {t['step_time_s'] * 1e3:.1f} ms ({t['step_time_source']}); "
       + (f"MFU {100 * (t['mfu'] or 0):.1f}% at {r['peak_flops_per_chip'] / 1e12:.0f} "
          f"TFLOP/s bf16 per chip; {t['tokens_per_s'] or 0:,.0f} LLM tokens/s" if r["unrolled"]

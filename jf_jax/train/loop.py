@@ -24,6 +24,7 @@ from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.parallel import partition
 from jf_jax.parallel import rules as rules_lib
 from jf_jax.train import meter as meter_lib
+from jf_jax.train import latents
 from jf_jax.train import metrics_writer
 from jf_jax.train import optim
 from jf_jax.train import state as state_lib
@@ -43,6 +44,9 @@ class Setup:
   shardings: Any
   abstract: Any
   step_fn: Any
+  # Latent-space runs (config.data.gen_space='sdxl_vae', train/latents.py): the frozen VAE.
+  encoder: Any = None
+  vae_shardings: Any = None
 
 
 def check_batch_config(config, mesh) -> None:
@@ -85,15 +89,21 @@ def plan(config, devices=None) -> Setup:
       model, tx, mesh, rules, use_ema=config.train.ema_decay > 0, seed=config.seed)
   if mesh.shape["fsdp"] > 1:
     partition.assert_params_sufficiently_sharded(shardings.params, abstract.params)
-  step_fn = step_lib.jit_train_step(step_lib.make_train_step(model, tx, mask, config),
-                                    shardings, mesh, rules)
+  encoder = latents.make_encoder(config, cfg)
+  vae_shardings = latents.param_shardings(encoder, mesh, rules) if encoder else None
+  step_fn = step_lib.jit_train_step(
+      step_lib.make_train_step(model, tx, mask, config, encoder), shardings, mesh, rules,
+      vae_shardings=vae_shardings)
   return Setup(config, cfg, model, mesh, rules, tx, mask, None, shardings, abstract,
-               step_fn)
+               step_fn, encoder, vae_shardings)
 
 
 def setup(config, devices=None) -> Setup:
   """`plan` plus the train state, initialised directly sharded."""
   s = plan(config, devices)
+  if s.encoder is not None:  # before the slow init: a missing VAE fails at once
+    s = dataclasses.replace(s, step_fn=s.step_fn.with_frozen(
+        latents.load_params(config, s.encoder, s.vae_shardings)))
   state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed)
   # Finish init before any other program runs: on the in-process CPU mesh, programs with
   # collectives running concurrently were seen to deadlock.
@@ -218,7 +228,7 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
       # its collectives together (the jit call below then reuses the compiled program).
       # One barrier name per step: barrier ids are not meant to be reused.
       with jax.set_mesh(s.mesh):
-        s.step_fn.jitted.lower(state, batch).compile()
+        s.step_fn.lower(state, batch).compile()
       sync_processes(f"step_{step}_compiled")
     state, metrics = s.step_fn(state, batch)
     tokens, images = pipeline.batch_stats(local, s.cfg)

@@ -19,7 +19,9 @@ from jf_jax.losses import next_token
 from jf_jax.losses import repa as repa_loss
 from jf_jax.models import janusflow
 from jf_jax.models import sequence
+from jf_jax.parallel import microbatches
 from jf_jax.parallel import partition
+from jf_jax.train import latents
 from jf_jax.train import optim
 from jf_jax.train.state import TrainState
 
@@ -108,23 +110,11 @@ def _generation_sums(model, params, mb, repa_on: bool):
 
 
 def _split_microbatches(batch, num: int):
-  """[rows, ...] -> [num, rows/num, ...] for every key, strided: microbatch i takes rows
-  i, i + num, i + 2*num, ... (each task's rows split separately).
-
-  Rows are sharded over ('data', 'fsdp') in contiguous blocks. A contiguous split would
-  put each microbatch on 1/num of the devices, and the step would move rows between
-  devices; the strided split leaves every device its own share of every microbatch (when
-  the rows per device divide by `num`), and the constraint tells XLA to keep it there.
-  Which microbatch a row falls in does not change the step: the losses are sums over all
-  rows, and each row's noise and prompt dropout are drawn before the split.
-  """
-  def split(x):
-    if x.shape[0] % num:
-      raise ValueError(f"a sub-batch of {x.shape[0]} rows is not divisible by "
-                       f"config.train.microbatches={num}")
-    strided = x.reshape((x.shape[0] // num, num) + x.shape[1:]).swapaxes(0, 1)
-    return nn.with_logical_constraint(strided, (None, "act_batch"))
-  return jax.tree.map(split, batch)
+  """[rows, ...] -> [num, rows/num, ...] for every key, strided (`parallel/microbatches.py`;
+  each task's rows split separately). Which microbatch a row falls in does not change the
+  step: the losses are sums over all rows, and each row's noise and prompt dropout are
+  drawn before the split."""
+  return jax.tree.map(lambda x: microbatches.split(x, num), batch)
 
 
 def _keep_rows_sharded(microbatch):
@@ -132,8 +122,10 @@ def _keep_rows_sharded(microbatch):
   return jax.tree.map(lambda x: nn.with_logical_constraint(x, ("act_batch",)), microbatch)
 
 
-def make_train_step(model, tx, trainable_mask, config):
-  """Builds the pure step `(state, batch) -> (state, metrics)`; jit it with shardings."""
+def make_train_step(model, tx, trainable_mask, config, encoder=None):
+  """Builds the pure step `(state, batch[, vae_params]) -> (state, metrics)`; jit it with
+  shardings. With a `latents.LatentEncoder` the batch holds `gen_pixels` and the step
+  encodes them first with the frozen `vae_params` (`train/latents.py`)."""
   loss_cfg, cfg = config.loss, model.cfg
   coef = {"ar": loss_cfg.ar_weight, "rf": loss_cfg.flow_weight, "repa": loss_cfg.repa_weight}
   pad_id, num_micro = config.tokens.pad_id, config.train.microbatches
@@ -155,10 +147,13 @@ def make_train_step(model, tx, trainable_mask, config):
     loss = sum(coef[k] * sums[k] / denom[k] for k in coef)
     return loss, {**sums, "und": und, "text": text}
 
-  def train_step(state: TrainState, batch):
-    # uint8 images -> float32 model inputs, here on the devices (`data/device_inputs.py`).
+  def train_step(state: TrainState, batch, vae_params=None):
+    # uint8 images -> float32 model inputs, here on the devices (`data/device_inputs.py`);
+    # latent-space pixels too, before the VAE encodes them.
     batch = device_inputs.normalize(batch)
     rng = jax.random.fold_in(state.rng, state.step)
+    if encoder is not None:
+      batch = latents.encode_generation_rows(encoder, vae_params, batch, rng, num_micro)
     denom = loss_denominators(batch, cfg)
     batch = draw_generation_noise(rng, batch, loss_cfg, pad_id)
     micro = _split_microbatches(batch, num_micro)
@@ -206,22 +201,45 @@ def batch_sharding(mesh):
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
 
 
-def jit_train_step(step_fn, state_shardings, mesh, rules, donate: bool = True):
+class JittedStep:
+  """The jitted step as the loop calls it: `step(state, batch) -> (state, metrics)`.
+
+  Runs under the mesh. `jitted` is the raw `jax.jit` function, for `lower(...).compile()`;
+  `frozen` holds the extra arguments it takes after (state, batch): `(vae_params,)` for a
+  latent-space run (set by `with_frozen`, real or abstract arrays), `()` otherwise.
+  """
+
+  def __init__(self, jitted, mesh, frozen: tuple = ()):
+    self.jitted, self.mesh, self.frozen = jitted, mesh, frozen
+
+  def with_frozen(self, *frozen) -> "JittedStep":
+    return JittedStep(self.jitted, self.mesh, tuple(frozen))
+
+  def __call__(self, state, batch):
+    with jax.set_mesh(self.mesh):
+      return self.jitted(state, batch, *self.frozen)
+
+  def lower(self, state, batch):
+    with jax.set_mesh(self.mesh):
+      return self.jitted.lower(state, batch, *self.frozen)
+
+
+def jit_train_step(step_fn, state_shardings, mesh, rules, donate: bool = True,
+                   vae_shardings=None) -> JittedStep:
   """`jax.jit` with in/out shardings; the state is donated (its buffers are reused).
 
-  The returned function traces and runs under the mesh and the logical axis rules, so the
-  model's activation constraints resolve. `.jitted` is the raw jitted function (for
-  `lower(...).compile()`), to be used under `jax.set_mesh(mesh)`.
+  The returned step traces and runs under the mesh and the logical axis rules, so the
+  model's activation constraints resolve. With `vae_shardings` (a latent-space run) the
+  jitted function takes the frozen VAE params as a third argument, laid out that way;
+  bind them with `.with_frozen(vae_params)`.
   """
-  def step_with_rules(state, batch):
+  def step_with_rules(state, batch, *frozen):
     with nn.logical_axis_rules(rules):
-      return step_fn(state, batch)
-  jitted = jax.jit(step_with_rules, in_shardings=(state_shardings, batch_sharding(mesh)),
+      return step_fn(state, batch, *frozen)
+  in_shardings = (state_shardings, batch_sharding(mesh))
+  if vae_shardings is not None:
+    in_shardings += (vae_shardings,)
+  jitted = jax.jit(step_with_rules, in_shardings=in_shardings,
                    out_shardings=(state_shardings, None),
                    donate_argnums=(0,) if donate else ())
-
-  def run(state, batch):
-    with jax.set_mesh(mesh):
-      return jitted(state, batch)
-  run.jitted = jitted
-  return run
+  return JittedStep(jitted, mesh)
