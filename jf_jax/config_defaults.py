@@ -109,13 +109,17 @@ def vae_defaults() -> ml_collections.ConfigDict:
   """`config.vae` of a latent-space run (`data.gen_space = "sdxl_vae"`).
 
   The sizes are those of `stabilityai/sdxl-vae` (`models/vae.py` `VAEConfig`; any of its
-  fields may be set here); `path` is its diffusers-layout directory (config.json +
+  fields may be set here; the layout keys below are listed so that `--config.vae.*` flags
+  can change them); `path` is its diffusers-layout directory (config.json +
   diffusion_pytorch_model.safetensors), read when training starts and by sample.py.
   """
   return ml_collections.ConfigDict(dict(
       path="",
       latent_mode="sample",    # training latent: posterior "sample" or "mean"
       scaling_factor=0.13025,  # data latent = scaling_factor * VAE latent
+      block_out_channels=(128, 256, 512, 512),  # the SDXL-VAE's layout
+      layers_per_block=2,
+      norm_num_groups=32,
   ))
 
 
