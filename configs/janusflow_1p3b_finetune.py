@@ -13,8 +13,7 @@ inside the train step (`data.gen_space = "sdxl_vae"`), the posterior sample x 0.
       --config.vae.path=$HOME/sdxl-vae --config.data.gen_files="('$HOME/my_images',)" \
       --config.data.und_files="('$HOME/llava.json',)" \
       --config.data.text_files="('$HOME/text.txt',)"
-  python sample.py --checkpoint ~/runs/ft --tokenizer ~/JanusFlow-1.3B --vae ~/sdxl-vae \
-      --prompt "a red fox in snow"
+  python sample.py --checkpoint ~/runs/ft --prompt "a red fox in snow"   # the run's VAE
 
 Defaults suit TPU (XLA attention, full remat). On a large-memory GPU (bf16) the measured
 best flags are `--config.model.llm.attention_impl=cudnn
