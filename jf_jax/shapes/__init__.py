@@ -12,6 +12,8 @@ keeps projects under `proj/`:
   evaluate.py          both scores of a run on a split (`python -m jf_jax.shapes`)
   encoder_pretrain.py  object-presence pre-training of the tiny understanding tower
   main_job.py          the default job's evaluation after `python train.py`
+  probe.py             linear probes: does a tower's output say which object is where
+  diagnostics.py       flow error and scores by time t (where along the flow it fails)
 """
 
 from jf_jax.shapes.vocabulary import tokenizer  # `config.data.tokenizer = "shapes"`

@@ -1,0 +1,70 @@
+r"""Generation learning curve of a shapes-world run: the score of every kept checkpoint on
+training captions and on held-out test captions.
+
+Training captions tell how well the model fits what it saw; test captions, every one a
+combination never seen in training, how well that carries over. Keep the checkpoints
+with `--config.train.checkpoint_every=N --config.train.keep_checkpoints=K` when training.
+
+  python benchmarks/gen_curve.py --checkpoint /tmp/run               # every kept step
+  python benchmarks/gen_curve.py --checkpoint /tmp/run --steps 500,1500 --num_gen 100
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import orbax.checkpoint as ocp
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+# pylint: disable=wrong-import-position
+from jf_jax.inference import loader
+from jf_jax.inference import runner
+from jf_jax.shapes import evaluate
+from jf_jax.shapes import scores
+# pylint: enable=wrong-import-position
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "train.py --workdir.", required=True)
+_STEPS = flags.DEFINE_list("steps", None, "Checkpoint steps (default: every kept one).")
+_SPLITS = flags.DEFINE_list("splits", ["train", "test"], "Splits whose captions to draw.")
+_NUM_GEN = flags.DEFINE_integer("num_gen", 100, "Captions per split (the split's first).")
+_ODE_STEPS = flags.DEFINE_integer("ode_steps", 20, "ODE steps per image.")
+_CFG = flags.DEFINE_float("cfg", 2.0, "Classifier-free guidance weight.")
+_JSON = flags.DEFINE_string("json_out", None, "Write the results here.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  loaded = loader.load(_CHECKPOINT.value)
+  steps = ([int(s) for s in _STEPS.value] if _STEPS.value else ocp.CheckpointManager(
+      os.path.join(os.path.abspath(_CHECKPOINT.value), "checkpoints")).all_steps())
+  captions = {split: evaluate.split_items(loaded.config.data, split, _NUM_GEN.value, 0)
+              ["captions"] for split in _SPLITS.value}
+  rows = []
+  for step in sorted(steps):
+    at_step = dataclasses.replace(loaded, step=step, params=loader.load_params(
+        _CHECKPOINT.value, loaded.cfg, step))
+    row = {"step": step}
+    for split, caps in captions.items():
+      images = runner.generate_images(at_step, caps, steps=_ODE_STEPS.value,
+                                      guidance=_CFG.value, batch_size=50)
+      row[split] = scores.generation_scores(images, caps)
+    rows.append(row)
+    print(f"step {step}: " + "; ".join(
+        f"{s} score {row[s]['score']:.3f} (count {row[s]['count_accuracy']:.2f}, objects "
+        f"{row[s]['objects_accuracy']:.2f}, 1 object {row[s]['score_by_num_objects'].get('1', float('nan')):.2f})"
+        for s in captions), flush=True)
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump({"checkpoint": _CHECKPOINT.value, "cfg": _CFG.value,
+                 "ode_steps": _ODE_STEPS.value, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
