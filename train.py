@@ -1,7 +1,7 @@
 r"""Trains JanusFlow. With no flags: the default job on CPU, about 15 minutes:
 the tiny model on the built-in shapes world (configs/default.py), then a PNG grid of
 samples for test captions, a few test questions with the model's answers, and both scores
-(workdir/main_job.json; docs/benchmarks.md, "Main job").
+(workdir/main_job.json; docs/benchmarks.md, docs/experiments.md).
 
   python train.py                                     # configs/default.py, ./workdir
   python train.py --config configs/tiny.py            # synthetic data, no evaluation

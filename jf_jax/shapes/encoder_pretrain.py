@@ -13,7 +13,7 @@ over to the held-out object pairs of the test split. A single attention-pooled v
 image fits the training scenes too but learns pair-level shortcuts instead: with the
 default run's tower, 2,000 steps, it gets the object set of 0.10 of the test images
 exactly right against 0.78 for the per-patch readout, 0.88 and 0.96 of training images
-(`benchmarks/encoder_probe.py`, docs/benchmarks.md).
+(`benchmarks/encoder_probe.py`, docs/experiments.md).
 
 Config: `config.encoder_pretrain` (steps = 0 turns it off); only `data.source = "shapes"`
 has the object labels it needs. train.py hands `initialise` to `loop.train`, which calls
