@@ -9,7 +9,6 @@ The CLI runs in-process (`cli.run(argv)`); conftest.py gives 8 fake CPU devices.
 import json
 import pathlib
 
-import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -17,11 +16,8 @@ import pytest
 from jf_jax import config_defaults
 from jf_jax.bench import cli
 from jf_jax.bench import images
-from jf_jax.checkpoint import params_io
-from jf_jax.models import config as model_config
-from jf_jax.sampling import common
 from jf_jax.sampling import image as image_sampling
-from jf_jax.shapes import vocabulary
+import tiny_checkpoint
 
 SIZE = config_defaults.model_tiny().latent_size  # pixel space: images are latent-sized
 PROMPTS = ["a red circle", "a blue square to the left of a green triangle", "a red square"]
@@ -34,12 +30,7 @@ IMAGE_KEYS = RUN_KEYS | {"solver", "steps", "guidance", "vae", "per_prompt"}
 def root(tmp_path_factory):
   """A params checkpoint, inputs for every task (with one bad entry each) and images."""
   root = tmp_path_factory.mktemp("bench")
-  model = config_defaults.model_tiny()
-  params = common.numpy_random_params(model_config.from_config_dict(model), std=0.1)
-  params_io.save_params(str(root / "ckpt"), jax.tree.map(np.asarray, params),
-                        model.to_dict())
-  vocabulary.tokenizer(config_defaults.tokens_tiny()).hf.save(
-      str(root / "ckpt" / "tokenizer.json"))
+  tiny_checkpoint.write_params_dir(str(root / "ckpt"))
   lines = [{"tag": "single_object", "prompt": PROMPTS[0]},
            {"tag": "broken", "include": []},  # no prompt: skipped, named as line 2
            {"tag": "position", "prompt": PROMPTS[1]},

@@ -15,9 +15,9 @@ from jf_jax.inference import inputs
 from jf_jax.inference import loader
 from jf_jax.inference import runner
 from jf_jax.models import config as model_config
-from jf_jax.sampling import common
 from jf_jax.sampling import image as image_sampling
 from jf_jax.shapes import vocabulary
+import tiny_checkpoint
 
 CAPTIONS = ["a red circle", "a blue square to the left of a green triangle", "a red square"]
 QUESTIONS = ["what color is the circle?", "how many shapes are there?", "is there a square?"]
@@ -26,12 +26,8 @@ QUESTIONS = ["what color is the circle?", "how many shapes are there?", "is ther
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
   """A params dir as `python -m jf_jax.convert` writes it, with the shapes tokenizer."""
-  path = tmp_path_factory.mktemp("inference") / "ckpt"
-  model = config_defaults.model_tiny()
-  params = common.numpy_random_params(model_config.from_config_dict(model), std=0.1)
-  params_io.save_params(str(path), jax.tree.map(np.asarray, params), model.to_dict())
-  vocabulary.tokenizer(config_defaults.tokens_tiny()).hf.save(str(path / "tokenizer.json"))
-  return str(path)
+  return tiny_checkpoint.write_params_dir(
+      str(tmp_path_factory.mktemp("inference") / "ckpt"))
 
 
 def _images(n, seed=0):

@@ -11,16 +11,12 @@ import pathlib
 import subprocess
 import sys
 
-import jax
 import numpy as np
 from PIL import Image
 import pytest
 
 from jf_jax import config_defaults
-from jf_jax.checkpoint import params_io
-from jf_jax.models import config as model_config
-from jf_jax.sampling import common
-from jf_jax.shapes import vocabulary
+import tiny_checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -28,12 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
   root = tmp_path_factory.mktemp("sample_cli")
-  model = config_defaults.model_tiny()
-  params = common.numpy_random_params(model_config.from_config_dict(model), std=0.1)
-  params_io.save_params(str(root / "ckpt"), jax.tree.map(np.asarray, params),
-                        model.to_dict())
-  vocabulary.tokenizer(config_defaults.tokens_tiny()).hf.save(
-      str(root / "ckpt" / "tokenizer.json"))
+  tiny_checkpoint.write_params_dir(str(root / "ckpt"))
   Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)).save(
       root / "cat.png")
   return root
