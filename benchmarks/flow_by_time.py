@@ -11,7 +11,6 @@ samples (PNG_resumed.png).
       --guidance 2 --png /tmp/run/by_time.png --step 500
 """
 
-import dataclasses
 import json
 import os
 import sys
@@ -48,8 +47,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   loaded = loader.load(_CHECKPOINT.value)
   if _STEP.value is not None:
-    loaded = dataclasses.replace(loaded, step=_STEP.value, params=loader.load_params(
-        _CHECKPOINT.value, loaded.cfg, _STEP.value))
+    loaded = loader.at_step(loaded, _CHECKPOINT.value, _STEP.value)
   images, examples = probe.load_split(loaded.config.data, _SPLIT.value, _NUM.value)
   captions = [ex["caption"].decode() for ex in examples]
   times = [float(t) for t in _TIMES.value]

@@ -9,7 +9,6 @@ with `--config.train.checkpoint_every=N --config.train.keep_checkpoints=K` when 
   python benchmarks/gen_curve.py --checkpoint /tmp/run --steps 500,1500 --num_gen 100
 """
 
-import dataclasses
 import json
 import os
 import sys
@@ -48,8 +47,7 @@ def main(argv):
               ["captions"] for split in _SPLITS.value}
   rows = []
   for step in sorted(steps):
-    at_step = dataclasses.replace(loaded, step=step, params=loader.load_params(
-        _CHECKPOINT.value, loaded.cfg, step))
+    at_step = loader.at_step(loaded, _CHECKPOINT.value, step)
     row = {"step": step}
     for split, caps in captions.items():
       images = runner.generate_images(at_step, caps, steps=_ODE_STEPS.value,

@@ -141,3 +141,10 @@ def load(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
   params = load_params(checkpoint, cfg, step)
   return Loaded(config, cfg, janusflow.JanusFlow(cfg), params, tok, step, decode_fn,
                 decode_params)
+
+
+def at_step(loaded: Loaded, checkpoint: str, step: int) -> Loaded:
+  """`loaded` with the params of training step `step` of the workdir `checkpoint` (config,
+  tokenizer and image decoder kept: they do not change along a run)."""
+  return dataclasses.replace(loaded, step=step,
+                             params=load_params(checkpoint, loaded.cfg, step))
