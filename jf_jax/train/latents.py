@@ -54,7 +54,8 @@ class LatentEncoder:
 
 def make_encoder(config: Any, cfg: JanusFlowConfig) -> LatentEncoder | None:
   """The run's VAE encoder; None in pixel space. Checks the config against the model."""
-  if not layout.gen_pixel_size(config, cfg):
+  pixel_size = layout.gen_pixel_size(config, cfg)
+  if not pixel_size:
     return None
   vcfg = vae.config_from_dict(config.vae)
   mode = config.vae.get("latent_mode", "sample")
@@ -64,11 +65,11 @@ def make_encoder(config: Any, cfg: JanusFlowConfig) -> LatentEncoder | None:
     raise ValueError(f"config.vae.latent_channels={vcfg.latent_channels} but "
                      f"config.model.gen_encoder.in_channels={cfg.gen_encoder.in_channels}")
   module = vae.make_vae(vcfg, dtype=cfg.dtype, param_dtype=cfg.dtype)
-  return LatentEncoder(module, mode, layout.gen_pixel_size(config, cfg),
-                       cfg.und_encoder.image_size)
+  return LatentEncoder(module, mode, pixel_size, cfg.und_encoder.image_size)
 
 
-# The step only encodes: the decoder's params (about 60% of the VAE) are never loaded.
+# The step only encodes: the decoder's params (about 60% of the VAE) are read from the
+# file but never placed on the devices.
 _ENCODER_PARTS = ("encoder", "quant_conv")
 
 
