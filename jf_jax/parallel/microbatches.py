@@ -20,8 +20,12 @@ def split(x: jax.Array, num: int) -> jax.Array:
   return nn.with_logical_constraint(strided, (None, "act_batch"))
 
 
+def keep_rows_sharded(tree):
+  """Every array [rows, ...] of `tree` with its rows sharded like the whole batch's."""
+  return jax.tree.map(lambda x: nn.with_logical_constraint(x, ("act_batch",)), tree)
+
+
 def merge(x: jax.Array) -> jax.Array:
   """The inverse of `split`: [num, rows/num, ...] -> [rows, ...] in the original order."""
   rows = x.shape[0] * x.shape[1]
-  merged = x.swapaxes(0, 1).reshape((rows,) + x.shape[2:])
-  return nn.with_logical_constraint(merged, ("act_batch",))
+  return keep_rows_sharded(x.swapaxes(0, 1).reshape((rows,) + x.shape[2:]))

@@ -117,11 +117,6 @@ def _split_microbatches(batch, num: int):
   return jax.tree.map(lambda x: microbatches.split(x, num), batch)
 
 
-def _keep_rows_sharded(microbatch):
-  """One microbatch [rows/num, ...], rows sharded like the whole batch's."""
-  return jax.tree.map(lambda x: nn.with_logical_constraint(x, ("act_batch",)), microbatch)
-
-
 def make_train_step(model, tx, trainable_mask, config, encoder=None):
   """Builds the pure step `(state, batch[, vae_params]) -> (state, metrics)`; jit it with
   shardings. With a `latents.LatentEncoder` the batch holds `gen_pixels` and the step
@@ -163,7 +158,7 @@ def make_train_step(model, tx, trainable_mask, config, encoder=None):
       return nn.with_logical_constraint(grads, param_axes)
 
     def body(carry, mb):
-      (loss, sums), grads = grad_fn(state.params, _keep_rows_sharded(mb), denom)
+      (loss, sums), grads = grad_fn(state.params, microbatches.keep_rows_sharded(mb), denom)
       acc_grads, acc_loss, acc_sums = carry
       return (like_params(jax.tree.map(jnp.add, acc_grads, grads)), acc_loss + loss,
               jax.tree.map(jnp.add, acc_sums, sums)), None
