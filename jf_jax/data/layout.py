@@ -107,6 +107,15 @@ def with_rows(batch_cfg: Any, rows: dict[str, int]) -> Any:
   return out
 
 
+def row_groups(batch_cfg: Any) -> list[tuple[str, dict[str, int]]]:
+  """[(config prefix, rows per task)] of each mixture of a run: `config.batch`'s, and
+  `config.batch.switch`'s when the run switches (for checks that name the key)."""
+  groups = [("config.batch", rows_per_task(batch_cfg))]
+  if switch_step(batch_cfg):
+    groups.append(("config.batch.switch", rows_per_task(batch_cfg.switch)))
+  return groups
+
+
 def rows_at(batch_cfg: Any, step: int) -> dict[str, int]:
   """Rows per task of training step `step`: `batch_cfg`'s, or from `batch_cfg.switch.step`
   on the switch's."""

@@ -73,10 +73,7 @@ class MixtureBatches:
     self._batch_cfg, self._builder = batch_cfg, builder
     self._index, self._count = process_index, process_count
     needed = set()
-    groups = [("config.batch", layout.rows_per_task(batch_cfg))]
-    if layout.switch_step(batch_cfg):
-      groups.append(("config.batch.switch", layout.rows_per_task(batch_cfg.switch)))
-    for prefix, rows in groups:
+    for prefix, rows in layout.row_groups(batch_cfg):
       for task, n in rows.items():
         if n % process_count:
           raise ValueError(f"{prefix}.{task}_rows={n} is not divisible by the "

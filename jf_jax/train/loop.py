@@ -54,12 +54,9 @@ def check_batch_config(config, mesh) -> None:
   microbatches and the processes."""
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   micro = config.train.microbatches
-  groups = [("config.batch", config.batch)]
-  if layout.switch_step(config.batch):
-    groups.append(("config.batch.switch", config.batch.switch))
-  for prefix, rows_cfg in groups:
-    for key in ("und_rows", "text_rows", "gen_rows"):
-      rows = rows_cfg[key]
+  for prefix, task_rows in layout.row_groups(config.batch):
+    for task, rows in task_rows.items():
+      key = f"{task}_rows"
       if rows % (shards * micro):
         raise ValueError(
             f"{prefix}.{key}={rows} must be divisible by config.mesh.data * "
@@ -227,8 +224,7 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
       # Compile before the first execution (of each batch shape) so every process enters
       # its collectives together (the jit call below then reuses the compiled program).
       # One barrier name per step: barrier ids are not meant to be reused.
-      with jax.set_mesh(s.mesh):
-        s.step_fn.lower(state, batch).compile()
+      s.step_fn.lower(state, batch).compile()  # JittedStep.lower enters the mesh
       sync_processes(f"step_{step}_compiled")
     state, metrics = s.step_fn(state, batch)
     tokens, images = pipeline.batch_stats(local, s.cfg)
