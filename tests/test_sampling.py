@@ -322,3 +322,27 @@ def test_top_p_filter_keeps_the_nucleus():
   assert keep(0.7) == [False, True, True]
   assert keep(0.95) == [True, True, True]
   assert keep(1.0) == [True, True, True]
+
+
+def test_data_prediction_gives_the_velocity_towards_the_predicted_data(params,
+                                                                       full_velocity):
+  """`gen_decoder.prediction="data"`: the same weights' decoder output read as the clean
+  latent x; generate_velocity and the cached sampler step both return
+  (x - z_t) / max(1 - t, min_one_minus_t)."""
+  data_cfg = dataclasses.replace(
+      CFG, gen_decoder=dataclasses.replace(CFG.gen_decoder, prediction="data"))
+  data_model = janusflow.JanusFlow(data_cfg)
+  ids, mask = _prompts(5)
+  z = jax.random.normal(jax.random.key(6), LATENT_SHAPE, jnp.float32)
+  t = jnp.asarray([0.3, 0.99], jnp.float32)  # the second is floored to 1 - t = 0.05
+  x_pred = full_velocity(params, ids, mask, z, t)  # the velocity model's raw output
+  expected = (x_pred - z) / jnp.asarray([0.7, 0.05])[:, None, None, None]
+  v_full = data_model.apply({"params": params}, ids, z, t, mask,
+                            method=janusflow.JanusFlow.generate_velocity)
+  np.testing.assert_allclose(v_full, expected, rtol=1e-4, atol=1e-4)
+  cache, key_valid = image.prefill_prompt(data_model, params, ids, mask)
+  v_cached, _ = image.cached_velocity(data_model, params, cache, key_valid, z, t)
+  np.testing.assert_allclose(v_cached, expected, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="prediction"):
+    model_config.validate(dataclasses.replace(
+        CFG, gen_decoder=dataclasses.replace(CFG.gen_decoder, prediction="eps")))

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+PREDICTIONS = ("velocity", "data")  # GenDecoderConfig.prediction
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -78,6 +79,13 @@ class GenDecoderConfig:
   patch_size: int = 2
   num_blocks: int = 2
   norm_eps: float = 1e-6
+  # What the decoder's output means. "velocity" (the release): it is v. "data": it is the
+  # clean latent x (JiT-style x-prediction), turned into v = (x - z_t) / (1 - t) with
+  # 1 - t floored at `min_one_minus_t`; the loss, samplers and diagnostics see a velocity
+  # either way. Data prediction spares the network copying the noise of z_t into its
+  # output, which a narrow pixel-space model does badly (speckle).
+  prediction: str = "velocity"
+  min_one_minus_t: float = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +172,12 @@ def validate(cfg: JanusFlowConfig) -> None:
                      f"model.gen_encoder.patch_size={cfg.gen_encoder.patch_size}")
   if cfg.gen_decoder.patch_size != cfg.gen_encoder.patch_size:
     raise ValueError("model.gen_decoder.patch_size must equal model.gen_encoder.patch_size")
+  if cfg.gen_decoder.prediction not in PREDICTIONS:
+    raise ValueError(f"model.gen_decoder.prediction={cfg.gen_decoder.prediction!r}; "
+                     f"expected one of {PREDICTIONS}")
+  if not 0 < cfg.gen_decoder.min_one_minus_t <= 1:
+    raise ValueError(f"model.gen_decoder.min_one_minus_t={cfg.gen_decoder.min_one_minus_t} "
+                     "must be in (0, 1]")
   if not 0 <= cfg.repa.layer <= llm.num_layers:
     raise ValueError(f"model.repa.layer={cfg.repa.layer} must be in [0, "
                      f"model.llm.num_layers={llm.num_layers}]")

@@ -120,11 +120,23 @@ class JanusFlow(nn.Module):
     tokens = jnp.concatenate([t_emb[:, None, :].astype(tokens.dtype), tokens], axis=1)
     return tokens, feats, t_emb
 
-  def decode_velocity(self, latent_hidden, skip, t_emb):
-    """LLM outputs at the latent positions [batch, n, embed] -> velocity [batch, h, w, c]."""
+  def decode_velocity(self, latent_hidden, skip, t_emb, z_t, t):
+    """LLM outputs at the latent positions [batch, n, embed] -> velocity [batch, h, w, c].
+
+    z_t [batch, h, w, c] and t [batch] turn a data prediction into a velocity
+    (`cfg.gen_decoder.prediction`); a velocity prediction does not use them.
+    """
     x = self.vision_gen_dec_aligner(self.vision_gen_dec_aligner_norm(latent_hidden))
     x = x.reshape(skip.shape[:3] + (x.shape[-1],))
-    return self.vision_gen_dec_model(x, skip, t_emb)
+    out = self.vision_gen_dec_model(x, skip, t_emb)
+    dec = self.cfg.gen_decoder
+    if dec.prediction == "velocity":
+      return out
+    # x-prediction: the straight path to the predicted data from z_t has velocity
+    # (x - z_t) / (1 - t); the floor keeps it finite at t = 1.
+    one_minus_t = jnp.maximum(1.0 - t.astype(jnp.float32), dec.min_one_minus_t)
+    v = (out.astype(jnp.float32) - z_t.astype(jnp.float32)) / one_minus_t[:, None, None, None]
+    return v.astype(out.dtype)
 
   def generate_velocity(self, prompt_ids, z_t, t, prompt_mask=None, capture_layer=None):
     """Velocity of the rectified flow at (z_t, t) given a prompt.
@@ -152,7 +164,7 @@ class JanusFlow(nn.Module):
         x, sequence.default_positions(b, seq), key_valid=key_valid,
         capture_layer=capture_layer)
     n = tokens.shape[1] - 1
-    velocity = self.decode_velocity(hidden[:, -n:], skip, t_emb)
+    velocity = self.decode_velocity(hidden[:, -n:], skip, t_emb, z_t, t)
     if capture_layer is None:
       return velocity
     return velocity, captured[:, -n:]

@@ -121,7 +121,7 @@ def _cached_velocity(module: janusflow.JanusFlow, cache, key_valid, z_t, t):
   positions = prompt_len + sequence.default_positions(b, seq)
   hidden, _, cache = module.llm(tokens, positions, key_valid=key_valid, cache=cache,
                                 cache_index=prompt_len)
-  return module.decode_velocity(hidden[:, 1:], skip, t_emb), cache
+  return module.decode_velocity(hidden[:, 1:], skip, t_emb, z_t, t), cache
 
 
 def cached_velocity(model: janusflow.JanusFlow, params, cache, key_valid, z_t, t):
