@@ -129,3 +129,29 @@ def test_config_names_a_tokenizer_module(tmp_path):
   config.data.tokenizer = str(tmp_path)
   with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
     tok_lib.make_tokenizer(config)
+
+
+def test_a_run_with_ema_is_sampled_with_its_moving_average(checkpoint, tmp_path):
+  """`train.ema_decay` > 0: `load` reads the workdir's `ema_params` (by default and with
+  ema=True), `ema=False` its raw params; the two differ after training."""
+  from jf_jax.train import loop  # pylint: disable=g-import-not-at-top
+  config = config_defaults.base_config()
+  config.stage = 3
+  config.batch.update(dict(und_rows=2, text_rows=2, gen_rows=2, und_seq_len=32,
+                           text_seq_len=16, gen_prompt_len=8))
+  config.mesh.update(dict(data=1, fsdp=1, tensor=1))
+  config.optim.update(dict(learning_rate=3e-3, warmup_steps=0))
+  config.train.update(dict(num_steps=2, checkpoint_every=2, ema_decay=0.5))
+  workdir = str(tmp_path / "run")
+  loop.train(config, workdir, devices=jax.devices()[:1])
+  kw = dict(tokenizer=checkpoint, image_decoder=False)
+  default, raw = loader.load(workdir, **kw), loader.load(workdir, ema=False, **kw)
+  assert default.ema and not raw.ema
+  ema = params_io.restore_any(workdir, params_io.abstract_params(default.cfg),
+                              jax.tree.map(lambda _: None, params_io.abstract_params(
+                                  default.cfg)), ema=True)
+  for got, want in zip(jax.tree.leaves(default.params), jax.tree.leaves(ema)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  differ = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(default.params),
+                                                      jax.tree.leaves(raw.params))]
+  assert any(differ)

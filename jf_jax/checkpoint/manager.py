@@ -53,18 +53,19 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, shardings: Any,
 
 
 def restore_params(workdir: str, abstract_params: Any, param_shardings: Any,
-                   step: int | None = None) -> Any:
+                   step: int | None = None, item: str = "params") -> Any:
   """Params only, from another run's checkpoints (e.g. an earlier training stage).
 
   Its optimizer state may have another structure (other frozen parameters), so only the
-  `params` subtree of the saved state is read.
+  `item` subtree of the saved state is read: "params", or "ema_params" (the parameters'
+  moving average of a run with `train.ema_decay` > 0).
   """
   manager, step = _open_step(workdir, step)
-  target = {"params": with_shardings(abstract_params, param_shardings)}
+  target = {item: with_shardings(abstract_params, param_shardings)}
   restore_args = ocp.checkpoint_utils.construct_restore_args(target)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item=target, restore_args=restore_args, partial_restore=True)))
-  return restored.state["params"]
+  return restored.state[item]
 
 
 def restore_config(workdir: str, step: int | None = None) -> tuple[dict, int]:

@@ -83,9 +83,11 @@ def checkpoint_kind(path: str, setting: str = "checkpoint") -> str:
 
 
 def restore_any(path: str, abstract_params: Any, shardings: Any, step: int | None = None,
-                setting: str = "checkpoint") -> Any:
+                setting: str = "checkpoint", ema: bool = False) -> Any:
   """Params of a params directory or of a workdir's `step` (default latest), restored
-  with `shardings` (a tree like `abstract_params`)."""
+  with `shardings` (a tree like `abstract_params`); `ema`: a workdir's moving average of
+  the params instead (a params directory holds one set: `ema` does not apply)."""
   if checkpoint_kind(path, setting) == PARAMS:
     return load_params(path, manager.with_shardings(abstract_params, shardings))
-  return manager.restore_params(path, abstract_params, shardings, step)
+  return manager.restore_params(path, abstract_params, shardings, step,
+                                item="ema_params" if ema else "params")

@@ -43,6 +43,7 @@ class Loaded:
   step: int | None  # training step of a workdir checkpoint; None for a params dir
   decode_fn: image_sampling.DecodeFn | None = None  # None: not loaded (understanding only)
   decode_params: Any = None
+  ema: bool = False  # params are a training run's moving average (`uses_ema`)
 
   @property
   def system_prompt(self) -> str:
@@ -63,13 +64,20 @@ def load_config(checkpoint: str) -> tuple[ml_collections.ConfigDict, int | None]
   return ml_collections.ConfigDict(config), step
 
 
+def uses_ema(config: ml_collections.ConfigDict) -> bool:
+  """Whether a run kept a moving average of its params (then inference samples with it,
+  as diffusion models are usually evaluated)."""
+  return float(((config.get("train") or {}).get("ema_decay")) or 0.0) > 0
+
+
 def load_params(checkpoint: str, cfg: model_config.JanusFlowConfig,
-                step: int | None = None) -> Any:
-  """Params on the default device, floating leaves in the compute dtype `cfg.dtype`."""
+                step: int | None = None, ema: bool = False) -> Any:
+  """Params on the default device, floating leaves in the compute dtype `cfg.dtype`;
+  `ema`: a training workdir's moving average of the params."""
   abstract = params_io.abstract_params(cfg)
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   params = params_io.restore_any(checkpoint, abstract,
-                                 jax.tree.map(lambda _: sharding, abstract), step)
+                                 jax.tree.map(lambda _: sharding, abstract), step, ema=ema)
   return common.cast_floating(params, cfg.dtype)
 
 
@@ -116,7 +124,7 @@ def load_image_decoder(config: ml_collections.ConfigDict, cfg: model_config.Janu
 
 def load(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
          tokenizer: str | None = None, vae: str | None = None, image_decoder: bool = True,
-         dtype: str | None = None) -> Loaded:
+         dtype: str | None = None, ema: bool | None = None) -> Loaded:
   """Loads a params dir or training workdir for inference (see the module docstring).
 
   Args:
@@ -127,6 +135,8 @@ def load(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
     vae: see `load_image_decoder`.
     image_decoder: False skips the image decoder (understanding only; no VAE needed).
     dtype: compute dtype ('float32', 'bfloat16'), instead of `config.model.dtype`.
+    ema: read a workdir's moving average of the params (None: when the run kept one,
+      `config.train.ema_decay` > 0).
   """
   checkpoint = os.path.abspath(checkpoint)
   config, step = load_config(checkpoint) if config is None else (config, None)
@@ -138,13 +148,15 @@ def load(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
   tok = load_tokenizer(checkpoint, config, tokenizer)
   decode_fn, decode_params = (load_image_decoder(config, cfg, checkpoint, vae)
                               if image_decoder else (None, None))
-  params = load_params(checkpoint, cfg, step)
+  ema = (uses_ema(config) and params_io.checkpoint_kind(checkpoint) == params_io.WORKDIR
+         if ema is None else ema)
+  params = load_params(checkpoint, cfg, step, ema)
   return Loaded(config, cfg, janusflow.JanusFlow(cfg), params, tok, step, decode_fn,
-                decode_params)
+                decode_params, ema)
 
 
 def at_step(loaded: Loaded, checkpoint: str, step: int) -> Loaded:
   """`loaded` with the params of training step `step` of the workdir `checkpoint` (config,
   tokenizer and image decoder kept: they do not change along a run)."""
   return dataclasses.replace(loaded, step=step,
-                             params=load_params(checkpoint, loaded.cfg, step))
+                             params=load_params(checkpoint, loaded.cfg, step, loaded.ema))

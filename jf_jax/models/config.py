@@ -70,6 +70,11 @@ class GenEncoderConfig:
   channels: int = 768
   num_blocks: int = 2
   norm_eps: float = 1e-6
+  # A learned embedding of each token's (row, column) added after the patchify conv; not in
+  # the release (False there). The LLM sees generation tokens in raster order with 1-D
+  # RoPE, from which a small LLM hardly recovers a token's column; with it each token
+  # says where it is.
+  position_embedding: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Generation encoder (official `ShallowUViTEncoder`): noisy latents + time -> features.
 
-z_t [batch, h, w, 4] --2x2 patchify conv--> [batch, h/2, w/2, C] --ConvNeXt x N (FiLM on
+z_t [batch, h, w, 4] --2x2 patchify conv--> [batch, h/2, w/2, C] (+ an optional learned
+position embedding [h/2, w/2, C], not in the release) --ConvNeXt x N (FiLM on
 t_emb)--> features. Also returns t_emb [batch, llm_embed], which becomes an LLM input token
 and the FiLM condition of every ConvNeXt block. The features double as the decoder's skip.
 """
@@ -47,5 +48,10 @@ class ShallowUViTEncoder(nn.Module):
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                        ("gen_embed",)),
                 name="in_conv", **kw)(z.astype(self.dtype))
+    if cfg.position_embedding:
+      pos = self.param("pos_embed", nn.with_logical_partitioning(
+          nn.initializers.normal(0.02), (None, None, "gen_embed")), x.shape[1:],
+                       self.param_dtype)
+      x = x + jnp.asarray(pos, self.dtype)[None]
     x = convnext.UVitBlock(cfg.num_blocks, cfg.norm_eps, name="mid_block", **kw)(x, t_emb)
     return x, t_emb
