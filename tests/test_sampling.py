@@ -346,3 +346,26 @@ def test_data_prediction_gives_the_velocity_towards_the_predicted_data(params,
   with pytest.raises(ValueError, match="prediction"):
     model_config.validate(dataclasses.replace(
         CFG, gen_decoder=dataclasses.replace(CFG.gen_decoder, prediction="eps")))
+
+
+def test_generation_position_embedding_is_added_per_token():
+  """`gen_encoder.position_embedding`: a [h/p, w/p, C] parameter (absent by default, as in
+  the release) that the encoder's features depend on."""
+  from jf_jax.models import gen_encoder  # pylint: disable=g-import-not-at-top
+  enc_cfg = dataclasses.replace(CFG.gen_encoder, position_embedding=True)
+  encoder = gen_encoder.ShallowUViTEncoder(enc_cfg, CFG.llm.embed_dim)
+  z = jnp.ones(LATENT_SHAPE, jnp.float32)
+  t = jnp.full((B,), 500.0, jnp.float32)
+  variables = encoder.init(jax.random.key(0), z, t)
+  grid = CFG.latent_size // enc_cfg.patch_size
+  pos = variables["params"]["pos_embed"]
+  pos = getattr(pos, "value", pos)
+  assert pos.shape == (grid, grid, enc_cfg.channels)
+  plain = gen_encoder.ShallowUViTEncoder(CFG.gen_encoder, CFG.llm.embed_dim)
+  assert "pos_embed" not in plain.init(jax.random.key(0), z, t)["params"]
+  feats, _ = encoder.apply(variables, z, t)
+  shifted = jax.tree.map(lambda x: x, variables)
+  shifted["params"]["pos_embed"] = jax.tree.map(lambda p: p + 1.0,
+                                                variables["params"]["pos_embed"])
+  feats_shifted, _ = encoder.apply(shifted, z, t)
+  assert np.abs(np.asarray(feats) - np.asarray(feats_shifted)).max() > 1e-3
