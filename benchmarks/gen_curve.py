@@ -34,17 +34,22 @@ _NUM_GEN = flags.DEFINE_integer("num_gen", 100, "Captions per split (the split's
 _ODE_STEPS = flags.DEFINE_integer("ode_steps", 20, "ODE steps per image.")
 _CFG = flags.DEFINE_float("cfg", 2.0, "Classifier-free guidance weight.")
 _JSON = flags.DEFINE_string("json_out", None, "Write the results here.")
+_PARAMS = flags.DEFINE_enum("params", "auto", ["auto", "ema", "raw"],
+                            "Which params: the run's moving average (ema), the raw params, "
+                            "or auto (ema when the run kept one).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  loaded = loader.load(_CHECKPOINT.value)
+  loaded = loader.load(_CHECKPOINT.value,
+                       ema={"auto": None, "ema": True, "raw": False}[_PARAMS.value])
   steps = ([int(s) for s in _STEPS.value] if _STEPS.value else ocp.CheckpointManager(
       os.path.join(os.path.abspath(_CHECKPOINT.value), "checkpoints")).all_steps())
   captions = {split: evaluate.split_items(loaded.config.data, split, _NUM_GEN.value, 0)
               ["captions"] for split in _SPLITS.value}
+  print(f"params: {'moving average' if loaded.ema else 'raw'}", flush=True)
   rows = []
   for step in sorted(steps):
     at_step = loader.at_step(loaded, _CHECKPOINT.value, step)
@@ -56,8 +61,12 @@ def main(argv):
     rows.append(row)
     print(f"step {step}: " + "; ".join(
         f"{s} score {row[s]['score']:.3f} (count {row[s]['count_accuracy']:.2f}, objects "
-        f"{row[s]['objects_accuracy']:.2f}, 1 object {row[s]['score_by_num_objects'].get('1', float('nan')):.2f})"
+        f"{row[s]['objects_accuracy']:.2f}, 1 object "
+        f"{row[s]['score_by_num_objects'].get('1', float('nan')):.2f}, paired colour "
+        f"{row[s]['paired_color_accuracy']:.2f} / shape {row[s]['paired_shape_accuracy']:.2f})"
         for s in captions), flush=True)
+    for s in captions:
+      print(f"  {s} shapes asked -> drawn: {row[s]['shape_confusion']}", flush=True)
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump({"checkpoint": _CHECKPOINT.value, "cfg": _CFG.value,

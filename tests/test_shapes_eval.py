@@ -1,5 +1,8 @@
 """Shapes-world evaluation: the detector on the dataset's own images, and the scores."""
 
+import collections
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -68,6 +71,30 @@ def test_generation_scores(test_split):
   assert mirrored["position_accuracy"] == 0.0
   blank = scores.generation_scores([np.full_like(images[0], 255)] * 2, captions[:2])
   assert blank["score"] == blank["count_accuracy"] == 0.0
+  assert perfect["paired_color_accuracy"] == perfect["paired_shape_accuracy"] == 1.0
+  assert all(k.split(" -> ")[0] == k.split(" -> ")[1] for k in perfect["shape_confusion"])
+
+
+def test_generation_scores_say_which_attribute_is_wrong():
+  """A scene drawn with its leftmost object's shape swapped: count right, colours right,
+  one paired shape wrong, named in the confusion."""
+  rng = np.random.default_rng(3)
+  holdout = shapes_scene.holdout_pairs(0)
+  scenes = [shapes_scene.sample_scene(rng, 32, holdout, test=False) for _ in range(20)]
+  scenes = [sc for sc in scenes if len(sc) >= 2][:4]
+  swapped = [[dataclasses.replace(sc[0], shape=(sc[0].shape + 1) % 3)] + sc[1:]
+             for sc in scenes]
+  out = scores.generation_scores([shapes_scene.render(sc, 32) for sc in swapped],
+                                 [shapes_scene.caption(sc) for sc in scenes])
+  paired = sum(len(sc) for sc in scenes)
+  assert out["score"] == 0.0 and out["count_accuracy"] == 1.0
+  assert out["paired_color_accuracy"] == 1.0
+  assert out["paired_shape_accuracy"] == (paired - len(scenes)) / paired
+  names = shapes_scene.SHAPE_NAMES
+  wrong = collections.Counter(f"{names[sc[0].shape]} -> {names[(sc[0].shape + 1) % 3]}"
+                              for sc in scenes)
+  assert {k: v for k, v in out["shape_confusion"].items()
+          if k.split(" -> ")[0] != k.split(" -> ")[1]} == dict(wrong)
 
 
 def test_understanding_scores():

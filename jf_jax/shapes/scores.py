@@ -23,10 +23,17 @@ def generation_scores(images: Sequence[np.ndarray], captions: Sequence[str]) -> 
     raise ValueError(f"{len(images)} images but {len(captions)} captions")
   counts = collections.Counter()
   by_objects = collections.defaultdict(list)
+  confusion = collections.Counter()  # "asked shape -> drawn shape" of paired objects
   for image, caption in zip(images, captions):
     want = shapes_scene.parse_caption(caption)
     got = detector.scene(np.asarray(image))
     count_ok = len(got) == len(want)
+    if count_ok:  # pair objects left to right: which attribute is wrong, colour or shape
+      for (want_color, want_shape), (got_color, got_shape) in zip(want, got):
+        counts["paired"] += 1
+        counts["color_ok"] += want_color == got_color
+        counts["shape_ok"] += want_shape == got_shape
+        confusion[f"{want_shape} -> {got_shape}"] += 1
     objects_ok = sorted(got) == sorted(want)
     match = got == want
     counts["count"] += count_ok
@@ -43,6 +50,11 @@ def generation_scores(images: Sequence[np.ndarray], captions: Sequence[str]) -> 
       # Of the images with the right objects, the fraction in the right order.
       "position_accuracy": counts["position"] / max(counts["objects_matched"], 1),
       "score_by_num_objects": {str(k): float(np.mean(v)) for k, v in sorted(by_objects.items())},
+      # Objects of the images with the right count, paired left to right with the caption's:
+      # the fraction with the right colour / shape, and what each asked shape came out as.
+      "paired_color_accuracy": counts["color_ok"] / max(counts["paired"], 1),
+      "paired_shape_accuracy": counts["shape_ok"] / max(counts["paired"], 1),
+      "shape_confusion": dict(sorted(confusion.items())),
       "num_images": len(images),
   }
 
