@@ -93,9 +93,11 @@ def _build_alone(pickled_batches: bytes, steps: range, start_at: float) -> tuple
   return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def independent_builds(config, procs: int) -> float:
-  """Batches/s of `procs` processes each building its own batches with no hand-over
-  and no loop process: the most any number of workers could deliver on this machine."""
+def independent_builds(config, procs: int) -> tuple[float, float, float]:
+  """(batches/s, mean build wall ms, mean build CPU ms) of `procs` processes each
+  building its own batches at the same time, with no hand-over and no loop process: the
+  most any number of workers could deliver on this machine (wall above CPU: the
+  processes waited for a core)."""
   config = config.copy_and_resolve_references()
   cfg = model_config.from_config_dict(config.model)
   source = pipeline.make_source(config, cfg, process_index=0, process_count=1)
@@ -105,8 +107,8 @@ def independent_builds(config, procs: int) -> float:
   with futures.ProcessPoolExecutor(procs, mp_context=mp.get_context("spawn")) as pool:
     runs = [pool.submit(_build_alone, pickled, range(i * n, (i + 1) * n), start_at)
             for i in range(procs)]
-    walls = [r.result()[0] for r in runs]
-  return procs * n / max(walls)
+    walls, cpus = zip(*(r.result() for r in runs))
+  return procs * n / max(walls), 1000 * sum(walls) / (procs * n), 1000 * sum(cpus) / (procs * n)
 
 
 def breakdown(config, workers: int) -> dict:
@@ -176,8 +178,9 @@ def main(argv):
           f"instead of views: {r['copy_cpu']:.1f}, not in the total) | load "
           f"{os.getloadavg()[0]:.2f}", flush=True)
   for procs in (1, 2):
-    print(f"{procs} independent process(es) building batches, no hand-over: "
-          f"{independent_builds(config, procs):.2f} batches/s (load "
+    rate, wall, cpu = independent_builds(config, procs)
+    print(f"{procs} independent process(es) building batches, no hand-over: {rate:.2f} "
+          f"batches/s, build wall {wall:.1f} cpu {cpu:.1f} ms/batch (load "
           f"{os.getloadavg()[0]:.2f})", flush=True)
 
 
