@@ -7,6 +7,7 @@ them each start one loader with workers and compare it against in-process loader
 
 import io
 import json
+import pickle
 
 import numpy as np
 from PIL import Image
@@ -227,6 +228,20 @@ def test_skip_counts_are_equal_with_0_and_2_workers(data_dir, tmp_path):
       "rows": {"und": 0, "text": 0, "gen": 4 * epochs},
       "skipped": {"gen/undecodable_image": epochs, "gen/wrong_size": epochs,
                   "gen/missing_caption": epochs, "gen/empty_text": epochs}}
+
+
+def test_worker_batches_are_plain_arrays_that_outlive_the_loader():
+  """Large arrays cross from a worker in shared memory and come out as plain ndarrays
+  (no copy): their data stays valid after the loader closes and pickles as data."""
+  pixels = lambda step: np.full((64, 1024, 3), step % 251, np.uint8)  # 192 KB: shared
+  batches = lambda step: {"step": step, "rows": {}, "skips": [],
+                          "batch": {"pixels": pixels(step), "ids": np.arange(4) + step}}
+  source = loader.Loader(batches, workers=1, counts_examples=False)
+  got = _take(source, 3)
+  for step, batch in enumerate(got):
+    assert {type(v) for v in batch.values()} == {np.ndarray}
+    _assert_same([pickle.loads(pickle.dumps(batch))],
+                 [{"pixels": pixels(step), "ids": np.arange(4) + step}])
 
 
 def test_bad_loader_settings_and_old_states_are_named():
