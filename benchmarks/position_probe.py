@@ -12,6 +12,8 @@ scores them on the held-out test images, for each tower asked for:
   python benchmarks/position_probe.py                          # pixels, random, pretrained
   python benchmarks/position_probe.py --towers=checkpoint --checkpoint=/tmp/run
   python benchmarks/position_probe.py --config.encoder_pretrain.steps=3000 --num_train=4000
+  python benchmarks/position_probe.py --towers=pretrained \
+      --config.encoder_pretrain.position_weight=0.1      # with the per-patch position head
 """
 
 import json

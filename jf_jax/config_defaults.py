@@ -163,5 +163,8 @@ def base_config() -> ml_collections.ConfigDict:
   # (jf_jax/shapes/encoder_pretrain.py, called by train.py). 0 steps = off.
   config.encoder_pretrain = ml_collections.ConfigDict(dict(
       steps=0, batch_size=32, learning_rate=1.5e-3, warmup_steps=100, weight_decay=1e-4,
-      readout="max", log_every=500))
+      readout="max", log_every=500,
+      # > 0: also a per-patch head predicting each patch's column and row (cross-entropy,
+      # this weight), so the frozen tower's tokens keep their position.
+      position_weight=0.0))
   return config
