@@ -33,6 +33,8 @@ _SPLITS = flags.DEFINE_list("splits", ["train", "test"], "Splits whose captions 
 _NUM_GEN = flags.DEFINE_integer("num_gen", 100, "Captions per split (the split's first).")
 _ODE_STEPS = flags.DEFINE_integer("ode_steps", 20, "ODE steps per image.")
 _CFG = flags.DEFINE_float("cfg", 2.0, "Classifier-free guidance weight.")
+_SOLVER = flags.DEFINE_enum("solver", "euler", ["euler", "heun"],
+                            "ODE solver (Heun: 2 velocity evaluations per step).")
 _JSON = flags.DEFINE_string("json_out", None, "Write the results here.")
 _PARAMS = flags.DEFINE_enum("params", "auto", ["auto", "ema", "raw"],
                             "Which params: the run's moving average (ema), the raw params, "
@@ -56,7 +58,8 @@ def main(argv):
     row = {"step": step}
     for split, caps in captions.items():
       images = runner.generate_images(at_step, caps, steps=_ODE_STEPS.value,
-                                      guidance=_CFG.value, batch_size=50)
+                                      guidance=_CFG.value, batch_size=50,
+                                      solver=_SOLVER.value)
       row[split] = scores.generation_scores(images, caps)
     rows.append(row)
     print(f"step {step}: " + "; ".join(
@@ -70,7 +73,8 @@ def main(argv):
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump({"checkpoint": _CHECKPOINT.value, "cfg": _CFG.value,
-                 "ode_steps": _ODE_STEPS.value, "rows": rows}, f, indent=2)
+                 "ode_steps": _ODE_STEPS.value, "solver": _SOLVER.value, "rows": rows},
+                f, indent=2)
 
 
 if __name__ == "__main__":

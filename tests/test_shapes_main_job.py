@@ -42,7 +42,7 @@ def test_short_main_job_writes_grid_and_scores(tmp_path):
   out = proc.stdout
   assert "encoder step 20/20" in out and "encoder pre-trained in" in out
   assert "done at step 2" in out
-  assert "step 1: batches now hold und/text/gen rows 8/0/12" in out
+  assert "step 1: batches now hold und/text/gen rows 8/0/24" in out
   assert "generation score" in out and "understanding accuracy" in out
   assert out.count("Q: ") == 3
 
