@@ -16,9 +16,9 @@ follows it).
 What differs from the paper's recipe, and why:
   * generation runs in PIXEL space (no SDXL-VAE exists offline for a tiny model);
   * no pretrained tiny SigLIP exists offline, so the run first pre-trains the tiny
-    understanding tower on object presence in the training images (~1.5 min,
+    understanding tower on object presence in the training images (~1 min,
     `jf_jax/shapes/encoder_pretrain.py`), then trains stage 2 with it frozen, as the
-    paper keeps SigLIP frozen; it also gives REPA a meaningful target;
+    paper keeps SigLIP frozen (and it is the target REPA aligns to, when REPA is on);
   * the mixture: understanding rows only for the first 400 steps, then understanding +
     generation, and no text rows (the shapes world's scene descriptions teach which
     objects occur together; see the batch settings below);
