@@ -147,9 +147,9 @@ def test_a_run_with_ema_is_sampled_with_its_moving_average(checkpoint, tmp_path)
   kw = dict(tokenizer=checkpoint, image_decoder=False)
   default, raw = loader.load(workdir, **kw), loader.load(workdir, ema=False, **kw)
   assert default.ema and not raw.ema
-  ema = params_io.restore_any(workdir, params_io.abstract_params(default.cfg),
-                              jax.tree.map(lambda _: None, params_io.abstract_params(
-                                  default.cfg)), ema=True)
+  abstract = params_io.abstract_params(default.cfg)
+  ema = params_io.restore_any(workdir, abstract, jax.tree.map(lambda _: None, abstract),
+                              ema=True)
   for got, want in zip(jax.tree.leaves(default.params), jax.tree.leaves(ema)):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
   differ = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(default.params),
