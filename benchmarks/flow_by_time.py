@@ -41,6 +41,12 @@ _PNG = flags.DEFINE_string("png", None, "Write example images here.")
 _JSON = flags.DEFINE_string("json_out", None, "Write the results here.")
 
 
+def _score(s: dict) -> str:
+  """'score (count, paired shape accuracy)' of one `generation_scores` result."""
+  return (f"{s['score']:.3f} ({s['count_accuracy']:.2f}, "
+          f"{s.get('paired_shape_accuracy', float('nan')):.2f})")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -57,14 +63,13 @@ def main(argv):
   print(f"{_CHECKPOINT.value} step {loaded.step}, {_SPLIT.value} split, {len(captions)} "
         f"images, guidance {_GUIDANCE.value}, {_STEPS.value}-step ODE")
   print("   t  | train-t mass (logit-normal / uniform) | flow mse | clean mse | one-step "
-        "score (count)  | resumed score (count)")
+        "score (count, shape)  | resumed score (count, shape)")
   for k, t in enumerate(times):
     one = r["one_step"][k]
     res = r["resumed"][k] if "resumed" in r else None
     print(f" {t:.2f} | {r['mass']['logit_normal'][k]:.3f} / {r['mass']['uniform'][k]:.3f}"
           f"                         | {r['flow_mse'][k]:.4f}   | {r['clean_mse'][k]:.5f}   | "
-          f"{one['score']:.3f} ({one['count_accuracy']:.2f})          | " +
-          (f"{res['score']:.3f} ({res['count_accuracy']:.2f})" if res else "-"))
+          f"{_score(one)}          | " + (_score(res) if res else "-"))
   if _PNG.value:  # one square grid per kind: row k = times[k], one caption per column
     base, ext = os.path.splitext(_PNG.value)
     for kind, pictures in r.pop("images").items():

@@ -16,7 +16,7 @@ def model_1p3b() -> ml_collections.ConfigDict:
                remat_policy="full", attention_impl="xla"),  # "cudnn": fused GPU kernel
       und_encoder=dict(image_size=384, patch_size=16, width=1024, depth=24, num_heads=16,
                        mlp_dim=4096, layer_norm_eps=1e-6, attn_pool=True,
-                       remat_policy="full"),
+                       remat_policy="full", llm_position_embedding=False),
       gen_encoder=dict(in_channels=4, patch_size=2, channels=768, num_blocks=2, norm_eps=1e-6,
                        position_embedding=False),
       gen_decoder=dict(out_channels=4, patch_size=2, num_blocks=2, norm_eps=1e-6,
@@ -40,7 +40,8 @@ def model_tiny() -> ml_collections.ConfigDict:
                num_kv_heads=2, head_dim=16, rms_norm_eps=1e-6, rope_theta=10000.0,
                remat_policy="none", attention_impl="xla"),
       und_encoder=dict(image_size=32, patch_size=8, width=48, depth=2, num_heads=4,
-                       mlp_dim=96, layer_norm_eps=1e-6, attn_pool=True, remat_policy="none"),
+                       mlp_dim=96, layer_norm_eps=1e-6, attn_pool=True, remat_policy="none",
+                       llm_position_embedding=False),
       gen_encoder=dict(in_channels=4, patch_size=2, channels=32, num_blocks=2, norm_eps=1e-6,
                        position_embedding=False),
       gen_decoder=dict(out_channels=4, patch_size=2, num_blocks=2, norm_eps=1e-6,
@@ -100,6 +101,7 @@ def data_defaults() -> ml_collections.ConfigDict:
       world_layout="columns",  # columns | free (jf_jax/shapes/scene.py)
       world_seed=0, num_train=20_000, num_validation=1_000, num_test=1_000,
       und_turns=1,            # question/answer turns per understanding row (0 = all)
+      rank_questions=False,   # training rows also ask "how many shapes are left of the X?"
       # source = "files": user data (jf_jax/data/user_data.py).
       und_files=(),           # LLaVA-style JSON files
       gen_files=(),           # folders of image + .txt, or .jsonl of {"image", "caption"}

@@ -371,3 +371,30 @@ def test_generation_position_embedding_is_added_per_token():
                                                 variables["params"]["pos_embed"])
   feats_shifted, _ = encoder.apply(shifted, z, t)
   assert np.abs(np.asarray(feats) - np.asarray(feats_shifted)).max() > 1e-3
+
+
+def test_understanding_position_embedding_is_added_after_the_aligner():
+  """`und_encoder.llm_position_embedding`: a [patches, embed] parameter (absent by default,
+  as in the release) added to each image token the LLM sees, not to the tower's output."""
+  und_cfg = dataclasses.replace(CFG.und_encoder, llm_position_embedding=True)
+  model = janusflow.JanusFlow(dataclasses.replace(CFG, und_encoder=und_cfg))
+  plain = janusflow.JanusFlow(CFG)
+  size = CFG.und_encoder.image_size
+  images = jax.random.uniform(jax.random.key(1), (B, 1, size, size, 3), jnp.float32, -1, 1)
+  params = model.init(jax.random.key(0), images,
+                      method=janusflow.JanusFlow.encode_und_images)["params"]
+  params = jax.tree.map(lambda p: getattr(p, "value", p), params,
+                        is_leaf=lambda p: hasattr(p, "value"))
+  assert params["und_pos_embed"].shape == (CFG.und_encoder.num_patches, CFG.llm.embed_dim)
+  plain_params = {k: v for k, v in params.items() if k != "und_pos_embed"}
+  tokens = model.apply({"params": params}, images,
+                       method=janusflow.JanusFlow.encode_und_images)
+  without = plain.apply({"params": plain_params}, images,
+                        method=janusflow.JanusFlow.encode_und_images)
+  # Slot 0 is <begin_of_image>; the patches follow, each shifted by its own embedding.
+  np.testing.assert_allclose(tokens[:, 0], without[:, 0])
+  np.testing.assert_allclose(tokens[:, 1:] - without[:, 1:],
+                             np.broadcast_to(params["und_pos_embed"], without[:, 1:].shape),
+                             rtol=1e-5, atol=1e-6)
+  assert "und_pos_embed" not in plain.init(
+      jax.random.key(0), images, method=janusflow.JanusFlow.encode_und_images)["params"]

@@ -56,6 +56,12 @@ class SigLIPConfig:
   # its parameters so the checkpoint round-trips exactly and the parameter count matches.
   attn_pool: bool = True
   remat_policy: str = "none"
+  # A learned embedding of each patch's place in the grid, added to the image tokens after
+  # `vision_und_enc_aligner` (parameter `und_pos_embed`, [num_patches, llm embed]); not in
+  # the release (False there). The LLM sees image tokens in raster order with 1-D RoPE and
+  # the frozen tower's output need not say where a token is; with it, every token carries
+  # its row and column in the LLM's own embedding space, trained by the LLM's losses.
+  llm_position_embedding: bool = False
 
   @property
   def num_patches(self) -> int:
