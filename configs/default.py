@@ -74,8 +74,9 @@ def get_config():
   # that Adam, normalising each shared LLM parameter by its summed gradients, does not
   # shrink the flow's steps under the ~7x larger next-token gradient. docs/experiments.md.
   # REPA off: here its target is the frozen presence tower's features, and aligning the
-  # 4-layer LLM's layer 2 to them cost generation (0.245 off vs 0.145 on at equal steps,
-  # understanding equal; docs/experiments.md), the reverse of the paper's 1.3B ablation.
+  # 4-layer LLM's layer 2 to them cost generation (0.245 off vs 0.145 on at equal steps in
+  # run D4's mixture, understanding equal; docs/experiments.md), the reverse of the
+  # paper's 1.3B ablation.
   config.model.gen_decoder.prediction = "data"
   config.loss.update(dict(t_loc=-1.0, flow_weight=8.0, repa_weight=0.0))
   config.optim.update(dict(learning_rate=1.5e-3, warmup_steps=100, schedule="cosine",
