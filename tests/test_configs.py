@@ -1,30 +1,18 @@
 """The files in configs/: one step count, default.py on top of tiny_shapes.py, and the
 1.3B config's stage-2 batch that splits over a v5p:4x4x4 slice without extra flags."""
 
-import importlib.util
-import os
 import types
 
 import pytest
 
 from jf_jax.train import loop
 from jf_jax.train import optim
-
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-
-def load(name: str):
-  """`configs/<name>.py::get_config()`, loaded by path like `config_flags` does."""
-  spec = importlib.util.spec_from_file_location(f"configs_{name}",
-                                                os.path.join(CONFIGS, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+import config_files
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny_shapes", "default", "janusflow_1p3b"])
 def test_total_steps_follows_num_steps_unless_set(name):
-  config = load(name)
+  config = config_files.load(name)
   assert optim.from_config(config).total_steps == config.train.num_steps
   config.train.num_steps = 12_345
   assert optim.from_config(config).total_steps == 12_345
@@ -42,7 +30,7 @@ def test_total_steps_follows_num_steps_unless_set(name):
 
 
 def test_default_builds_on_tiny_shapes():
-  default, shapes = load("default"), load("tiny_shapes")
+  default, shapes = config_files.load("default"), config_files.load("tiny_shapes")
   # Inherited unchanged: the model but the generation stem's width, the data source.
   assert default.model.llm == shapes.model.llm
   assert default.model.und_encoder == shapes.model.und_encoder
@@ -61,7 +49,7 @@ def _fake_mesh(**shape):
 
 
 def test_1p3b_carries_the_stage2_batch():
-  config = load("janusflow_1p3b")
+  config = config_files.load("janusflow_1p3b")
   b = config.batch
   phases = [(b.und_rows, b.gen_rows, b.text_rows),
             (b.switch.und_rows, b.switch.gen_rows, b.switch.text_rows)]

@@ -5,7 +5,6 @@ Nothing here needs the released weights: the 1.3B key list is checked against
 round trips use random state dicts of the tiny config in the official layout.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -24,6 +23,7 @@ from jf_jax.checkpoint import convert_hf
 from jf_jax.checkpoint import param_map
 from jf_jax.checkpoint import params_io
 from jf_jax.models import config as model_config
+import config_files
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 OFFICIAL_KEYS = REPO_ROOT / "tests" / "data" / "official_keys_janusflow_1p3b.tsv"
@@ -31,15 +31,6 @@ TINY = model_config.from_config_dict(config_defaults.model_tiny())
 
 LLM_LAYERS = ("language_model", "model", "layers")
 VIT = ("vision_und_enc_model", "vision_tower")
-
-
-def _load_config_file(name: str):
-  """`configs/<name>.py::get_config()`, loaded by path like `config_flags` does."""
-  spec = importlib.util.spec_from_file_location(f"configs_{name}",
-                                                REPO_ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def _get(tree, path):
@@ -79,7 +70,7 @@ def tiny_state(tiny_expected):
 
 # --------------------------------------------------------------------- official key set
 def test_1p3b_expected_keys_and_shapes_match_the_release():
-  cfg = model_config.from_config_dict(_load_config_file("janusflow_1p3b").model)
+  cfg = model_config.from_config_dict(config_files.load("janusflow_1p3b").model)
   expected = convert_hf.expected_official_shapes(cfg, params_io.abstract_params(cfg))
   official = {}
   for line in OFFICIAL_KEYS.read_text().splitlines():
@@ -218,7 +209,7 @@ def test_bfloat16_release_is_stored_exactly_in_bfloat16(tmp_path, tiny_state, ti
     convert_hf.save_state_dict({k: state[k] for k in part}, str(tmp_path / "src"),
                                f"model-{i:05d}.safetensors")
   convert.official_to_ours(str(tmp_path / "src"), str(tmp_path / "dst"),
-                           _load_config_file("tiny"))
+                           config_files.load("tiny"))
   stored = params_io.load_params(str(tmp_path / "dst"))  # no target: the stored dtypes
   official = {k: v for k, v in stored.items() if k != "repa_projector"}
   assert {x.dtype for x in jax.tree.leaves(official)} == {np.dtype(ml_dtypes.bfloat16)}
@@ -266,7 +257,7 @@ def test_missing_and_empty_checkpoint_directories(tmp_path):
   (tmp_path / "empty" / "config.json").write_text("{}")
   with pytest.raises(FileNotFoundError, match="no \\*.safetensors"):
     convert_hf.load_state_dict(str(tmp_path / "empty"))
-  config = _load_config_file("tiny")
+  config = config_files.load("tiny")
   dst = tmp_path / "dst"
   with pytest.raises(FileNotFoundError):
     convert.official_to_ours(str(tmp_path / "empty"), str(dst), config)
@@ -282,7 +273,7 @@ def test_mismatched_checkpoint_writes_nothing(tmp_path, tiny_state):
   convert_hf.save_state_dict(state, str(src))
   dst = tmp_path / "dst"
   with pytest.raises(convert_hf.CheckpointMismatchError, match="beg_of_und_embed"):
-    convert.official_to_ours(str(src), str(dst), _load_config_file("tiny"))
+    convert.official_to_ours(str(src), str(dst), config_files.load("tiny"))
   assert not dst.exists()
 
 
@@ -312,7 +303,7 @@ def test_non_empty_destination_is_refused_without_overwrite(tmp_path, reverse):
   (dst / "keep.txt").write_text("precious")
   (dst / "model.safetensors").write_bytes(b"not a checkpoint")
   before = _snapshot(dst)
-  config = _load_config_file("tiny")
+  config = config_files.load("tiny")
   src = str(tmp_path / "src")  # never read: the refusal comes first
   with pytest.raises(FileExistsError, match="--overwrite"):
     if reverse:

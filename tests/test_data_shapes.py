@@ -3,7 +3,6 @@
 Small datasets (a few hundred examples, built in about a second) keep the file fast.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from jf_jax.data import tokenizer as tok_lib
 from jf_jax.data import user_data
 from jf_jax.data.records import BadExample
 from jf_jax.models import config as model_config
+import config_files
 
 SIZES = dict(num_train=300, num_validation=30, num_test=200)
 
@@ -185,11 +185,7 @@ def test_shapes_source_layout_and_config_keys(data_dir):
 @pytest.mark.parametrize("name", ["tiny_shapes", "default"])
 def test_shapes_configs_fit_every_example(splits, name):
   """Every example packs within the config's lengths (with its `und_turns` longest turns)."""
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_files.load(name)
   cfg = model_config.from_config_dict(config.model)
   assert cfg.num_gen_tokens == cfg.und_encoder.num_patches  # REPA aligns the two grids
   tok, b = tok_lib.make_tokenizer(config), config.batch

@@ -10,7 +10,6 @@ the user runs it (`python train.py` with the overrides as `--config.*` flags, in
 and resumed, then `python sample.py` on the run's workdir).
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from jf_jax import convert
 from jf_jax.checkpoint import params_io
 from jf_jax.models import config as model_config
 from jf_jax.train import loop
+import config_files
 import release_fixtures as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,11 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def recipe_config() -> ml_collections.ConfigDict:
   """The recipe as its file gives it (no overrides)."""
-  spec = importlib.util.spec_from_file_location(
-      "finetune_config", os.path.join(REPO, "configs", "janusflow_1p3b_finetune.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_files.load("janusflow_1p3b_finetune")
 
 
 def finetune_config(release: str, converted: str, vae_dir: str, data: dict):

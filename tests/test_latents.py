@@ -25,6 +25,7 @@ from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.parallel import rules as rules_lib
 from jf_jax.train import latents
 from jf_jax.train import loop
+import config_files
 from release_fixtures import SMALL_SDXL
 from release_fixtures import write_diffusers_vae
 
@@ -230,13 +231,7 @@ def test_vae_flops_count_matches_the_compiled_encoder():
 
 
 def test_finetune_recipe_plans_at_full_size():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "janusflow_1p3b_finetune.py")
-  spec = importlib.util.spec_from_file_location("finetune_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_files.load("janusflow_1p3b_finetune")
   assert (config.stage, config.data.source, config.data.gen_space) == (3, "files", "sdxl_vae")
   s = loop.plan(config)  # shapes only: the 1.3B model over the 8 fake devices
   # The SigLIP input of the REPA target is the VAE's own 384 px crop, unresized.

@@ -11,9 +11,7 @@ parameter count of the released 1.3B configuration and config validation message
 
 import dataclasses
 import functools
-import importlib.util
 import math
-import pathlib
 import re
 
 import chex
@@ -39,23 +37,14 @@ from jf_jax.models import rope
 from jf_jax.models import sequence
 from jf_jax.models import siglip
 from jf_jax.models import timestep
+import config_files
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = model_config.from_config_dict(config_defaults.model_tiny())
 B = 2  # batch used throughout
 
 # The tiny shapes run in microseconds; XLA:CPU's LLVM optimisation passes dominate the test
 # time, and turning them off cuts compile time about 2.5x without changing what is checked.
 jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
-
-
-def _load_config_file(name: str):
-  """`configs/<name>.py::get_config()`, loaded by path like `config_flags` does."""
-  spec = importlib.util.spec_from_file_location(f"configs_{name}",
-                                                REPO_ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def _normal(seed: int, shape, dtype=jnp.float32) -> jax.Array:
@@ -578,7 +567,7 @@ EXPECTED_1P3B = {
 
 
 def test_1p3b_parameter_count():
-  cfg = model_config.from_config_dict(_load_config_file("janusflow_1p3b").model)
+  cfg = model_config.from_config_dict(config_files.load("janusflow_1p3b").model)
   boxed = janusflow.abstract_params(janusflow.JanusFlow(cfg))
   _assert_all_logically_partitioned(boxed)
   params = nn.unbox(boxed)["params"]
@@ -630,4 +619,4 @@ def test_config_rejects_unknown_keys():
 
 
 def test_tiny_config_file_matches_defaults():
-  assert model_config.from_config_dict(_load_config_file("tiny").model) == TINY
+  assert model_config.from_config_dict(config_files.load("tiny").model) == TINY

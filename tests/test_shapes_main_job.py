@@ -7,7 +7,6 @@ imported by the test session). The model is configs/default.py's; only the step 
 off: a few steps do not pay for LLVM's optimisation of the step and sampler programs.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -16,16 +15,9 @@ import sys
 
 from PIL import Image
 
+import config_files
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _default_config():
-  """configs/default.py's config, loaded by path (configs/ is not a package)."""
-  spec = importlib.util.spec_from_file_location("jf_jax_configs_default",
-                                                REPO / "configs" / "default.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def test_short_main_job_writes_grid_and_scores(tmp_path):
@@ -52,7 +44,7 @@ def test_short_main_job_writes_grid_and_scores(tmp_path):
   out = proc.stdout
   assert "encoder step 20/20" in out and "encoder pre-trained in" in out
   assert "done at step 2" in out
-  switch = _default_config().batch.switch  # the default's second mixture
+  switch = config_files.load("default").batch.switch  # the default's second mixture
   assert (f"step 1: batches now hold und/text/gen rows {switch.und_rows}/"
           f"{switch.text_rows}/{switch.gen_rows}") in out
   assert switch.gen_rows > 0
