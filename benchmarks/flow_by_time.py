@@ -44,7 +44,7 @@ _JSON = flags.DEFINE_string("json_out", None, "Write the results here.")
 def _score(s: dict) -> str:
   """'score (count, paired shape accuracy)' of one `generation_scores` result."""
   return (f"{s['score']:.3f} ({s['count_accuracy']:.2f}, "
-          f"{s.get('paired_shape_accuracy', float('nan')):.2f})")
+          f"{s['paired_shape_accuracy']:.2f})")
 
 
 def main(argv):

@@ -283,7 +283,8 @@ def test_rank_questions_add_each_objects_rank_to_training_rows(data_dir, splits)
     for question, answer in extra:
       side, name = re.fullmatch(r"how many shapes are (left|right) of the (.+)\?",
                                 question).groups()
-      matches = [k for k, o in enumerate(scene) if name in (o.name, _shape_name(o))]
+      matches = [k for k, o in enumerate(scene)
+                 if name in (o.name, shapes_scene.SHAPE_NAMES[o.shape])]
       assert len(matches) == 1, (question, scene)  # the descriptor names one object
       k = matches[0]
       beside = k if side == "left" else len(scene) - 1 - k
@@ -293,7 +294,3 @@ def test_rank_questions_add_each_objects_rank_to_training_rows(data_dir, splits)
     row = builder.build("und", record)
     assert row["weights"].sum() == 2 * len(record["turns"])
   assert sides == {"left", "right"}
-
-
-def _shape_name(obj):
-  return shapes_scene.SHAPE_NAMES[obj.shape]
