@@ -89,7 +89,7 @@ def data_defaults() -> ml_collections.ConfigDict:
       source="synthetic",     # synthetic | shapes | files
       tokenizer="shapes",     # "shapes" (word level) or a directory holding tokenizer.json
       system_prompt="",       # understanding SYS; the official one is templates.SYSTEM_PROMPT
-      gen_space="pixel",      # generation target: the image itself in [-1, 1] (tiny models)
+      gen_space="pixel",      # pixel | sdxl_vae (+ config.vae): models/latent_space.py
       image_size=32,          # stored image size; other sizes are bad examples ...
       resize_images=False,    # ... unless True (user data of mixed sizes)
       shuffle=True,           # seeded by config.seed, a new order every epoch
@@ -112,7 +112,7 @@ def data_defaults() -> ml_collections.ConfigDict:
 
 
 def vae_defaults() -> ml_collections.ConfigDict:
-  """`config.vae` of a latent-space run (`data.gen_space = "sdxl_vae"`).
+  """`config.vae` of an SDXL-VAE latent-space run (`data.gen_space = "sdxl_vae"`).
 
   The sizes are those of `stabilityai/sdxl-vae` (`models/vae.py` `VAEConfig`; any of its
   fields may be set here; the layout keys below are listed so that `--config.vae.*` flags
@@ -130,9 +130,14 @@ def vae_defaults() -> ml_collections.ConfigDict:
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Everything but the model sizes, with defaults; config files fill in `model`."""
+  """Everything but the model sizes, with defaults; config files fill in `model`.
+
+  The default model is the tiny one in pixel space (32 px RGB latents, 8 px patches on
+  both towers: 16 generation tokens = 16 SigLIP patches), matching `data.gen_space`.
+  """
   config = ml_collections.ConfigDict()
   config.model = model_tiny()
+  use_pixel_space(config.model, image_size=32, patch_size=8)
   config.seed = 0
   config.stage = 2  # 1 adaptation, 2 unified pre-training, 3 SFT (the paper's stages)
   config.tokens = tokens_tiny()

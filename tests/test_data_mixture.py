@@ -108,7 +108,7 @@ def test_switch_continues_each_task_stream(data_dir):
   _assert_same(switched[:2], plain[:2])
   after = switched[2]
   layout.check_batch(after, layout.with_rows(config.batch, layout.rows_at(config.batch, 2)),
-                     cfg)
+                     cfg, cfg.latent_size)  # pixel space: P = L
   assert after["text_ids"].shape[0] == 0
   np.testing.assert_array_equal(after["und_ids"], plain[2]["und_ids"][:2])
   np.testing.assert_array_equal(after["gen_prompt_ids"], plain[2]["gen_prompt_ids"][:4])
@@ -187,7 +187,7 @@ def test_bad_examples_are_skipped_and_counted(data_dir):
   und_rows = np.concatenate([b["und_weights"] for b in batches]).sum(1) > 0
   assert und_rows.tolist() == [True, False, False] * 10
   for b in batches:
-    layout.check_batch(b, config.batch, cfg)
+    layout.check_batch(b, config.batch, cfg, cfg.latent_size)
   restored = pipeline.make_source(config, cfg, tasks=tasks)
   restored.set_state(_json(source.get_state()))
   assert restored.stats() == source.stats()

@@ -173,12 +173,12 @@ def test_shapes_source_layout_and_config_keys(data_dir):
   config, cfg = _config(data_dir)
   source = pipeline.make_source(config, cfg)
   batch = next(source)
-  layout.check_batch(batch, config.batch, cfg)
-  for key, (shape, dtype) in layout.batch_shapes(config.batch, cfg).items():
+  layout.check_batch(batch, config.batch, cfg, cfg.latent_size)  # pixel space: P = L
+  for key, (shape, dtype) in layout.batch_shapes(config.batch, cfg, cfg.latent_size).items():
     assert batch[key].dtype == dtype, key
   assert batch["gen_weights"].tolist() == [1.0] * 6
-  # Pixel space: the latent and the REPA image are the same uint8 picture at 32 px.
-  np.testing.assert_array_equal(batch["gen_latents"], batch["gen_images"])
+  # Pixel space: one uint8 picture at 32 px, the flow's latent and (at S = P) SigLIP's.
+  assert batch["gen_pixels"].shape == (6, 32, 32, 3)
   assert (batch["und_image_mask"].sum(1) == cfg.num_und_tokens).all()
 
 
@@ -229,7 +229,7 @@ def test_user_data_readers(data_dir, tmp_path):
                           text_files=(str(text),)))
   source = pipeline.make_source(config, cfg)
   batch = next(source)
-  layout.check_batch(batch, config.batch, cfg)
+  layout.check_batch(batch, config.batch, cfg, cfg.latent_size)
   stats = source.stats()
   assert stats["rows"] == {"und": 1, "text": 2, "gen": 2}
   assert stats["skipped"] == {"gen/missing_caption": 1, "gen/bad_record": 1,
@@ -246,7 +246,7 @@ def test_und_turns_packs_that_many_question_answer_turns(data_dir, splits, und_t
   config, cfg = _config(data_dir, und_seq_len=200)  # 16 image slots + up to 11 turns
   config.data.und_turns = und_turns
   data, convert = shapes_tasks.tasks(config.data)["und"]
-  builder = processor.RowBuilder(tok_lib.make_tokenizer(config), config, cfg)
+  builder = processor.RowBuilder(tok_lib.make_tokenizer(config), config, cfg, cfg.latent_size)
   rng = np.random.default_rng(0)
   for i in range(20):
     example = splits["train"][i]
@@ -270,7 +270,7 @@ def test_rank_questions_add_each_objects_rank_to_training_rows(data_dir, splits)
   config.data.rank_questions = True
   data, convert = shapes_tasks.tasks(config.data)["und"]
   tok = tok_lib.make_tokenizer(config)
-  builder = processor.RowBuilder(tok, config, cfg)
+  builder = processor.RowBuilder(tok, config, cfg, cfg.latent_size)
   rng = np.random.default_rng(0)
   sides = set()
   for i in range(20):

@@ -72,7 +72,7 @@ def _prompts(seed: int) -> tuple[jax.Array, jax.Array]:
 def sample_fn():
   """The production pipeline (Euler), jitted once for every test in this file."""
   return _jit(image.make_sample_fn(MODEL, pad_id=TOK.pad_id, solver="euler",
-                                   decode_fn=image.pixel_space_decode))
+                                   decode_fn=lambda _, z: z[..., :3]))  # RGB stand-in
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from jf_jax.data import tokenizer as tok_lib
 from jf_jax.inference import loader
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
+from jf_jax.models import latent_space
 from jf_jax.sampling import common
 from jf_jax.sampling import image as image_sampling
 from jf_jax.shapes import diagnostics
@@ -29,7 +30,8 @@ def tiny():
   cfg = model_config.from_config_dict(config.model)
   params = common.numpy_random_params(cfg, std=0.05)
   loaded = loader.Loaded(config, cfg, janusflow.JanusFlow(cfg), params,
-                         tok_lib.make_tokenizer(config), 0, image_sampling.pixel_space_decode)
+                         tok_lib.make_tokenizer(config), 0,
+                         latent_space.pixel_space(cfg).decode, {})
   holdout = shapes_scene.holdout_pairs(0)
   examples = [shapes_world.make_example(0, "train", i, 32, holdout) for i in range(N)]
   return (loaded, [ex["caption"] for ex in examples],

@@ -57,7 +57,7 @@ def single_device(config):
 
 def host_batch(setup, step=0):
   return synthetic.make_batch(setup.config.batch, setup.config.tokens, setup.cfg,
-                              setup.config.seed, step)
+                              setup.config.seed, step, setup.space.pixel_size)
 
 
 def to_host(tree):
@@ -256,7 +256,8 @@ def test_step_compiles_once_and_overfits_one_batch(single):
 
 def test_nonfinite_step_leaves_state_unchanged(single):
   batch = host_batch(single)
-  batch["gen_latents"] = np.full_like(batch["gen_latents"], np.nan)
+  # Float pixels pass through the uint8 normalisation unchanged (device_inputs.py).
+  batch["gen_pixels"] = np.full(batch["gen_pixels"].shape, np.nan, np.float32)
   before = to_host(single.state)
   state = jax.device_put(before, single.shardings)
   state, metrics = single.step_fn(state, batch)
@@ -305,7 +306,7 @@ def test_progress_line_and_metrics_show_data_wait(tmp_path, capsys, monkeypatch)
   """The time spent getting each batch is in the progress line and metrics.jsonl."""
   make_source = pipeline.make_source
   monkeypatch.setattr(pipeline, "make_source",
-                      lambda *args: _SlowSource(make_source(*args), delay_s=0.2))
+                      lambda *args, **kw: _SlowSource(make_source(*args, **kw), delay_s=0.2))
   loop.train(base_config(num_steps=2, log_every=1), str(tmp_path),
              devices=jax.devices()[:1])
   lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("step ")]

@@ -20,6 +20,7 @@ from jf_jax.data import layout
 from jf_jax.data import pipeline
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
+from jf_jax.models import latent_space
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.parallel import partition
 from jf_jax.parallel import rules as rules_lib
@@ -44,9 +45,10 @@ class Setup:
   shardings: Any
   abstract: Any
   step_fn: Any
-  # Latent-space runs (config.data.gen_space='sdxl_vae', train/latents.py): the frozen VAE.
-  encoder: Any = None
-  vae_shardings: Any = None
+  # The generation space (models/latent_space.py) and the shardings of its frozen params
+  # (the step's third argument: {} in pixel space, the VAE encoder half otherwise).
+  space: latent_space.LatentSpace
+  frozen_shardings: Any
 
 
 def check_batch_config(config, mesh) -> None:
@@ -86,21 +88,21 @@ def plan(config, devices=None) -> Setup:
       model, tx, mesh, rules, use_ema=config.train.ema_decay > 0, seed=config.seed)
   if mesh.shape["fsdp"] > 1:
     partition.assert_params_sufficiently_sharded(shardings.params, abstract.params)
-  encoder = latents.make_encoder(config, cfg)
-  vae_shardings = latents.param_shardings(encoder, mesh, rules) if encoder else None
+  space = latent_space.from_config(config, cfg)
+  frozen_shardings = latents.frozen_shardings(space, mesh, rules)
   step_fn = step_lib.jit_train_step(
-      step_lib.make_train_step(model, tx, mask, config, encoder), shardings, mesh, rules,
-      vae_shardings=vae_shardings)
+      step_lib.make_train_step(model, tx, mask, config, space), shardings, mesh, rules,
+      frozen_shardings)
   return Setup(config, cfg, model, mesh, rules, tx, mask, None, shardings, abstract,
-               step_fn, encoder, vae_shardings)
+               step_fn, space, frozen_shardings)
 
 
 def setup(config, devices=None) -> Setup:
   """`plan` plus the train state, initialised directly sharded."""
   s = plan(config, devices)
-  if s.encoder is not None:  # before the slow init: a missing VAE fails at once
-    s = dataclasses.replace(s, step_fn=s.step_fn.with_frozen(
-        latents.load_params(config, s.encoder, s.vae_shardings)))
+  # Before the slow init: a missing VAE fails at once.
+  s = dataclasses.replace(s, step_fn=s.step_fn.with_frozen(
+      latents.load_frozen(config, s.space, s.frozen_shardings)))
   state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed)
   # Finish init before any other program runs: on the in-process CPU mesh, programs with
   # collectives running concurrently were seen to deadlock.
@@ -169,7 +171,7 @@ def train(config, workdir: str, devices=None,
   s = setup(config, devices)
   manager = ckpt.make_manager(workdir, config.train.checkpoint_every,
                               config.train.keep_checkpoints)
-  source = pipeline.make_source(config, s.cfg)
+  source = pipeline.make_source(config, s.cfg, pixel_size=s.space.pixel_size)
   state, start = s.state, 0
   restored = ckpt.restore(manager, s.abstract, s.shardings)
   if restored is not None:

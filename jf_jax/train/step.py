@@ -117,10 +117,11 @@ def _split_microbatches(batch, num: int):
   return jax.tree.map(lambda x: microbatches.split(x, num), batch)
 
 
-def make_train_step(model, tx, trainable_mask, config, encoder=None):
-  """Builds the pure step `(state, batch[, vae_params]) -> (state, metrics)`; jit it with
-  shardings. With a `latents.LatentEncoder` the batch holds `gen_pixels` and the step
-  encodes them first with the frozen `vae_params` (`train/latents.py`)."""
+def make_train_step(model, tx, trainable_mask, config, space):
+  """Builds the pure step `(state, batch, frozen) -> (state, metrics)`; jit it with
+  shardings. The batch's `gen_pixels` are encoded first into the generation space
+  `space` (a `models.latent_space.LatentSpace`) with its frozen params `frozen` ({} in
+  pixel space; `train/latents.py`)."""
   loss_cfg, cfg = config.loss, model.cfg
   coef = {"ar": loss_cfg.ar_weight, "rf": loss_cfg.flow_weight, "repa": loss_cfg.repa_weight}
   pad_id, num_micro = config.tokens.pad_id, config.train.microbatches
@@ -142,13 +143,13 @@ def make_train_step(model, tx, trainable_mask, config, encoder=None):
     loss = sum(coef[k] * sums[k] / denom[k] for k in coef)
     return loss, {**sums, "und": und, "text": text}
 
-  def train_step(state: TrainState, batch, vae_params=None):
-    # uint8 images -> float32 model inputs, here on the devices (`data/device_inputs.py`);
-    # latent-space pixels too, before the VAE encodes them.
+  def train_step(state: TrainState, batch, frozen):
+    # uint8 images -> float32 model inputs, here on the devices (`data/device_inputs.py`),
+    # then generation pixels -> latents + REPA view (`train/latents.py`).
     batch = device_inputs.normalize(batch)
     rng = jax.random.fold_in(state.rng, state.step)
-    if encoder is not None:
-      batch = latents.encode_generation_rows(encoder, vae_params, batch, rng, num_micro)
+    batch = latents.encode_generation_rows(space, frozen, batch, rng,
+                                           cfg.und_encoder.image_size, num_micro)
     denom = loss_denominators(batch, cfg)
     batch = draw_generation_noise(rng, batch, loss_cfg, pad_id)
     micro = _split_microbatches(batch, num_micro)
@@ -200,40 +201,38 @@ class JittedStep:
   """The jitted step as the loop calls it: `step(state, batch) -> (state, metrics)`.
 
   Runs under the mesh. `jitted` is the raw `jax.jit` function, for `lower(...).compile()`;
-  `frozen` holds the extra arguments it takes after (state, batch): `(vae_params,)` for a
-  latent-space run (set by `with_frozen`, real or abstract arrays), `()` otherwise.
+  `frozen` is its third argument, the generation space's frozen params (`{}` in pixel
+  space; set by `with_frozen`, real or abstract arrays).
   """
 
-  def __init__(self, jitted, mesh, frozen: tuple = ()):
-    self.jitted, self.mesh, self.frozen = jitted, mesh, frozen
+  def __init__(self, jitted, mesh, frozen=None):
+    self.jitted, self.mesh = jitted, mesh
+    self.frozen = {} if frozen is None else frozen
 
-  def with_frozen(self, *frozen) -> "JittedStep":
-    return JittedStep(self.jitted, self.mesh, tuple(frozen))
+  def with_frozen(self, frozen) -> "JittedStep":
+    return JittedStep(self.jitted, self.mesh, frozen)
 
   def __call__(self, state, batch):
     with jax.set_mesh(self.mesh):
-      return self.jitted(state, batch, *self.frozen)
+      return self.jitted(state, batch, self.frozen)
 
   def lower(self, state, batch):
     with jax.set_mesh(self.mesh):
-      return self.jitted.lower(state, batch, *self.frozen)
+      return self.jitted.lower(state, batch, self.frozen)
 
 
-def jit_train_step(step_fn, state_shardings, mesh, rules, donate: bool = True,
-                   vae_shardings=None) -> JittedStep:
+def jit_train_step(step_fn, state_shardings, mesh, rules, frozen_shardings,
+                   donate: bool = True) -> JittedStep:
   """`jax.jit` with in/out shardings; the state is donated (its buffers are reused).
 
   The returned step traces and runs under the mesh and the logical axis rules, so the
-  model's activation constraints resolve. With `vae_shardings` (a latent-space run) the
-  jitted function takes the frozen VAE params as a third argument, laid out that way;
-  bind them with `.with_frozen(vae_params)`.
+  model's activation constraints resolve. Its third argument, the frozen params of the
+  generation space, is laid out by `frozen_shardings`; bind it with `.with_frozen`.
   """
-  def step_with_rules(state, batch, *frozen):
+  def step_with_rules(state, batch, frozen):
     with nn.logical_axis_rules(rules):
-      return step_fn(state, batch, *frozen)
-  in_shardings = (state_shardings, batch_sharding(mesh))
-  if vae_shardings is not None:
-    in_shardings += (vae_shardings,)
+      return step_fn(state, batch, frozen)
+  in_shardings = (state_shardings, batch_sharding(mesh), frozen_shardings)
   jitted = jax.jit(step_with_rules, in_shardings=in_shardings,
                    out_shardings=(state_shardings, None),
                    donate_argnums=(0,) if donate else ())
