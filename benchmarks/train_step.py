@@ -112,21 +112,21 @@ def main(argv):
   tokens, images = tokens * jax.process_count(), images * jax.process_count()
   global_batches = [pipeline.global_batch(b, batch_sh) for b in batches]
   state = s.state
-  state, metrics = s.step_fn(state, global_batches[0])
+  state, metrics = s.step(state, global_batches[0])
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
   for i in range(_WARMUP.value):
-    state, metrics = s.step_fn(state, global_batches[i % 2])
+    state, metrics = s.step(state, global_batches[i % 2])
   jax.block_until_ready(metrics)
   times = []
   for i in range(_STEPS.value):
     t = time.perf_counter()
-    state, metrics = s.step_fn(state, global_batches[i % 2])
+    state, metrics = s.step(state, global_batches[i % 2])
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t)
   step_s = float(np.median(times))
   if _PROFILE_DIR.value:
-    state, metrics = _profile(s.step_fn, state, global_batches)
+    state, metrics = _profile(s.step, state, global_batches)
   vae_params = s.space.abstract_params() if s.space.has_params else None
   flops = flops_lib.train_step_flops(config, s.cfg, s.abstract.params, s.trainable_mask,
                                      vae_params, s.space.pixel_size)

@@ -88,7 +88,7 @@ def test_train_step_normalises_uint8_images():
   metrics = []
   for b in (batch, host_float):
     state = jax.device_put(start, s.shardings)
-    metrics.append(jax.device_get(s.step_fn(state, b)[1]))
+    metrics.append(jax.device_get(s.step(state, b)[1]))
   for key in ("loss", "und_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(metrics[0][key], metrics[1][key], rtol=1e-5, err_msg=key)
   assert metrics[0]["nonfinite"] == 0

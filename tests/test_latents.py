@@ -186,7 +186,7 @@ def test_the_same_batch_keys_reach_the_step_in_both_spaces(vae_dir, monkeypatch)
     config.mesh.update(dict(data=1, fsdp=1, tensor=1))
     s = loop.plan(config, devices=jax.devices()[:1])
     batch = layout.abstract_batch(config.batch, s.cfg, s.space.pixel_size)
-    s.step_fn.with_frozen(s.space.abstract_params()).lower(s.abstract, batch)
+    s.jitted.lower(s.frozen, s.abstract, batch)
   assert seen["pixel"] == seen["sdxl_vae"] and "gen_pixels" in seen["pixel"]
 
 
@@ -200,8 +200,8 @@ def latent_runs(vae_dir):
     config.mesh.update(dict(data=1, fsdp=2, tensor=1))
     s = loop.setup(config, devices=jax.devices()[:2])
     batch = synthetic.make_batch(config.batch, config.tokens, s.cfg, 0, 0, s.space.pixel_size)
-    vae_before = jax.device_get(s.step_fn.frozen)
-    state, metrics = s.step_fn(s.state, batch)
+    vae_before = jax.device_get(s.frozen)
+    state, metrics = s.step(s.state, batch)
     out[micro] = (s, jax.device_get(state.params), jax.device_get(metrics), vae_before)
   return out
 
@@ -211,11 +211,11 @@ def test_latent_step_trains_the_model_and_never_the_vae(latent_runs):
   for key in ("loss", "rf_loss", "repa_loss", "ar_loss"):
     assert np.isfinite(metrics[key]) and metrics[key] > 0, key
   # The VAE is an argument, not state: same arrays after the step, nothing of it in state.
-  for a, b in zip(jax.tree.leaves(jax.device_get(s.step_fn.frozen)), jax.tree.leaves(vae_before)):
+  for a, b in zip(jax.tree.leaves(jax.device_get(s.frozen)), jax.tree.leaves(vae_before)):
     np.testing.assert_array_equal(a, b)
   assert "encoder" not in params and "decoder" not in params
   # The VAE params are laid out by the logical rules (conv kernels: replicated).
-  leaf = jax.tree.leaves(s.step_fn.frozen)[0]
+  leaf = jax.tree.leaves(s.frozen)[0]
   assert leaf.sharding.is_fully_replicated and leaf.dtype == jnp.float32
 
 

@@ -178,9 +178,9 @@ def test_train_state_shardings_follow_params_with_frozen_towers():
   model = janusflow.JanusFlow(model_config.from_config_dict(config.model))
   mesh = mesh_lib.make_mesh(_mesh_config(data=1, fsdp=4, tensor=2))
   rules = rules_lib.default_rules()
-  abstract_params = nn.unbox(janusflow.abstract_params(model))["params"]
-  tx, mask = optim.make_optimizer(optim.from_config(config), abstract_params)
-  abstract, sh = state_lib.state_shardings(model, tx, mesh, rules, use_ema=True)
+  boxed = janusflow.abstract_params(model)["params"]
+  tx, mask = optim.make_optimizer(optim.from_config(config), nn.unbox(boxed))
+  abstract, sh = state_lib.state_shardings(tx, boxed, mesh, rules, use_ema=True)
   is_masked = lambda x: isinstance(x, optax.MaskedNode)
   trainable = jax.tree.leaves(mask)
   assert any(trainable) and not all(trainable)

@@ -121,12 +121,11 @@ def compile_train_step(config, devices):
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh)
            for k, v in layout.abstract_batch(config.batch, cfg, pixels).items()}
   # The frozen params of the generation space: abstract too, laid out by the rules.
-  frozen = s.space.abstract_params()
-  step_fn = s.step_fn.with_frozen(_with_sharding(frozen, s.frozen_shardings))
-  vae_params = frozen if s.space.has_params else None
+  frozen = _with_sharding(s.frozen, s.frozen_shardings)
+  vae_params = s.frozen if s.space.has_params else None
   t0 = time.perf_counter()
   with jax.set_mesh(mesh), unrolled_scans(_UNROLL.value):
-    lowered = step_fn.lower(_with_sharding(s.abstract, s.shardings), batch)
+    lowered = s.jitted.lower(frozen, _with_sharding(s.abstract, s.shardings), batch)
     t1 = time.perf_counter()
     compiled = lowered.compile()
   t2 = time.perf_counter()
