@@ -85,8 +85,8 @@ def get_config():
   # step time varies by ~15% here); longer runs draw better (run C1: 4,000 steps, 0.495).
   config.train.update(dict(num_steps=3300, log_every=300, checkpoint_every=825,
                            keep_checkpoints=1))
+  config.after_training = "jf_jax.shapes.main_job"  # train.py runs its evaluation at the end
   config.eval = ml_collections.ConfigDict(dict(
-      after_training=True,  # run the main job's evaluation when training ends
       split="test",
       num_gen=200,          # test captions to draw (GenEval-style score)
       num_und=500,          # test questions to answer (exact match)

@@ -86,8 +86,9 @@ def tokens_deepseek() -> ml_collections.ConfigDict:
 def data_defaults() -> ml_collections.ConfigDict:
   """`config.data`: every input-pipeline key (docs/data.md), source "synthetic"."""
   return ml_collections.ConfigDict(dict(
-      source="synthetic",     # synthetic | shapes | files
-      tokenizer="shapes",     # "shapes" (word level) or a directory holding tokenizer.json
+      source="synthetic",     # synthetic | files | a project package's name (plugins.py)
+      tokenizer="",           # a directory holding tokenizer.json, or a project package
+                              # (plugins.py); synthetic data uses config.tokens' ids
       system_prompt="",       # understanding SYS; the official one is templates.SYSTEM_PROMPT
       gen_space="pixel",      # pixel | sdxl_vae (+ config.vae): models/latent_space.py
       image_size=32,          # stored image size; other sizes are bad examples ...
@@ -95,13 +96,6 @@ def data_defaults() -> ml_collections.ConfigDict:
       shuffle=True,           # seeded by config.seed, a new order every epoch
       workers=0,              # grain worker processes building batches (0 = in-process)
       prefetch=2,             # batches each worker keeps ready
-      # source = "shapes": the generated tfds dataset (jf_jax/shapes/world.py).
-      data_dir="",            # tfds data_dir; '' = ~/tensorflow_datasets
-      split="train",
-      world_layout="columns",  # columns | free (jf_jax/shapes/scene.py)
-      world_seed=0, num_train=20_000, num_validation=1_000, num_test=1_000,
-      und_turns=1,            # question/answer turns per understanding row (0 = all)
-      rank_questions=False,   # training rows also ask "how many shapes are left of the X?"
       # source = "files": user data (jf_jax/data/user_data.py).
       und_files=(),           # LLaVA-style JSON files
       gen_files=(),           # folders of image + .txt, or .jsonl of {"image", "caption"}
@@ -166,12 +160,11 @@ def base_config() -> ml_collections.ConfigDict:
       init_params_from="",  # converted official weights or an earlier stage's checkpoint
   ))
   config.data = data_defaults()
-  # Object-presence pre-training of the understanding tower before step 0 of a fresh run
-  # (jf_jax/shapes/encoder_pretrain.py, called by train.py). 0 steps = off.
-  config.encoder_pretrain = ml_collections.ConfigDict(dict(
-      steps=0, batch_size=32, learning_rate=1.5e-3, warmup_steps=100, weight_decay=1e-4,
-      readout="max", log_every=500,
-      # > 0: also a per-patch head predicting each patch's column and row (cross-entropy,
-      # this weight), so the frozen tower's tokens keep their position.
-      position_weight=0.0))
+  # Plug-ins train.py loads by name (data/plugins.py; "" = none): `init` provides
+  # `initialise(setup, config) -> state`, a fresh run's first state (e.g.
+  # "jf_jax.shapes.encoder_pretrain"); `after_training` provides `run(config, workdir, metrics,
+  # start_time=..., extra=...)`, called on process 0 when training ends (e.g.
+  # "jf_jax.shapes.main_job").
+  config.init = ""
+  config.after_training = ""
   return config

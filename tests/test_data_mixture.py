@@ -14,6 +14,7 @@ from PIL import Image
 import pytest
 
 from jf_jax import config_defaults
+from jf_jax.shapes import config as shapes_config
 from jf_jax.data import layout
 from jf_jax.data import loader
 from jf_jax.data import mixture
@@ -36,8 +37,7 @@ def data_dir(tmp_path_factory):
 
 def _config(data_dir, switch=None, workers=0, **batch):
   """A tiny pixel-space config on the test dataset (16 SigLIP patches -> short rows)."""
-  config = config_defaults.base_config()
-  config_defaults.use_pixel_space(config.model, image_size=32, patch_size=8)
+  config = shapes_config.add_world(config_defaults.base_config())  # tiny, pixel space
   config.data.update(dict(source="shapes", data_dir=data_dir, workers=workers, **SIZES))
   config.batch.update({**dict(und_rows=4, text_rows=2, gen_rows=6, und_seq_len=40,
                               text_seq_len=52, gen_prompt_len=24), **batch})

@@ -17,6 +17,7 @@ from tokenizers import pre_tokenizers
 from tokenizers import trainers
 
 from jf_jax import config_defaults
+from jf_jax.shapes import config as shapes_config
 from jf_jax.data import layout
 from jf_jax.data import packing
 from jf_jax.data import pipeline
@@ -50,8 +51,7 @@ def splits(data_dir):
 
 def _config(data_dir, **batch):
   """A tiny pixel-space config on the test dataset (16 SigLIP patches -> short rows)."""
-  config = config_defaults.base_config()
-  config_defaults.use_pixel_space(config.model, image_size=32, patch_size=8)
+  config = shapes_config.add_world(config_defaults.base_config())  # tiny, pixel space
   config.data.update(dict(source="shapes", data_dir=data_dir, **SIZES))
   config.batch.update({**dict(und_rows=4, text_rows=2, gen_rows=6, und_seq_len=40,
                               text_seq_len=52, gen_prompt_len=24), **batch})

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jf_jax import config_defaults
+from jf_jax.shapes import config as shapes_config
 from jf_jax.models import config as model_config
 from jf_jax.shapes import encoder_pretrain
 from jf_jax.shapes import probe
@@ -17,8 +18,7 @@ SIZES = dict(num_train=200, num_validation=20, num_test=20)
 
 def _config(data_dir, steps=80):
   """A small pixel-space stage-2 config on a 200-image shapes world (16 SigLIP patches)."""
-  config = config_defaults.base_config()
-  config_defaults.use_pixel_space(config.model, image_size=32, patch_size=8)
+  config = shapes_config.add_world(config_defaults.base_config())  # tiny, pixel space
   config.data.update(dict(source="shapes", data_dir=data_dir, **SIZES))
   config.encoder_pretrain.update(dict(steps=steps, batch_size=16, log_every=steps))
   config.batch.update(dict(und_rows=8, text_rows=8, gen_rows=8))  # split over 8 devices

@@ -13,7 +13,7 @@ over to the held-out object pairs of the test split. A single attention-pooled v
 image fits the training scenes too but learns pair-level shortcuts instead: with the
 default run's tower, 2,000 steps, it gets the object set of 0.10 of the test images
 exactly right against 0.78 for the per-patch readout, 0.88 and 0.96 of training images
-(`benchmarks/encoder_probe.py`, docs/experiments.md).
+(`jf_jax/shapes/lab/encoder_probe.py`, docs/experiments.md).
 
 The presence objective is translation-invariant (a max over patches), so nothing in it asks
 a token to keep its position embedding, and the LLM, whose attention retrieves token
@@ -206,7 +206,11 @@ def pretrain(config: Any, cfg: model_config.JanusFlowConfig,
 
 
 def initialise(setup: Any, config: Any) -> Any:
-  """A fresh train state whose understanding tower is `pretrain`ed (optimizer reset)."""
+  """A fresh train state whose understanding tower is `pretrain`ed (optimizer reset); the
+  `config.init` plug-in of the shapes configs (`shapes/config.py`). `setup.state`
+  unchanged when `config.encoder_pretrain.steps` is 0."""
+  if config.encoder_pretrain.steps <= 0:
+    return setup.state
   encoder = jax.device_get(pretrain(config, setup.cfg)[0])  # host arrays: placed below
   # The model's params stay where they are (with several processes they are not all
   # addressable here); every process pre-trains the same tower (same seed and data), so

@@ -189,7 +189,7 @@ def train(config, workdir: str, devices=None,
 
   `initialise(setup, config) -> state` gives a fresh run (nothing to resume, no
   `config.train.init_params_from`) its first state instead of `setup`'s, e.g. the shapes
-  world's encoder pre-training (`jf_jax/shapes/encoder_pretrain.py`, called by train.py).
+  world's encoder pre-training (train.py loads it as the `config.init` plug-in).
   """
   s = setup(config, devices)
   manager = ckpt.make_manager(workdir, config.train.checkpoint_every,
