@@ -27,6 +27,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from jf_jax import testing  # pylint: disable=wrong-import-position
 from jf_jax.models import config as model_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jf_jax.models import janusflow  # pylint: disable=wrong-import-position
 from jf_jax.models import latent_space  # pylint: disable=wrong-import-position
@@ -124,7 +125,7 @@ def main(argv):
   cfg = model_config.from_config_dict(config.model)
   print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}) x "
         f"{jax.device_count()}; compute dtype {jnp.dtype(cfg.dtype).name}", flush=True)
-  params = common.cast_floating(common.random_params(cfg), cfg.dtype)
+  params = common.cast_floating(testing.random_params(cfg), cfg.dtype)
   if not _SKIP_T2I.value:
     bench_text_to_image(config, cfg, params)
   if not _SKIP_DECODE.value:

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from jf_jax import config_defaults
+from jf_jax import testing
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
-from jf_jax.sampling import common
 from jf_jax.sampling import image
 from jf_jax.sampling import text
 
@@ -53,7 +53,7 @@ def _jit(fn, **kwargs):
 
 @pytest.fixture(scope="module")
 def params():
-  return common.numpy_random_params(CFG, seed=0, std=0.1)
+  return testing.numpy_random_params(CFG, seed=0, std=0.1)
 
 
 def _prompts(seed: int) -> tuple[jax.Array, jax.Array]:

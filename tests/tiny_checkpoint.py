@@ -6,10 +6,10 @@ import jax
 import numpy as np
 
 from jf_jax import config_defaults
+from jf_jax import testing
 from jf_jax.checkpoint import params_io
 from jf_jax.data import tokenizer as tok_lib
 from jf_jax.models import config as model_config
-from jf_jax.sampling import common
 
 # The words of the prompts and questions the inference tests use (others become <unk>).
 WORDS = ("a red blue green yellow circle circles square squares triangle triangles to the "
@@ -29,7 +29,7 @@ def tokenizer() -> tok_lib.Tokenizer:
 def write_params_dir(path: str) -> str:
   """Writes params/ + model.json + generation.json + tokenizer.json under `path`."""
   run = config()
-  params = common.numpy_random_params(model_config.from_config_dict(run.model), std=0.1)
+  params = testing.numpy_random_params(model_config.from_config_dict(run.model), std=0.1)
   params_io.save_params(path, jax.tree.map(np.asarray, params), run.model.to_dict(),
                         generation=params_io.generation_config(run))
   tokenizer().hf.save(f"{path}/tokenizer.json")

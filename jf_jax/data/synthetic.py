@@ -70,7 +70,7 @@ def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: 
   the run's `LatentSpace`); images uniform uint8."""
   rng = np.random.default_rng([seed, step])
   shapes = layout.batch_shapes(batch_cfg, cfg, pixel_size)
-  vocab = min(cfg.llm.vocab_size, tok.get("synthetic_vocab", cfg.llm.vocab_size))
+  vocab = cfg.llm.vocab_size
   u, us = shapes["und_ids"][0]
   und_ids, und_image_mask, und_weights = _und_rows(rng, u, us, cfg.num_und_tokens, tok, vocab)
   t, ts = shapes["text_ids"][0]

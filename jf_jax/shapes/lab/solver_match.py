@@ -24,6 +24,7 @@ import numpy as np
 from ml_collections import config_flags
 
 
+from jf_jax import testing
 from jf_jax.inference import inputs
 from jf_jax.inference import loader
 from jf_jax.models import config as model_config
@@ -56,7 +57,7 @@ def _model_and_prompts():
     ids, mask = inputs.generation_prompts(loaded.tok, _CAPTIONS.value)
     return loaded.model, loaded.params, ids, mask, loaded.tok.pad_id
   cfg = model_config.from_config_dict(_CONFIG.value.model)
-  params = common.cast_floating(common.random_params(cfg, std=_STD.value), cfg.dtype)
+  params = common.cast_floating(testing.random_params(cfg, std=_STD.value), cfg.dtype)
   ids = np.random.default_rng(0).integers(8, cfg.llm.vocab_size, (_BATCH.value, 12))
   return janusflow.JanusFlow(cfg), params, ids, np.ones_like(ids, bool), 0
 
