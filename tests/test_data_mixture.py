@@ -14,15 +14,15 @@ from PIL import Image
 import pytest
 
 from jf_jax import config_defaults
-from jf_jax.shapes import config as shapes_config
 from jf_jax.data import layout
 from jf_jax.data import loader
 from jf_jax.data import mixture
 from jf_jax.data import pipeline
-from jf_jax.shapes import scene as shapes_scene
-from jf_jax.shapes import world as shapes_world
 from jf_jax.data import tfds_source
 from jf_jax.models import config as model_config
+from jf_jax.shapes import config as shapes_config
+from jf_jax.shapes import scene as shapes_scene
+from jf_jax.shapes import world as shapes_world
 
 SIZES = dict(num_train=300, num_validation=30, num_test=200)
 SWITCH = dict(step=2, und_rows=2, text_rows=0, gen_rows=4)

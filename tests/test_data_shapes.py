@@ -17,21 +17,21 @@ from tokenizers import pre_tokenizers
 from tokenizers import trainers
 
 from jf_jax import config_defaults
-from jf_jax.shapes import config as shapes_config
 from jf_jax.data import layout
 from jf_jax.data import packing
 from jf_jax.data import pipeline
 from jf_jax.data import preprocess
 from jf_jax.data import processor
-from jf_jax.shapes import scene as shapes_scene
-from jf_jax.shapes import vocabulary
-from jf_jax.shapes import world as shapes_world
-from jf_jax.shapes import task_data as shapes_tasks
 from jf_jax.data import templates
 from jf_jax.data import tokenizer as tok_lib
 from jf_jax.data import user_data
 from jf_jax.data.records import BadExample
 from jf_jax.models import config as model_config
+from jf_jax.shapes import config as shapes_config
+from jf_jax.shapes import scene as shapes_scene
+from jf_jax.shapes import task_data as shapes_tasks
+from jf_jax.shapes import vocabulary
+from jf_jax.shapes import world as shapes_world
 import config_files
 
 SIZES = dict(num_train=300, num_validation=30, num_test=200)
@@ -260,37 +260,3 @@ def test_und_turns_packs_that_many_question_answer_turns(data_dir, splits, und_t
   config.data.und_turns = -1
   with pytest.raises(ValueError, match="und_turns"):
     shapes_tasks.tasks(config.data)
-
-
-def test_rank_questions_add_each_objects_rank_to_training_rows(data_dir, splits):
-  """`data.rank_questions`: every object's rank from the left or right is asked on top of
-  the stored questions, with the count word of the objects on that side."""
-  config, cfg = _config(data_dir, und_seq_len=260)  # every turn: up to 11 + 3 of them
-  config.data.und_turns = 0
-  config.data.rank_questions = True
-  data, convert = shapes_tasks.tasks(config.data)["und"]
-  tok = tok_lib.make_tokenizer(config)
-  builder = processor.RowBuilder(tok, config, cfg, cfg.latent_size)
-  rng = np.random.default_rng(0)
-  sides = set()
-  for i in range(20):
-    example = splits["train"][i]
-    scene = shapes_world.scene_of(example)
-    record = convert(data[i], rng)
-    stored = set(zip(example["questions"], example["answers"]))
-    extra = [(q.decode(), a.decode()) for q, a in record["turns"] if (q, a) not in stored]
-    assert len(extra) == len(scene) and len(record["turns"]) == len(stored) + len(scene)
-    for question, answer in extra:
-      side, name = re.fullmatch(r"how many shapes are (left|right) of the (.+)\?",
-                                question).groups()
-      matches = [k for k, o in enumerate(scene)
-                 if name in (o.name, shapes_scene.SHAPE_NAMES[o.shape])]
-      assert len(matches) == 1, (question, scene)  # the descriptor names one object
-      k = matches[0]
-      beside = k if side == "left" else len(scene) - 1 - k
-      assert answer == shapes_scene.COUNT_WORDS[beside]
-      sides.add(side)
-      assert tok.decode(tok.encode(question)) == question  # every word is in the vocab
-    row = builder.build("und", record)
-    assert row["weights"].sum() == 2 * len(record["turns"])
-  assert sides == {"left", "right"}

@@ -5,9 +5,9 @@ import jax
 import numpy as np
 
 from jf_jax import config_defaults
-from jf_jax.shapes import config as shapes_config
 from jf_jax.models import config as model_config
 from jf_jax.models import siglip
+from jf_jax.shapes import config as shapes_config
 from jf_jax.shapes import probe
 from jf_jax.shapes import scene as shapes_scene
 from jf_jax.shapes import world as shapes_world

@@ -16,7 +16,6 @@ def world_data_defaults() -> dict:
       world_layout="columns",  # columns | free (scene.py)
       world_seed=0, num_train=20_000, num_validation=1_000, num_test=1_000,
       und_turns=1,             # question/answer turns per understanding row (0 = all)
-      rank_questions=False,    # training rows also ask "how many shapes are left of the X?"
   )
 
 
@@ -25,10 +24,7 @@ def encoder_pretrain_defaults() -> ml_collections.ConfigDict:
   before step 0 of a fresh run (`encoder_pretrain.py`, `config.init`). 0 steps = off."""
   return ml_collections.ConfigDict(dict(
       steps=0, batch_size=32, learning_rate=1.5e-3, warmup_steps=100, weight_decay=1e-4,
-      readout="max", log_every=500,
-      # > 0: also a per-patch head predicting each patch's column and row (cross-entropy,
-      # this weight), so the frozen tower's tokens keep their position.
-      position_weight=0.0))
+      readout="max", log_every=500))
 
 
 def add_world(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -12,8 +12,6 @@ scores them on the held-out test images, for each tower asked for:
   python -m jf_jax.shapes.lab.position_probe                          # pixels, random, pretrained
   python -m jf_jax.shapes.lab.position_probe --towers=checkpoint --checkpoint=/tmp/run
   python -m jf_jax.shapes.lab.position_probe --config.encoder_pretrain.steps=3000 --num_train=4000
-  python -m jf_jax.shapes.lab.position_probe --towers=pretrained \
-      --config.encoder_pretrain.position_weight=0.1      # with the per-patch position head
 """
 
 import json
