@@ -118,7 +118,17 @@ class JanusFlowConfig:
     return self.und_encoder.num_patches + 1
 
 
+# Options removed on 2026-12-03 (docs/architecture.md). Checkpoints written before then
+# store them switched off; those load, a model that had one switched on does not.
+_REMOVED = {"SigLIPConfig": "llm_position_embedding", "GenEncoderConfig": "position_embedding"}
+
+
 def _sub(cls, values: Mapping[str, Any]):
+  removed = _REMOVED.get(cls.__name__)
+  if removed in values:
+    if values.pop(removed):
+      raise ValueError(f"{cls.__name__}.{removed}=True: this option was removed "
+                       "(docs/architecture.md); such a model cannot be loaded")
   known = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - known)
   if unknown:
