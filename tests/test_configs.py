@@ -5,6 +5,7 @@ import types
 
 import pytest
 
+from jf_jax import config_defaults
 from jf_jax.train import loop
 from jf_jax.train import optim
 import config_files
