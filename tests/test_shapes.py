@@ -619,4 +619,6 @@ def test_config_rejects_unknown_keys():
 
 
 def test_tiny_config_file_matches_defaults():
-  assert model_config.from_config_dict(config_files.load("tiny").model) == TINY
+  # configs/tiny.py's model is base_config()'s: model_tiny() in pixel space.
+  assert model_config.from_config_dict(config_files.load("tiny").model) == (
+      model_config.from_config_dict(config_defaults.base_config().model))
