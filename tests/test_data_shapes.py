@@ -5,7 +5,6 @@ Small datasets (a few hundred examples, built in about a second) keep the file f
 
 import json
 import os
-import re
 
 import numpy as np
 from PIL import Image

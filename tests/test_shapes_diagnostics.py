@@ -12,7 +12,6 @@ from jf_jax.inference import loader
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
 from jf_jax.models import latent_space
-from jf_jax.sampling import image as image_sampling
 from jf_jax.shapes import diagnostics
 from jf_jax.shapes import scene as shapes_scene
 from jf_jax.shapes import world as shapes_world
