@@ -24,10 +24,13 @@ from jf_jax.checkpoint import manager as ckpt
 from jf_jax.data import layout
 from jf_jax.data import pipeline
 from jf_jax.data import synthetic
+from jf_jax.models import janusflow
 from jf_jax.parallel import hlo
 from jf_jax.parallel import mesh as mesh_lib
+from jf_jax.parallel import partition
 from jf_jax.parallel import rules as rules_lib
 from jf_jax.train import loop
+from jf_jax.train import optim
 from jf_jax.train import step as step_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +107,7 @@ def single_device(config):
 
 def host_batch(setup, step=0):
   return synthetic.make_batch(setup.config.batch, setup.config.tokens, setup.cfg,
-                              setup.config.seed, step)
+                              setup.config.seed, step, setup.space.pixel_size)
 
 
 def to_host(tree):
@@ -120,7 +123,7 @@ def single():
 def first_step(single):
   """(state before, state after, metrics) of one single-device step."""
   before = to_host(single.state)
-  state, metrics = single.step_fn(single.state, host_batch(single))
+  state, metrics = single.step(single.state, host_batch(single))
   return before, to_host(state), to_host(metrics)
 
 
@@ -181,7 +184,7 @@ def _compare_sharded_to_single(first_step):
   sharded = loop.setup(config)
   assert dict(sharded.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
   state = jax.block_until_ready(jax.device_put(before, sharded.shardings))
-  state, sh_metrics = sharded.step_fn(state, host_batch(sharded))
+  state, sh_metrics = sharded.step(state, host_batch(sharded))
   # Out-shardings equal in-shardings (what donation needs).
   for leaf, sh in zip(jax.tree.leaves(state), jax.tree.leaves(sharded.shardings)):
     assert leaf.sharding.is_equivalent_to(sh, leaf.ndim)
@@ -195,7 +198,7 @@ def test_stage1_freezes_llm_and_siglip():
   before = to_host(s.state.params)
   state = s.state
   for i in range(2):
-    state, metrics = s.step_fn(state, host_batch(s, i))
+    state, metrics = s.step(state, host_batch(s, i))
   after = to_host(state.params)
   for tower in ("language_model", "vision_und_enc_model"):
     for a, b in zip(jax.tree.leaves(before[tower]), jax.tree.leaves(after[tower])):
@@ -227,7 +230,7 @@ def test_accumulation_equals_whole_batch(single, first_step):
   _, after, metrics = first_step
   accum = single_device(base_config(microbatches=4))
   state = jax.device_put(first_step[0], accum.shardings)
-  state, acc_metrics = accum.step_fn(state, host_batch(accum))
+  state, acc_metrics = accum.step(state, host_batch(accum))
   for key in ("loss", "ar_loss", "und_loss", "text_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(acc_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
   assert_first_adam_step_close(to_host(state), after)
@@ -273,7 +276,7 @@ def test_microbatches_stay_on_their_devices(request):
     return
   whole = single_device(_sixteen_rows(base_config()))
   before = to_host(whole.state)
-  state, metrics = whole.step_fn(whole.state, host_batch(whole))
+  state, metrics = whole.step(whole.state, host_batch(whole))
   after = to_host(state)
 
   config = _sixteen_rows(base_config(microbatches=4))
@@ -282,21 +285,45 @@ def test_microbatches_stay_on_their_devices(request):
   batch = jax.device_put(host_batch(micro), step_lib.batch_sharding(micro.mesh))
   start = jax.device_put(before, micro.shardings)
   with jax.set_mesh(micro.mesh):
-    compiled = micro.step_fn.jitted.lower(start, batch).compile()
+    compiled = micro.jitted.lower(micro.frozen, start, batch).compile()
     moves = hlo.outside_model(hlo.collective_moves(compiled.as_text()))
     assert not moves, f"{len(moves)} moves of batch rows, e.g. {moves[:3]}"
-    state, micro_metrics = compiled(start, batch)
+    state, micro_metrics = compiled(micro.frozen, start, batch)
   for key in ("loss", "ar_loss", "und_loss", "text_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(micro_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
   assert_first_adam_step_close(to_host(state), after)
+
+
+def test_plan_traces_the_model_once(monkeypatch):
+  """`plan` derives the optimizer, the state's shapes and shardings and the step's
+  accumulator layout from one `eval_shape` trace of the model."""
+  calls = []
+  init = janusflow.init_params
+  monkeypatch.setattr(janusflow, "init_params", lambda *a, **kw: calls.append(1) or init(*a, **kw))
+  config = base_config()
+  config.mesh.update(dict(data=1, fsdp=1, tensor=1))
+  s = loop.plan(config, devices=jax.devices()[:1])
+  assert len(calls) == 1 and s.state is None
+  # The step, traced now, reads the facts plan resolved: no further trace of the model init.
+  batch = layout.abstract_batch(config.batch, s.cfg, s.space.pixel_size)
+  with jax.set_mesh(s.mesh):
+    s.jitted.lower(s.frozen, s.abstract, batch)
+  assert len(calls) == 1
 
 
 def test_step_compiles_once_and_overfits_one_batch(single):
   """Repeated calls never retrace; a fixed batch drives every loss down."""
   batch = host_batch(single)
   traced_step = chex.assert_max_traces(n=1)(step_lib.make_train_step(
-      single.model, single.tx, single.trainable_mask, single.config))
-  step_fn = step_lib.jit_train_step(traced_step, single.shardings, single.mesh, single.rules)
+      single.model, single.tx, single.trainable_mask, single.step_cfg, single.space,
+      optim.make_schedule(single.optim_cfg),
+      partition.logical_specs(janusflow.abstract_params(single.model)["params"])))
+  jitted = step_lib.jit_train_step(traced_step, single.shardings, single.mesh, single.rules,
+                                   single.frozen_shardings)
+
+  def step_fn(state, batch):
+    with jax.set_mesh(single.mesh):
+      return jitted(single.frozen, state, batch)
   state = jax.device_put(to_host(single.state), single.shardings)
   history = []
   for _ in range(120):
@@ -312,10 +339,11 @@ def test_step_compiles_once_and_overfits_one_batch(single):
 
 def test_nonfinite_step_leaves_state_unchanged(single):
   batch = host_batch(single)
-  batch["gen_latents"] = np.full_like(batch["gen_latents"], np.nan)
+  # Float pixels pass through the uint8 normalisation unchanged (device_inputs.py).
+  batch["gen_pixels"] = np.full(batch["gen_pixels"].shape, np.nan, np.float32)
   before = to_host(single.state)
   state = jax.device_put(before, single.shardings)
-  state, metrics = single.step_fn(state, batch)
+  state, metrics = single.step(state, batch)
   assert int(metrics["nonfinite"]) == 1
   chex.assert_trees_all_equal(to_host(state.params), before.params)
   chex.assert_trees_all_equal(to_host(state.opt_state), before.opt_state)
@@ -361,7 +389,7 @@ def test_progress_line_and_metrics_show_data_wait(tmp_path, capsys, monkeypatch)
   """The time spent getting each batch is in the progress line and metrics.jsonl."""
   make_source = pipeline.make_source
   monkeypatch.setattr(pipeline, "make_source",
-                      lambda *args: _SlowSource(make_source(*args), delay_s=0.2))
+                      lambda *args, **kw: _SlowSource(make_source(*args, **kw), delay_s=0.2))
   loop.train(base_config(num_steps=2, log_every=1), str(tmp_path),
              devices=jax.devices()[:1])
   lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("step ")]
