@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from jf_jax import config_defaults
@@ -40,17 +41,63 @@ def base_config(**train):
   config.stage = 3
   config.batch.update(dict(und_rows=4, text_rows=4, gen_rows=4, und_seq_len=32,
                            text_seq_len=16, gen_prompt_len=8))
-  config.optim.update(dict(learning_rate=3e-3, warmup_steps=0))
+  config.optim.update(dict(learning_rate=LR, warmup_steps=0, weight_decay=0.0))
   config.train.update({**dict(num_steps=4, log_every=1, checkpoint_every=2,
                               max_nonfinite_in_row=3), **train})
   return config
 
 
-# Adam's first update is about lr * sign(grad): for the few gradient entries within float32
-# round-off of zero, a different (sharded / microbatched) summation order can move the
-# update by a good fraction of lr. Parameters are compared to 5% of one step (lr = 3e-3);
-# the losses and the gradient norm are compared at float32 precision.
-PARAM_ATOL = 0.05 * 3e-3
+# The first AdamW step (weight decay 0, bias-corrected moments m = g, v = g^2) moves each
+# parameter by -lr * g / (|g| + eps): about lr * sign(g), and, for the few entries whose
+# gradient is within a rounding error of zero, a steep function of g (slope lr * eps /
+# (|g| + eps)^2). A different summation order (sharded, microbatched) changes g by a
+# float32 rounding error, which there moves the update by a good fraction of lr, by an
+# amount that depends on the CPU's vector width (seen on AVX-512 Xeons). So the comparisons
+# are: the losses and the gradient norm at float32 precision; the gradients themselves
+# (read back from Adam's first moment, mu = (1 - b1) * g) tightly; and each parameter to
+# PARAM_ATOL plus the update change that the gradient tolerance allows at that element.
+LR = 3e-3
+PARAM_ATOL = 0.05 * LR * 0.01   # the update's own rounding, where it is well conditioned
+GRAD_RTOL, GRAD_ATOL_OF_MAX = 1e-4, 1e-5  # gradient tolerance: relative, and of max |g|
+
+
+def first_moments(opt_state):
+  """The `mu` trees of every ScaleByAdamState in `opt_state` (frozen leaves: MaskedNode)."""
+  found = []
+  jax.tree.map(lambda x: found.append(x.mu) if isinstance(x, optax.ScaleByAdamState) else None,
+               opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+  assert found, "no AdamW state found in the optimizer state"
+  return found
+
+
+def assert_first_adam_step_close(state, reference, b1=0.9, eps=1e-8):
+  """`state` (params, opt_state) after one AdamW step equals `reference` where it is well
+  conditioned: gradients to GRAD_RTOL/GRAD_ATOL_OF_MAX, parameters to PARAM_ATOL + the
+  update change those gradient differences allow (lr * eps * dg / (|g| + eps)^2)."""
+  mus, ref_mus = first_moments(state.opt_state), first_moments(reference.opt_state)
+  assert len(mus) == len(ref_mus)
+  masked = lambda x: isinstance(x, optax.MaskedNode)
+  for mu, ref_mu in zip(mus, ref_mus):
+    to_grad = lambda m: m if masked(m) else np.asarray(m) / (1 - b1)
+    grads = jax.tree.map(to_grad, mu, is_leaf=masked)
+    ref_grads = jax.tree.map(to_grad, ref_mu, is_leaf=masked)
+    g_max = max(float(np.abs(g).max()) for g in jax.tree.leaves(ref_grads) if g.size)
+    g_atol = GRAD_ATOL_OF_MAX * g_max
+    chex.assert_trees_all_close(grads, ref_grads, rtol=GRAD_RTOL, atol=g_atol)
+
+    def check_param(path, ref_g, p, ref_p):
+      if masked(ref_g):
+        return
+      dg = g_atol + GRAD_RTOL * np.abs(ref_g)
+      allowed = PARAM_ATOL + LR * eps * dg / (np.abs(ref_g) + eps) ** 2
+      err = np.abs(np.asarray(p) - np.asarray(ref_p))
+      bad = err > allowed
+      assert not bad.any(), (
+          f"{jax.tree_util.keystr(path)}: {int(bad.sum())} of {err.size} parameters differ "
+          f"beyond what the gradient tolerance allows (worst {float(err[bad].max()):.3g}, "
+          f"allowed there {float(allowed[bad][np.argmax(err[bad])]):.3g})")
+    jax.tree_util.tree_map_with_path(check_param, ref_grads, to_host(state.params),
+                                     to_host(reference.params), is_leaf=masked)
 
 
 def single_device(config):
@@ -110,9 +157,18 @@ def _in_fresh_process(request) -> bool:
       print(f"{node}: the fresh process hung (attempt {attempt + 1} of 3)", flush=True)
   else:
     raise AssertionError(f"{node}: the fresh process hung 3 times (XLA:CPU collectives)")
-  assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
-  assert "1 passed" in out.stdout, out.stdout[-3000:]
+  assert out.returncode == 0, f"{node} failed in the fresh process:\n" + _failure(out.stdout)
+  assert "1 passed" in out.stdout, _failure(out.stdout)
   return False
+
+
+def _failure(pytest_stdout: str) -> str:
+  """The child's assertion lines (pytest's `E ` lines and its summary), not the XLA warnings
+  around them; the last lines of its output when it printed no `E ` line."""
+  lines = pytest_stdout.splitlines()
+  wanted = [l for l in lines if l.startswith(("E ", "FAILED", "ERROR"))
+            or l.startswith("tests/") and ":" in l]
+  return "\n".join(wanted[:60]) if wanted else "\n".join(lines[-40:])
 
 
 def test_sharded_step_equals_single_device(request):
@@ -134,7 +190,7 @@ def _compare_sharded_to_single(first_step):
     assert leaf.sharding.is_equivalent_to(sh, leaf.ndim)
   for key in ("loss", "ar_loss", "und_loss", "text_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(sh_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
-  chex.assert_trees_all_close(to_host(state.params), after.params, rtol=0, atol=PARAM_ATOL)
+  assert_first_adam_step_close(to_host(state), after)
 
 
 def test_stage1_freezes_llm_and_siglip():
@@ -177,7 +233,7 @@ def test_accumulation_equals_whole_batch(single, first_step):
   state, acc_metrics = accum.step(state, host_batch(accum))
   for key in ("loss", "ar_loss", "und_loss", "text_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(acc_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
-  chex.assert_trees_all_close(to_host(state.params), after.params, rtol=0, atol=PARAM_ATOL)
+  assert_first_adam_step_close(to_host(state), after)
 
 
 def test_split_microbatches_keeps_rows_on_their_devices():
@@ -235,7 +291,7 @@ def test_microbatches_stay_on_their_devices(request):
     state, micro_metrics = compiled(micro.frozen, start, batch)
   for key in ("loss", "ar_loss", "und_loss", "text_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(micro_metrics[key], metrics[key], rtol=2e-5, atol=2e-6)
-  chex.assert_trees_all_close(to_host(state.params), after.params, rtol=0, atol=PARAM_ATOL)
+  assert_first_adam_step_close(to_host(state), after)
 
 
 def test_plan_traces_the_model_once(monkeypatch):
