@@ -1,9 +1,10 @@
 """A quiet console and the full log in `WORKDIR/log.txt`.
 
 Libraries log through Python's `logging` (absl's handler prints each record to stderr):
-Orbax writes ~70 INFO lines per checkpoint save, tfds its dataset info and progress bars,
-JAX the backends it could not start ("Unable to initialize backend 'tpu'" on a CPU
-machine). The project's own lines are printed (progress, scores). So:
+Orbax writes ~70 INFO lines per checkpoint save, tfds its dataset info (and a WARNING
+for every custom config, `ROUTINE_WARNINGS`), JAX the backends it could not start ("Unable
+to initialize backend 'tpu'" on a CPU machine). The project's own lines are printed
+(progress, scores). So:
 
   logs.quiet_console("warning")    # at start-up: the console shows WARNING and above
   logs.to_file(workdir)            # once the workdir is known: everything to log.txt
@@ -31,7 +32,22 @@ LEVELS = ("debug", "info", "warning", "error")
 _BUFFER_RECORDS = 100_000
 
 
+# Library records at WARNING that are routine, not a problem: log.txt only, whatever the
+# console level. (file path fragment, message prefix).
+ROUTINE_WARNINGS = (
+    ("tensorflow_datasets", "Using custom data configuration"),  # every shapes-world load
+)
+
 _buffer: logging.handlers.MemoryHandler | None = None
+
+
+def _not_routine(record: logging.LogRecord) -> bool:
+  """The console's filter: False for `ROUTINE_WARNINGS` (below ERROR)."""
+  if record.levelno >= logging.ERROR:
+    return True
+  message = str(record.msg)
+  return not any(path in record.pathname and message.startswith(prefix)
+                 for path, prefix in ROUTINE_WARNINGS)
 
 
 def _console_level(level: str) -> int:
@@ -49,11 +65,12 @@ def quiet_console(level: str = "warning") -> None:
   console = _console_level(level)
   file_level = min(console, logging.INFO)
   absl_logging.set_verbosity(absl_logging.converter.standard_to_absl(file_level))
-  absl_logging.get_absl_handler().setLevel(console)
+  console_handler = absl_logging.get_absl_handler()
+  console_handler.setLevel(console)
+  if console > logging.INFO and _not_routine not in console_handler.filters:
+    console_handler.addFilter(_not_routine)
   logging.getLogger().setLevel(file_level)
   logging.captureWarnings(True)  # Python warnings become records: console and file
-  if console > logging.INFO:
-    os.environ.setdefault("TQDM_DISABLE", "1")  # tfds' progress bars (tqdm reads this)
   if _buffer is None:
     _buffer = logging.handlers.MemoryHandler(_BUFFER_RECORDS, flushLevel=logging.CRITICAL + 1)
     _buffer.setLevel(file_level)

@@ -11,13 +11,15 @@ XLA or Orbax (a Python handler would only run when that call returns). Outside t
 (model init, encoder pre-training, evaluation) Ctrl-C also has the default action: there
 is nothing to save, and no traceback is printed (`ctrl_c_exits_quietly`).
 
-Exit statuses of train.py (128 + the signal's number, as a shell reports a process the
-signal ended; schedulers such as Kubernetes or SLURM treat them as "terminated"):
+train.py exits with 128 + the signal's number (what a shell reports for a process that
+signal ended, and what schedulers such as Kubernetes or SLURM expect of a terminated job):
+PREEMPTED (143) after SIGTERM, INTERRUPTED (130) after Ctrl-C, each with the checkpoint of
+the step it stopped at saved. The README's "Exit statuses" table lists all of them.
 """
 
+import os
 import signal
 import sys
-import os
 
 PREEMPTED = 128 + signal.SIGTERM    # 143: SIGTERM; checkpoint saved at the step it stopped
 INTERRUPTED = 128 + signal.SIGINT   # 130: Ctrl-C; checkpoint saved at the step it stopped
