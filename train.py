@@ -1,7 +1,9 @@
 r"""Trains JanusFlow. With no flags: the default job on CPU, about 15 minutes:
 the tiny model on the built-in shapes world (configs/default.py), then a PNG grid of
 samples for test captions, a few test questions with the model's answers, and both scores
-(workdir/main_job.json; docs/benchmarks.md, docs/experiments.md).
+(workdir/main_job.json; docs/benchmarks.md, docs/experiments.md). The config names the
+plug-ins (`config.init`: a fresh run's first state; `config.after_training`: the job run
+when training ends); this file knows no project.
 
   python train.py                                     # configs/default.py, ./workdir
   python train.py --config configs/tiny.py            # synthetic data, no evaluation
@@ -15,7 +17,7 @@ cluster environment with --num_processes alone).
 One run per workdir (WORKDIR/lock.json). SIGTERM or Ctrl-C saves a checkpoint and exits
 with status 143 or 130, without evaluating; a second Ctrl-C exits at once. The console
 shows library logging from --log_level up (default warning); WORKDIR/log.txt holds all of
-it. Exit statuses: README.md, "Exit statuses and the workdir lock".
+it. Exit statuses: README.md, "Stopping, resuming, one run per workdir, logs".
 """
 
 import time
@@ -32,6 +34,7 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from jf_jax.data import plugins
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.train import logs
 from jf_jax.train import loop
@@ -51,14 +54,10 @@ _LOG_LEVEL = flags.DEFINE_enum("log_level", "warning", logs.LEVELS,
                                "holds INFO and up).")
 
 
-def _initialise(config):
-  """A fresh run's first state, when the config asks for one (else None: `loop.setup`'s)."""
-  if config.get("encoder_pretrain") is not None and config.encoder_pretrain.steps > 0:
-    # Imported only then: it reads the shapes world through tfds, which a run on other
-    # data (e.g. the GPU benchmarks) need not have installed.
-    from jf_jax.shapes import encoder_pretrain  # pylint: disable=g-import-not-at-top
-    return encoder_pretrain.initialise
-  return None
+def _plugin(config, key: str, function: str):
+  """`function` of the module `config.<key>` names (`data/plugins.py`), or None for ""."""
+  name = config.get(key) or ""
+  return getattr(plugins.import_named(name, f"config.{key}", function), function) if name else None
 
 
 def _workdir_lock(config, workdir: str):
@@ -77,11 +76,13 @@ def main(argv):
   preemption.ctrl_c_exits_quietly()  # until the loop: nothing to save, no traceback
   mesh_lib.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                         _PROCESS_ID.value)
-  jax.config.update("jax_transfer_guard", "allow")
   config = _CONFIG.value
+  # Both plug-ins resolve before training, so a misspelt name fails at once.
+  initialise = _plugin(config, "init", "initialise")
+  after_training = _plugin(config, "after_training", "run")
   try:
     with _workdir_lock(config, _WORKDIR.value):
-      _train_and_evaluate(config)
+      _train_and_evaluate(config, initialise, after_training)
   except (workdir_lock.WorkdirInUse, resume_check.ConfigMismatch) as e:
     print(e, file=sys.stderr, flush=True)
     sys.exit(2)
@@ -90,20 +91,17 @@ def main(argv):
     sys.exit(stop.exit_status)
 
 
-def _train_and_evaluate(config):
+def _train_and_evaluate(config, initialise, after_training):
   if jax.process_index() == 0:
     logs.to_file(_WORKDIR.value)
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; workdir "
         f"{os.path.abspath(_WORKDIR.value)}", flush=True)
-  metrics = loop.train(config, _WORKDIR.value, initialise=_initialise(config))
+  metrics = loop.train(config, _WORKDIR.value, initialise=initialise)
   train_seconds = time.time() - _START
   print(f"done at step {metrics['final_step']} ({train_seconds / 60:.1f} min)", flush=True)
-  if config.get("eval") is not None and config.eval.get("after_training", False):
-    if jax.process_index() == 0:
-      # The evaluation after training is the shapes world's (its scores and test split).
-      from jf_jax.shapes import main_job  # pylint: disable=g-import-not-at-top
-      main_job.run(config, _WORKDIR.value, metrics, start_time=_START, extra=dict(
-          train_seconds=train_seconds, command=" ".join(["python"] + sys.argv)))
+  if after_training is not None and jax.process_index() == 0:
+    after_training(config, _WORKDIR.value, metrics, start_time=_START, extra=dict(
+        train_seconds=train_seconds, command=" ".join(["python"] + sys.argv)))
 
 
 if __name__ == "__main__":

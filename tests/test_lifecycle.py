@@ -38,7 +38,7 @@ SHORT = [f"--config.train.num_steps={STEPS}", "--config.train.log_every=1",
          "--config.eval.num_gen=4", "--config.eval.num_und=6", "--config.eval.steps=2",
          "--config.eval.batch_size=4", "--config.eval.grid_size=4",
          "--config.eval.show_questions=1"]
-NO_EVAL = ["--config.eval.after_training=False"]
+NO_EVAL = ["--config.after_training="]  # no evaluation plug-in
 LOSSES = ("loss", "ar_loss", "rf_loss", "und_loss", "grad_norm")
 ABSL_LINE = re.compile(r"^[IW]\d{4} \d\d:\d\d:\d\d", re.MULTILINE)  # I1203 10:57:42.25...
 
