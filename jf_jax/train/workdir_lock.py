@@ -181,10 +181,15 @@ class WorkdirLock:
       if found is None:
         continue  # released meanwhile
       holder, age_s = found
-      reason = stale_reason(holder, age_s, self._stale_after_s) if holder else (
-          "its lock file is unreadable" if age_s > self._heartbeat_s else None)
+      if holder:
+        reason = stale_reason(holder, age_s, self._stale_after_s)
+      else:  # being written right now, or not a lock of ours: judged by its age
+        reason = "its lock file is unreadable" if age_s > self._heartbeat_s else None
       if reason is None:
-        raise WorkdirInUse(_describe(self.workdir, holder, age_s))
+        raise WorkdirInUse(_describe(self.workdir, holder, age_s) if holder else (
+            f"workdir {self.workdir}: its lock {self.workdir.rstrip('/')}/{LOCK_NAME} is "
+            "being written by another run or unreadable; try again, or delete it if no "
+            "run uses this workdir"))
       again = self._read()
       if again is not None and again[0] == holder:  # not replaced by a third run meanwhile
         print(f"workdir {self.workdir}: replacing the stale lock of pid "
