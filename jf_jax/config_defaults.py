@@ -155,6 +155,9 @@ def base_config() -> ml_collections.ConfigDict:
       num_steps=390_000, microbatches=1, ema_decay=0.0, log_every=50,
       checkpoint_every=1000, keep_checkpoints=3, max_nonfinite_in_row=10,
       init_params_from="",  # converted official weights or an earlier stage's checkpoint
+      # train.py's WORKDIR/lock.json (jf_jax/train/workdir_lock.py): renewed every
+      # heartbeat; a lock not renewed for stale_after_s is a crashed run's.
+      lock_heartbeat_s=60, lock_stale_after_s=600,
   ))
   config.data = data_defaults()
   # Plug-ins train.py loads by name (data/plugins.py; "" = none): `init` provides

@@ -15,6 +15,7 @@ import numpy as np
 
 from jf_jax.inference import grid
 from jf_jax.inference import loader
+from jf_jax.inference import progress as progress_lib
 from jf_jax.inference import runner
 from jf_jax.shapes import scores
 from jf_jax.shapes import world as shapes_world
@@ -47,21 +48,28 @@ def spread(n: int, k: int) -> list[int]:
   return sorted(set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()))
 
 
+def _progress(label: str, total: int, show: bool) -> progress_lib.Progress | None:
+  return progress_lib.Progress(label, total) if show and total else None
+
+
 def evaluate(loaded: loader.Loaded, *, split: str = "test", num_gen: int = 200,
              num_und: int = 500, steps: int = 30, guidance: float = 2.0, seed: int = 0,
              batch_size: int = 50, data_dir: str | None = None,
              grid_path: str | None = None, grid_size: int = 16,
-             num_examples: int = 8) -> dict:
+             num_examples: int = 8, show_progress: bool = True) -> dict:
   """Both scores of a loaded run on a shapes-world split, plus examples.
 
   The first `grid_size` images go to a PNG grid at `grid_path` (row-major, in the order
   of `generation.samples`, their captions); `understanding.examples` holds
   `num_examples` questions spread over the split with the model's answers.
+  `show_progress` prints a progress line per batch (`inference/progress.py`).
   """
   items = split_items(loaded.config.data, split, num_gen, num_und, data_dir)
   t0 = time.time()
   images = runner.generate_images(loaded, items["captions"], steps=steps, guidance=guidance,
-                                  seed=seed, batch_size=batch_size)
+                                  seed=seed, batch_size=batch_size,
+                                  progress=_progress("images", len(items["captions"]),
+                                                     show_progress))
   gen = scores.generation_scores(images, items["captions"])
   gen.update(seconds=time.time() - t0, steps=steps, guidance=guidance)
   grid_n = min(grid_size, len(images)) if grid_path else 0
@@ -71,7 +79,9 @@ def evaluate(loaded: loader.Loaded, *, split: str = "test", num_gen: int = 200,
   gen["samples"] = items["captions"][:grid_n]
   t0 = time.time()
   predictions = runner.answer_questions(loaded, items["images"], items["questions"],
-                                        batch_size=batch_size)
+                                        batch_size=batch_size,
+                                        progress=_progress("answers", len(items["questions"]),
+                                                           show_progress))
   und = scores.understanding_scores(predictions, items["answers"], items["questions"])
   und["seconds"] = time.time() - t0
   und["examples"] = [{"question": items["questions"][i], "answer": items["answers"][i],
