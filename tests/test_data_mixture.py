@@ -194,7 +194,8 @@ def test_bad_examples_are_skipped_and_counted(data_dir):
 
 
 def _planted_folder(root) -> int:
-  """Four good image + caption pairs (JPEGs of mixed sizes) and one of each bad kind."""
+  """Five good image + caption pairs (JPEGs of mixed sizes, and an 8 px tall PNG, which
+  the official processor accepts too) and one of each bad kind."""
   rng = np.random.default_rng(0)
   for i, (h, w) in enumerate([(40, 56), (64, 48), (32, 32), (50, 90)]):
     pixels = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
@@ -202,7 +203,7 @@ def _planted_folder(root) -> int:
     (root / f"good{i}.txt").write_text("a red circle")
   (root / "broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")               # undecodable
   (root / "broken.txt").write_text("a red circle")
-  Image.fromarray(np.zeros((8, 40, 3), np.uint8)).save(root / "tiny.png")     # wrong size
+  Image.fromarray(np.zeros((8, 40, 3), np.uint8)).save(root / "tiny.png")     # small: good
   (root / "tiny.txt").write_text("a red circle")
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "alone.png")   # no caption
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "empty.png")   # empty caption
@@ -225,8 +226,8 @@ def test_skip_counts_are_equal_with_0_and_2_workers(data_dir, tmp_path):
   _assert_same(results[2][0], results[0][0])
   epochs = batches * 4 // count
   assert results[0][1]["stats"] == {
-      "rows": {"und": 0, "text": 0, "gen": 4 * epochs},
-      "skipped": {"gen/undecodable_image": epochs, "gen/wrong_size": epochs,
+      "rows": {"und": 0, "text": 0, "gen": 5 * epochs},
+      "skipped": {"gen/undecodable_image": epochs,
                   "gen/missing_caption": epochs, "gen/empty_text": epochs}}
 
 
