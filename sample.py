@@ -24,6 +24,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jf_jax import entry_point
 from jf_jax.inference import grid
 from jf_jax.inference import loader
 from jf_jax.inference import runner
@@ -87,4 +88,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry_point.run_absl(main)

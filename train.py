@@ -26,6 +26,7 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from jf_jax import entry_point
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.train import loop
 
@@ -69,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry_point.run_absl(main)

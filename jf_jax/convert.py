@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
+from jf_jax import entry_point
 from jf_jax.checkpoint import convert_hf
 from jf_jax.checkpoint import params_io
 from jf_jax.models import config as model_config
@@ -92,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry_point.run_absl(main)

@@ -19,6 +19,7 @@ import os
 from absl import logging
 import jax
 
+from jf_jax import entry_point
 from jf_jax.bench import devices
 from jf_jax.bench import dpg
 from jf_jax.bench import geneval
@@ -67,7 +68,7 @@ def _image_arguments() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m jf_jax.bench",
+  parser = entry_point.ArgumentParser(prog="python -m jf_jax.bench",
                                    description=__doc__.split("\n\n")[0].strip())
   tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
   common, sampling = _common_arguments(), _image_arguments()

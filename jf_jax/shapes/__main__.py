@@ -13,6 +13,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from jf_jax import entry_point
 from jf_jax.inference import loader
 from jf_jax.shapes import evaluate
 
@@ -48,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry_point.run_absl(main)
