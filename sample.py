@@ -7,7 +7,8 @@ Image understanding (prints the answer):
   python sample.py --checkpoint /ckpt/jf_1p3b --image cat.png --question "What is this?"
 
 --checkpoint is either a params directory written by `python -m jf_jax.convert` (params/
-+ model.json) or a training workdir (checkpoints/; its latest step's params and config).
++ model.json) or a training workdir (checkpoints/; its latest step's params and config, or
+those of --step N).
 The model config comes from the checkpoint unless --config is given. The tokenizer is the
 checkpoint directory's `tokenizer.json` (or --tokenizer DIR, e.g. the official
 JanusFlow-1.3B download), else the one the run's config names (e.g. the shapes world's
@@ -48,6 +49,8 @@ _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 512, "Answer length limit.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0: greedy decoding.")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass when sampling.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Directory with tokenizer.json.")
+_STEP = flags.DEFINE_integer("step", None, "Training step of a workdir --checkpoint to read "
+                             "(default its latest checkpoint).", lower_bound=0)
 _VAE = flags.DEFINE_string("vae", None, "SDXL-VAE weights (diffusers dir or file), or "
                            "'identity' for a pixel-space model.")
 
@@ -67,8 +70,10 @@ def main(argv):
     raise FileNotFoundError(f"--image={_IMAGE.value} does not exist")
   t0 = time.time()
   loaded = loader.load(_CHECKPOINT.value, config=_CONFIG.value, tokenizer=_TOKENIZER.value,
-                       vae=_VAE.value, image_decoder=generating)
-  print(f"loaded {os.path.abspath(_CHECKPOINT.value)} in {time.time() - t0:.1f}s", flush=True)
+                       vae=_VAE.value, image_decoder=generating, step=_STEP.value)
+  at = f" (step {loaded.step})" if loaded.step is not None else ""
+  print(f"loaded {os.path.abspath(_CHECKPOINT.value)}{at} in {time.time() - t0:.1f}s",
+        flush=True)
   t0 = time.time()
   if generating:
     print(f"sampling {_NUM.value} image(s), {_STEPS.value} {_SOLVER.value} steps, cfg "

@@ -18,3 +18,21 @@ def write_params_dir(path: str) -> str:
   params_io.save_params(path, jax.tree.map(np.asarray, params), model.to_dict())
   vocabulary.tokenizer(config_defaults.tokens_tiny()).hf.save(f"{path}/tokenizer.json")
   return path
+
+
+def write_workdir(path: str, steps=(10, 20)) -> dict:
+  """A train.py workdir holding checkpoints at `steps`, each with other random params (a
+  state of params only, as much as inference and export read), the run's config naming
+  the shapes world's tokenizer. Returns {step: params}."""
+  from jf_jax.checkpoint import manager as ckpt  # pylint: disable=g-import-not-at-top
+  config = config_defaults.base_config()
+  config.data.tokenizer = "shapes"
+  cfg = model_config.from_config_dict(config.model)
+  manager = ckpt.make_manager(path, save_every=1, keep=len(steps), async_save=False)
+  written = {}
+  for i, step in enumerate(steps):
+    params = common.numpy_random_params(cfg, std=0.1, seed=i)
+    ckpt.save(manager, step, {"params": params}, {"step": step}, config.to_dict(), force=True)
+    written[step] = params
+  manager.wait_until_finished()
+  return written
