@@ -29,6 +29,7 @@ from ml_collections import config_flags
 from jf_jax import entry_point
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.train import loop
+from jf_jax.train import validate
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py"),
@@ -52,6 +53,7 @@ def _initialise(config):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  validate.check_config(_CONFIG.value)  # every bad setting or path, before anything is built
   mesh_lib.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                         _PROCESS_ID.value)
   jax.config.update("jax_transfer_guard", "allow")

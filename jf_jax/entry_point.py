@@ -58,7 +58,10 @@ def exit_with_message(program: str, message: str) -> NoReturn:
 
 
 def _message(error: BaseException) -> str:
-  """The error's own text on one line, or its type if it has none."""
+  """The error's own text, or its type if it has none. One line, unless the error lists
+  several problems itself (a `validate.ConfigError`: one line per problem)."""
+  if getattr(error, "problems", None):
+    return str(error)
   return " ".join(str(error).split()) or type(error).__name__
 
 
