@@ -27,6 +27,7 @@ from jf_jax.train import meter as meter_lib
 from jf_jax.train import latents
 from jf_jax.train import metrics_writer
 from jf_jax.train import optim
+from jf_jax.train import skip_guard
 from jf_jax.train import state as state_lib
 from jf_jax.train import step as step_lib
 
@@ -147,8 +148,7 @@ class _Preemption:
 def _progress_line(step, total, metrics) -> str:
   losses = " ".join(f"{k[:-5]} {metrics[k]:.4f}" for k in ("ar_loss", "rf_loss", "repa_loss"))
   losses += f" | und {metrics['und_loss']:.4f} text {metrics['text_loss']:.4f}"
-  skipped = metrics.get("data/skipped_total", 0)
-  extra = f" | skipped examples {skipped}" if skipped else ""
+  extra = skip_guard.progress_text(metrics)
   extra += f" | non-finite steps {metrics['nonfinite_total']}" if metrics.get(
       "nonfinite_total") else ""
   return (f"step {step}/{total} | loss {metrics['loss']:.4f} ({losses}) | grad_norm "
@@ -192,9 +192,14 @@ def train(config, workdir: str, devices=None,
     preemption.restore()
 
 
+def _loader_stats(source) -> dict:
+  """The input pipeline's counters (`Loader.stats()`), {} for a source that keeps none."""
+  return source.stats() if hasattr(source, "stats") else {}
+
+
 def _source_stats(source) -> dict:
   """Skipped-example counters of the input pipeline (if it keeps any), for the logs."""
-  stats = source.stats() if hasattr(source, "stats") else {}
+  stats = _loader_stats(source)
   skipped = stats.get("skipped", {})
   out = {f"data/skipped/{reason}": count for reason, count in skipped.items()}
   out["data/skipped_total"] = sum(skipped.values())
@@ -208,6 +213,7 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   feed = source.device_batches(functools.partial(pipeline.global_batch, sharding=batch_sh))
   config_json = config.to_dict()
   meter = meter_lib.Meter(total, config.train.max_nonfinite_in_row)
+  guard = skip_guard.SkipGuard(config, start, _loader_stats(source))  # a task dropping out stops
   last, step, rows = {}, start, None
   for step in range(start, total):
     step_rows = layout.rows_at(config.batch, step)
@@ -220,6 +226,7 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
               flush=True)
     with meter.data_wait():  # the prefetched batch: waits only if it is not ready
       local, batch = next(feed)
+    guard.observe(step + 1, _loader_stats(source))
     if new_shapes and jax.process_count() > 1:
       # Compile before the first execution (of each batch shape) so every process enters
       # its collectives together (the jit call below then reuses the compiled program).
@@ -233,7 +240,8 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
     meter.nonfinite(metrics["nonfinite"], done)
     if done % config.train.log_every == 0 or done == total:
       last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      last.update(**meter.summary(done), **_source_stats(source))
+      last.update(**meter.summary(done), **_source_stats(source),
+                  **guard.log_rates(_loader_stats(source)))
       print(_progress_line(done, total, last), flush=True)
       writer.write(done, last)
     ckpt.save(manager, done, state, source.get_state(), config_json)

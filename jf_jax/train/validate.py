@@ -42,6 +42,8 @@ RANGES = (
     ("train.keep_checkpoints", lambda v: v >= 1, ">= 1"),
     ("train.ema_decay", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("train.max_nonfinite_in_row", lambda v: v >= 1, ">= 1"),
+    ("train.skip_window", lambda v: v >= 1, ">= 1"),
+    ("train.max_skip_rate", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("optim.learning_rate", lambda v: v > 0, "> 0"),
     ("optim.warmup_steps", lambda v: v >= 0, ">= 0"),
     ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
