@@ -57,6 +57,9 @@ _MIN_TILE = flags.DEFINE_integer("min_tile", 256, "Grid tiles smaller than this 
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Directory with tokenizer.json.")
 _STEP = flags.DEFINE_integer("step", None, "Training step of a workdir --checkpoint to read "
                              "(default its latest checkpoint).", lower_bound=0)
+_EMA = flags.DEFINE_bool("ema", None, "Sample with the run's moving average of the params "
+                         "(default: when the run kept one, train.ema_decay > 0); --noema "
+                         "reads the raw params.")
 _VAE = flags.DEFINE_string("vae", None, "SDXL-VAE weights (diffusers dir or file), or "
                            "'identity' for a pixel-space model.")
 
@@ -84,7 +87,8 @@ def main(argv):
     check_image(_IMAGE.value)
   t0 = time.time()
   loaded = loader.load(_CHECKPOINT.value, config=_CONFIG.value, tokenizer=_TOKENIZER.value,
-                       vae=_VAE.value, image_decoder=generating, step=_STEP.value)
+                       vae=_VAE.value, image_decoder=generating, step=_STEP.value,
+                       ema=_EMA.value)
   at = f" (step {loaded.step})" if loaded.step is not None else ""
   print(f"loaded {os.path.abspath(_CHECKPOINT.value)}{at} in {time.time() - t0:.1f}s",
         flush=True)

@@ -1,4 +1,4 @@
-r"""Trains JanusFlow. With no flags: the default job on CPU, about 15 minutes:
+r"""Trains JanusFlow. With no flags: the default job on CPU, about 14 minutes (13.6 measured):
 the tiny model on the built-in shapes world (configs/default.py), then a PNG grid of
 samples for test captions, a few test questions with the model's answers, and both scores
 (workdir/main_job.json; docs/benchmarks.md, docs/experiments.md).
