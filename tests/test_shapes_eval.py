@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -124,5 +125,6 @@ def test_evaluate_one_half_only(tmp_path):
   assert result["generation"] is None and result["understanding"]["num_questions"] == 3
   line = evaluate.summary(result)
   assert line.startswith("understanding accuracy") and "generation" not in line
+  assert "{" not in line and not re.search(r"\d\.\d{4}", line), line  # rounded, no dict
   with pytest.raises(ValueError, match="num_gen=0 and num_und=0"):
     evaluate.evaluate(loaded, num_gen=0, num_und=0)
