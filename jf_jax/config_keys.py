@@ -14,11 +14,6 @@ from ml_collections import config_flags
 
 from jf_jax import entry_point
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"),
-    "Config file to list.", lock_config=True)
-
-
 def flat_items(config: Any, prefix: str = "config") -> Iterator[tuple[str, Any]]:
   """(dotted key, value) of every leaf of a ConfigDict, depth first."""
   for key, value in config.items():
@@ -28,11 +23,19 @@ def flat_items(config: Any, prefix: str = "config") -> Iterator[tuple[str, Any]]
       yield f"{prefix}.{key}", value
 
 
-def main(argv):
-  del argv
-  for key, value in flat_items(_CONFIG.value):
-    print(f"{key} = {value!r}")
+def main() -> None:
+  """Defines --config (only when run: importing `flat_items` defines no flag) and lists."""
+  config = config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"),
+      "Config file to list.", lock_config=True)
+
+  def list_keys(argv):
+    del argv
+    for key, value in flat_items(config.value):
+      print(f"{key} = {value!r}")
+
+  entry_point.run_absl(list_keys)
 
 
 if __name__ == "__main__":
-  entry_point.run_absl(main)
+  main()

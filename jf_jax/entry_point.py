@@ -28,6 +28,7 @@ DEBUG_ENV = "JF_JAX_DEBUG"
 # the project reports about user input is one of these (BadExample is a ValueError).
 USER_ERRORS = (OSError, ValueError, app.UsageError)
 _HELP_FLAGS = ("--help", "-?", "--helpshort", "--helpfull", "-h")
+_LIST_KEYS = "`python -m jf_jax.config_keys --config CONFIG_FILE` lists the keys"
 
 _DEBUG = flags.DEFINE_bool("debug", False, f"Show the traceback of a user error (or set "
                            f"{DEBUG_ENV}=1).")
@@ -105,14 +106,15 @@ def _raised_in_config_flags(tb) -> bool:
 def _excepthook(kind, error, tb) -> None:
   """For errors before `main` runs: ml_collections applies `--config.*` overrides of the
   default config file while the flag is defined, at the program's import."""
-  config_key_error = issubclass(kind, (AttributeError, KeyError)) and _raised_in_config_flags(tb)
+  config_key_error = (issubclass(kind, (AttributeError, KeyError))
+                      and _raised_in_config_flags(tb))
   if debug_requested(sys.argv) or not (issubclass(kind, USER_ERRORS) or config_key_error):
     sys.__excepthook__(kind, error, tb)
     return
   message = _message(error)
   if config_key_error:
     message = (f"a --config.* flag names a key the config does not have ({message}); "
-               "`python -m jf_jax.config_keys CONFIG_FILE` lists them")
+               f"{_LIST_KEYS}")
   sys.stdout.flush()
   sys.stderr.write(f"{program_name(sys.argv)}: error: {message}\n")
   sys.stderr.flush()
@@ -134,8 +136,7 @@ def _load_config_flags() -> None:
           getattr(flag.value, "keys")
       except (AttributeError, KeyError) as e:
         raise ValueError(f"a --{name}.* flag names a key the config does not have "
-                         f"({_message(e)}); `python -m jf_jax.config_keys CONFIG_FILE` lists "
-                         "them") from e
+                         f"({_message(e)}); {_LIST_KEYS}") from e
 
 
 def run_absl(main: Callable[[list[str]], object]) -> None:

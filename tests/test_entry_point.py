@@ -98,3 +98,14 @@ def test_program_names():
       "python -m jf_jax.convert")
   assert entry_point.program_name([os.path.join(root, "jf_jax", "bench", "__main__.py")]) == (
       "python -m jf_jax.bench")
+
+
+def test_config_keys_lists_every_leaf():
+  """`python -m jf_jax.config_keys` prints these: every key a --config.KEY flag can set."""
+  import config_files  # pylint: disable=g-import-not-at-top
+  from jf_jax import config_keys  # pylint: disable=g-import-not-at-top
+  config = config_files.load("default")
+  items = dict(config_keys.flat_items(config))
+  assert items["config.batch.switch.step"] == config.batch.switch.step
+  assert items["config.model.llm.num_layers"] == config.model.llm.num_layers
+  assert not any(hasattr(v, "items") for v in items.values())
