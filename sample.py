@@ -13,8 +13,8 @@ The model config comes from the checkpoint unless --config is given. The tokeniz
 checkpoint directory's `tokenizer.json` (or --tokenizer DIR, e.g. the official
 JanusFlow-1.3B download), else the one the run's config names (e.g. the shapes world's
 word-level tokenizer). The image decoder is the SDXL-VAE from --vae (diffusers layout) or
-DIR/vae; a pixel-space model (config `vae.kind='identity'` or `data.gen_space='pixel'`, or
---vae=identity) needs none. Loading and batching: `jf_jax/inference/`.
+DIR/vae; a pixel-space model (`data.gen_space='pixel'` in its run config or its params
+dir's generation.json) needs none. Loading and batching: `jf_jax/inference/`.
 """
 
 import os
@@ -60,8 +60,8 @@ _STEP = flags.DEFINE_integer("step", None, "Training step of a workdir --checkpo
 _EMA = flags.DEFINE_bool("ema", None, "Sample with the run's moving average of the params "
                          "(default: when the run kept one, train.ema_decay > 0); --noema "
                          "reads the raw params.")
-_VAE = flags.DEFINE_string("vae", None, "SDXL-VAE weights (diffusers dir or file), or "
-                           "'identity' for a pixel-space model.")
+_VAE = flags.DEFINE_string("vae", None, "SDXL-VAE weights (diffusers dir or file); "
+                           "pixel-space models need none.")
 
 
 def check_image(path: str) -> None:

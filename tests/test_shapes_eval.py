@@ -110,15 +110,12 @@ def test_understanding_scores():
 def test_evaluate_one_half_only(tmp_path):
   """num_gen=0 (python -m jf_jax.shapes --num_gen=0) answers questions only; both 0 is an
   error naming them."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from jf_jax import config_defaults  # pylint: disable=g-import-not-at-top
   from jf_jax.inference import loader  # pylint: disable=g-import-not-at-top
   from jf_jax.shapes import evaluate  # pylint: disable=g-import-not-at-top
   import tiny_checkpoint  # pylint: disable=g-import-not-at-top
-  data = config_defaults.data_defaults()
-  data.update(dict(data_dir=str(tmp_path / "tfds"), num_train=10, num_validation=2,
-                   num_test=4))
-  config = ml_collections.ConfigDict(dict(model=config_defaults.model_tiny(), data=data))
+  config = tiny_checkpoint.config()  # the checkpoint's model, on a small shapes world
+  config.data.update(dict(data_dir=str(tmp_path / "tfds"), num_train=10, num_validation=2,
+                          num_test=4))
   ckpt = tiny_checkpoint.write_params_dir(str(tmp_path / "ckpt"))
   loaded = loader.load(ckpt, config=config, image_decoder=False)
   result = evaluate.evaluate(loaded, num_gen=0, num_und=3, batch_size=3)
