@@ -113,7 +113,8 @@ def test_evaluate_one_half_only(tmp_path):
   from jf_jax.inference import loader  # pylint: disable=g-import-not-at-top
   from jf_jax.shapes import evaluate  # pylint: disable=g-import-not-at-top
   import tiny_checkpoint  # pylint: disable=g-import-not-at-top
-  config = tiny_checkpoint.config()  # the checkpoint's model, on a small shapes world
+  from jf_jax.shapes import config as shapes_config  # pylint: disable=g-import-not-at-top
+  config = shapes_config.add_world(tiny_checkpoint.config())  # its model, a small world
   config.data.update(dict(data_dir=str(tmp_path / "tfds"), num_train=10, num_validation=2,
                           num_test=4))
   ckpt = tiny_checkpoint.write_params_dir(str(tmp_path / "ckpt"))

@@ -16,9 +16,19 @@ from jf_jax.train import validate
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("name", ["default", "tiny", "tiny_shapes", "janusflow_1p3b"])
+@pytest.mark.parametrize("name", ["default", "tiny", "tiny_shapes"])
 def test_shipped_configs_have_no_problems(name):
   assert validate.problems(config_files.load(name)) == []
+
+
+def test_the_1p3b_configs_ask_for_exactly_the_paths_the_user_passes():
+  """The README's commands pass these keys (the VAE, the tokenizer, the data files)."""
+  keys = lambda name: sorted(p.split("=")[0] for p in
+                             validate.problems(config_files.load(name)))
+  assert keys("janusflow_1p3b") == ["config.vae.path"]
+  assert keys("janusflow_1p3b_finetune") == [
+      "config.batch.gen_rows", "config.batch.text_rows", "config.batch.und_rows",
+      "config.data.tokenizer", "config.vae.path"]
 
 
 def _bad_files_config(tmp_path):
@@ -102,3 +112,11 @@ def test_train_py_lists_the_problems_before_building_anything(tmp_path):
       "  config.train.num_steps=0: must be > 0",
       "  config.data.source='filez': expected synthetic, files or the name of a data package "
       "(e.g. shapes)"]
+
+
+def test_plug_in_names_are_checked():
+  config = config_files.load("default")
+  config.after_training = "jf_jax.shapes.main_jobb"
+  assert validate.problems(config) == [
+      "config.after_training='jf_jax.shapes.main_jobb': no module of that name (a dotted "
+      "path or jf_jax.NAME)"]

@@ -23,6 +23,7 @@ from etils import epath
 
 from jf_jax.data import layout
 from jf_jax.losses import flow
+from jf_jax.models import latent_space
 from jf_jax.models import layers
 from jf_jax.models import vae as vae_lib
 
@@ -114,7 +115,7 @@ def _ranges(config) -> Iterator[str]:
 
 def _enums(config) -> Iterator[str]:
   yield from _enum(config, "stage", STAGES)
-  yield from _enum(config, "data.gen_space", layout.GEN_SPACES)
+  yield from _enum(config, "data.gen_space", latent_space.KINDS)
   yield from _enum(config, "data.text_unit", TEXT_UNITS)
   yield from _enum(config, "optim.schedule", SCHEDULES)
   yield from _enum(config, "loss.t_distribution", flow.T_KINDS)
@@ -179,7 +180,8 @@ def _source_and_files(config) -> Iterator[str]:
 def _tokenizer(config) -> Iterator[str]:
   name = config.data.get("tokenizer", "")
   if not name:
-    if config.data.get("source", "synthetic") != "synthetic":
+    source = config.data.get("source", "synthetic")
+    if source != "synthetic" and (source in SOURCES or _is_module(source)):
       yield "config.data.tokenizer='': name a tokenizer (a directory with tokenizer.json)"
     return
   path_like = "/" in name or name.endswith(".json") or "://" in name
@@ -192,6 +194,15 @@ def _tokenizer(config) -> Iterator[str]:
            "tokenizer.json, or a tokenizer module such as 'shapes')")
 
 
+def _plugins(config) -> Iterator[str]:
+  """`config.init` and `config.after_training` name importable modules (train.py's
+  plug-ins, `data/plugins.py`)."""
+  for key in ("init", "after_training"):
+    name = config.get(key) or ""
+    if name and not _is_module(name):
+      yield f"config.{key}={name!r}: no module of that name (a dotted path or jf_jax.NAME)"
+
+
 def _other_paths(config) -> Iterator[str]:
   init = config.train.get("init_params_from", "")
   if init:
@@ -199,21 +210,20 @@ def _other_paths(config) -> Iterator[str]:
     if problem:
       yield problem
   if config.data.get("gen_space") == "sdxl_vae" and config.get("vae") is not None:
-    if config.vae.get("kind", "sdxl") != "identity":
-      path = config.vae.get("path", "")
-      if not path:
-        yield ("config.vae.path='': config.data.gen_space='sdxl_vae' needs the SDXL-VAE "
-               "(diffusers layout: config.json + diffusion_pytorch_model.safetensors)")
-      else:
-        problem = _path_problem("vae.path", path, _exists)
-        if problem:
-          yield problem
+    path = config.vae.get("path", "")
+    if not path:
+      yield ("config.vae.path='': config.data.gen_space='sdxl_vae' needs the SDXL-VAE "
+             "(diffusers layout: config.json + diffusion_pytorch_model.safetensors)")
+    else:
+      problem = _path_problem("vae.path", path, _exists)
+      if problem:
+        yield problem
 
 
 def problems(config: Any) -> list[str]:
   """Every problem found in `config`, one line each naming its key ([] if none)."""
   found = list(_ranges(config)) + list(_enums(config))
-  for check in (_source_and_files, _tokenizer, _other_paths):
+  for check in (_source_and_files, _tokenizer, _plugins, _other_paths):
     found += list(check(config))
   return found
 
