@@ -154,6 +154,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict(dict(
       num_steps=390_000, microbatches=1, ema_decay=0.0, log_every=50,
       checkpoint_every=1000, keep_checkpoints=3, max_nonfinite_in_row=10,
+      # A task whose rows are all skipped in the first skip_window steps, or more than
+      # max_skip_rate of them in a later window, stops the run (train/skip_guard.py).
+      skip_window=20, max_skip_rate=0.5,
       init_params_from="",  # converted official weights or an earlier stage's checkpoint
       # train.py's WORKDIR/lock.json (jf_jax/train/workdir_lock.py): renewed every
       # heartbeat; a lock not renewed for stale_after_s is a crashed run's.

@@ -79,7 +79,10 @@ def _open_step(workdir: str, step: int | None) -> tuple[ocp.CheckpointManager, i
   """A read-only manager of `workdir`'s checkpoints and the step to read (default latest)."""
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   manager = ocp.CheckpointManager(directory, item_names=("state", "data", "config"))
-  step = manager.latest_step() if step is None else step
-  if step is None:
+  steps = sorted(manager.all_steps())
+  if not steps:
     raise FileNotFoundError(f"no checkpoints in {directory}")
-  return manager, step
+  if step is not None and step not in steps:
+    raise FileNotFoundError(f"no checkpoint of step {step} in {directory} (it holds steps "
+                            f"{', '.join(map(str, steps))})")
+  return manager, steps[-1] if step is None else step

@@ -22,6 +22,7 @@ holding `tokenizer.json`, or the name of a module whose `tokenizer(tokens_cfg)` 
 """
 
 import dataclasses
+import functools
 import os
 from typing import Any, Sequence
 
@@ -80,6 +81,33 @@ class Tokenizer:
 
   def special_ids(self) -> dict[str, int]:
     return {key: getattr(self, key) for key in SPECIAL_TOKENS}
+
+  @functools.cached_property
+  def unk_id(self) -> int | None:
+    """The id unknown words map to (word-level tokenizers); None for byte-level BPE."""
+    return self.hf.token_to_id(UNK)
+
+  @functools.cached_property
+  def case_free(self) -> bool:
+    """Whether the vocabulary has no upper-case words (the template's aside): then user
+    text is lower-cased before encoding, so "Red" is "red" and not <unk>."""
+    if self.unk_id is None:
+      return False
+    template = {w.lower() for w in _TEMPLATE_WORDS}
+    pieces = (p.strip() for p in self.hf.get_vocab(with_added_tokens=False))
+    return not any(p != p.lower() and p.lower() not in template for p in pieces)
+
+  def user_text(self, text: str) -> str:
+    """A prompt, caption or question as it is encoded: lower-cased if `case_free`."""
+    return text.lower() if self.case_free else text
+
+  def unknown_words(self, text: str) -> list[str]:
+    """The words of `text` the vocabulary lacks (each becomes <unk>), in order."""
+    if self.unk_id is None:
+      return []
+    encoding = self.hf.encode(text, add_special_tokens=False)
+    return [text[start:end].strip() for i, (start, end) in zip(encoding.ids, encoding.offsets)
+            if i == self.unk_id]
 
 
 def _special(hf: tokenizers.Tokenizer, **overrides) -> dict[str, int]:

@@ -1,7 +1,13 @@
-"""Images -> one PNG grid (sample.py's output, the shapes world's sample sheets)."""
+"""Images -> one PNG grid (sample.py's output, the shapes world's sample sheets).
 
+`save_labelled_grid` (sample.py) also upscales small tiles (nearest neighbour, to at least
+`min_tile` px) and writes a sidecar JSON next to the PNG naming each tile's prompt.
+"""
+
+import json
 import math
 import os
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -22,3 +28,34 @@ def save_grid(images: np.ndarray, path: str, scale: int = 1, gap: int = 0) -> No
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale),
                                Image.NEAREST).save(path)
+
+
+def upscale_factor(tile: int, min_tile: int) -> int:
+  """The smallest whole factor that brings a `tile`-px image to at least `min_tile` px."""
+  return max(1, math.ceil(min_tile / tile))
+
+
+def sidecar_path(path: str) -> str:
+  """grid.png -> grid.json."""
+  return os.path.splitext(path)[0] + ".json"
+
+
+def save_labelled_grid(images: np.ndarray, prompts: Sequence[str], path: str,
+                       min_tile: int = 256, extra: dict[str, Any] | None = None) -> str:
+  """`save_grid` with tiles upscaled to >= `min_tile` px, plus a sidecar JSON: per tile
+  its index, row, column and prompt (and `extra`, e.g. the sampling settings). Returns
+  the JSON's path."""
+  n, h, w, _ = images.shape
+  if len(prompts) != n:
+    raise ValueError(f"{n} images but {len(prompts)} prompts")
+  scale = upscale_factor(min(h, w), min_tile)
+  save_grid(images, path, scale=scale)
+  cols = math.ceil(math.sqrt(n))
+  tiles = [{"index": i, "row": i // cols, "column": i % cols, "prompt": prompt}
+           for i, prompt in enumerate(prompts)]
+  sidecar = sidecar_path(path)
+  with open(sidecar, "w") as f:
+    json.dump({"image": os.path.basename(path), "tile_pixels": [h * scale, w * scale],
+               "generated_pixels": [h, w], "upscale": scale, "columns": cols,
+               **(extra or {}), "tiles": tiles}, f, indent=2)
+  return sidecar

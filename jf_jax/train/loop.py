@@ -30,6 +30,7 @@ from jf_jax.train import metrics_writer
 from jf_jax.train import optim
 from jf_jax.train import preemption
 from jf_jax.train import resume_check
+from jf_jax.train import skip_guard
 from jf_jax.train import state as state_lib
 from jf_jax.train import step as step_lib
 
@@ -160,8 +161,7 @@ def load_initial_params(s: Setup, path: str):
 def _progress_line(step, total, metrics) -> str:
   losses = " ".join(f"{k[:-5]} {metrics[k]:.4f}" for k in ("ar_loss", "rf_loss", "repa_loss"))
   losses += f" | und {metrics['und_loss']:.4f} text {metrics['text_loss']:.4f}"
-  skipped = metrics.get("data/skipped_total", 0)
-  extra = f" | skipped examples {skipped}" if skipped else ""
+  extra = skip_guard.progress_text(metrics)
   extra += f" | non-finite steps {metrics['nonfinite_total']}" if metrics.get(
       "nonfinite_total") else ""
   return (f"step {step}/{total} | loss {metrics['loss']:.4f} ({losses}) | grad_norm "
@@ -213,9 +213,14 @@ def train(config, workdir: str, devices=None,
   return metrics
 
 
+def _loader_stats(source) -> dict:
+  """The input pipeline's counters (`Loader.stats()`), {} for a source that keeps none."""
+  return source.stats() if hasattr(source, "stats") else {}
+
+
 def _source_stats(source) -> dict:
   """Skipped-example counters of the input pipeline (if it keeps any), for the logs."""
-  stats = source.stats() if hasattr(source, "stats") else {}
+  stats = _loader_stats(source)
   skipped = stats.get("skipped", {})
   out = {f"data/skipped/{reason}": count for reason, count in skipped.items()}
   out["data/skipped_total"] = sum(skipped.values())
@@ -248,6 +253,7 @@ def _run(s: Setup, state, start, source, manager, writer, stop) -> dict:
   feed = source.device_batches(functools.partial(pipeline.global_batch, sharding=batch_sh))
   config_json = config.to_dict()
   meter = meter_lib.Meter(total, config.train.max_nonfinite_in_row)
+  guard = skip_guard.SkipGuard(config, start, _loader_stats(source))  # a task dropping out stops
   last, step, rows, step_fn = {}, start, None, None
   for step in range(start, total):
     step_rows = layout.rows_at(config.batch, step)
@@ -260,6 +266,7 @@ def _run(s: Setup, state, start, source, manager, writer, stop) -> dict:
               flush=True)
     with meter.data_wait():  # the prefetched batch: waits only if it is not ready
       local, batch = next(feed)
+    guard.observe(step + 1, _loader_stats(source))
     if new_shapes:
       # Compile before the first execution of each batch shape: its memory is printed
       # once, and every process enters its collectives together (the barrier; one name
@@ -275,7 +282,8 @@ def _run(s: Setup, state, start, source, manager, writer, stop) -> dict:
     meter.nonfinite(metrics["nonfinite"], done)
     if done % config.train.log_every == 0 or done == total:
       last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      last.update(**meter.summary(done), **_source_stats(source))
+      last.update(**meter.summary(done), **_source_stats(source),
+                  **guard.log_rates(_loader_stats(source)))
       print(_progress_line(done, total, last), flush=True)
       writer.write(done, last)
     ckpt.save(manager, done, state, source.get_state(), config_json)
