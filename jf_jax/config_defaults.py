@@ -86,7 +86,7 @@ def tokens_deepseek() -> ml_collections.ConfigDict:
 def data_defaults() -> ml_collections.ConfigDict:
   """`config.data`: every input-pipeline key (docs/data.md), source "synthetic"."""
   return ml_collections.ConfigDict(dict(
-      source="synthetic",     # synthetic | shapes | files
+      source="synthetic",     # synthetic | shapes | files | records
       tokenizer="shapes",     # "shapes" (word level) or a directory holding tokenizer.json
       system_prompt="",       # understanding SYS; the official one is templates.SYSTEM_PROMPT
       gen_space="pixel",      # generation target: the image itself in [-1, 1] (tiny models)
@@ -108,6 +108,10 @@ def data_defaults() -> ml_collections.ConfigDict:
       text_files=(),          # plain text files
       text_unit="line",       # line | paragraph | file
       image_root="",          # base for relative image paths ('' = next to the file)
+      # source = "records": shards of `python -m jf_jax.prepare` (jf_jax/data/record_source.py).
+      gen_records=(),         # glob patterns, local or gs://
+      und_records=(),
+      text_records=(),
   ))
 
 
