@@ -26,6 +26,7 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from jf_jax.data import record_source
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.train import loop
 
@@ -57,7 +58,10 @@ def main(argv):
   config = _CONFIG.value
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; workdir "
         f"{os.path.abspath(_WORKDIR.value)}", flush=True)
-  metrics = loop.train(config, _WORKDIR.value, initialise=_initialise(config))
+  try:
+    metrics = loop.train(config, _WORKDIR.value, initialise=_initialise(config))
+  except (FileNotFoundError, record_source.ShardError) as e:
+    sys.exit(f"error: {e}")  # a wrong path or shard: one line naming it, no traceback
   train_seconds = time.time() - _START
   print(f"done at step {metrics['final_step']} ({train_seconds / 60:.1f} min)", flush=True)
   if config.get("eval") is not None and config.eval.get("after_training", False):

@@ -107,3 +107,47 @@ def write_parquet(folder: str, rows: int, row_group_size: int) -> dict:
   return {"paths": [first, second], "good": good,
           "bad": {"undecodable_image": 1, "missing_caption": 1, "oversized_image": 1,
                   "no_image": 1}}
+
+
+def write_llava(folder: str, count: int) -> str:
+  """A LLaVA JSON of `count` one- or two-turn conversations over JPEGs in `folder`."""
+  os.makedirs(folder, exist_ok=True)
+  entries = []
+  for i in range(count):
+    name = f"img{i:03d}.jpg"
+    with open(os.path.join(folder, name), "wb") as f:
+      f.write(encoded(48 + 8 * (i % 4), 40 + 4 * (i % 3), 300 + i))
+    conversations = [{"from": "human", "value": "<image>\nhow many shapes are there?"},
+                     {"from": "gpt", "value": ["one", "two", "three"][i % 3]}]
+    if i % 2:
+      conversations += [{"from": "human", "value": "what color is the circle?"},
+                        {"from": "gpt", "value": "red"}]
+    entries.append({"image": name, "conversations": conversations})
+  path = os.path.join(folder, "llava.json")
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(entries, f)
+  return path
+
+
+def write_text(path: str, count: int) -> str:
+  with open(path, "w", encoding="utf-8") as f:
+    for i in range(count):
+      f.write(f"there are {['one', 'two', 'three'][i % 3]} shapes. the circle is red.\n")
+  return path
+
+
+def write_training_records(root: str, prefix: str, image_size: int = 32) -> dict:
+  """Prepared gen (from tars), und (LLaVA) and text records under `prefix` (e.g.
+  gs://bucket/train): {task: shard glob pattern}."""
+  from jf_jax.prepare import examples  # pylint: disable=g-import-not-at-top
+  from jf_jax.prepare import run  # pylint: disable=g-import-not-at-top
+  tars = write_tars(os.path.join(root, "tars"), num_tars=2, per_tar=12)
+  inputs = {"gen": tars["paths"], "und": [write_llava(os.path.join(root, "llava"), 16)],
+            "text": [write_text(os.path.join(root, "notes.txt"), 20)]}
+  patterns = {}
+  for task, paths in inputs.items():
+    settings = examples.Settings(task=task, image_size=image_size, max_pixels=MAX_PIXELS)
+    run.prepare(task, paths, f"{prefix}/{task}", settings, num_shards=2,
+                show_progress=False)
+    patterns[task] = f"{prefix}/{task}-*.array_record"
+  return patterns

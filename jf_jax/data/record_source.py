@@ -23,6 +23,10 @@ import grain
 from jf_jax.data import record_format
 from jf_jax.data import storage
 
+class ShardError(ValueError):
+  """Shards that cannot be read (truncated, not ArrayRecord, empty); names the path."""
+
+
 TASK_KEYS = {"gen": "gen_records", "und": "und_records", "text": "text_records"}
 
 
@@ -37,7 +41,7 @@ def open_shards(paths: list[str], setting: str) -> grain.sources.ArrayRecordData
   try:
     return grain.sources.ArrayRecordDataSource(paths)
   except Exception as e:  # pylint: disable=broad-except  (array_record's RuntimeError)
-    raise ValueError(f"{setting}: cannot open the shards ({_culprit(paths)}): "
+    raise ShardError(f"{setting}: cannot open the shards ({_culprit(paths)}): "
                      f"{str(e).splitlines()[0][:300]}") from e
 
 
@@ -60,6 +64,6 @@ def record_tasks(data_cfg) -> dict:
       setting = f"config.data.{key}"
       source = open_shards(storage.expand(patterns, setting), setting)
       if not len(source):
-        raise ValueError(f"{setting}: the shards of {patterns} hold no records")
+        raise ShardError(f"{setting}: the shards of {patterns} hold no records")
       tasks[task] = (source, functools.partial(_convert, task))
   return tasks

@@ -37,9 +37,10 @@ def _kind(path: str) -> str:
 
 
 def units(task: str, patterns: Sequence[str], image_root: str = "",
-          text_unit: str = "line") -> list[tuple]:
+          text_unit: str = "line", num_shards: int = 0) -> list[tuple]:
   """Every unit of work of the inputs, in order. Folders (gen) are given as themselves,
-  anything else as glob patterns (local or gs://)."""
+  anything else as glob patterns (local or gs://). Small readers' items are cut into
+  units of ITEMS_PER_UNIT, or fewer so that they fill `num_shards` shards."""
   out, small = [], []
   for pattern in patterns:
     if task == "gen" and not storage.is_remote(pattern) and os.path.isdir(pattern):
@@ -55,8 +56,8 @@ def units(task: str, patterns: Sequence[str], image_root: str = "",
         small.append(path)
   if small:
     items = _small_items(task, small, image_root, text_unit)
-    out += [("items", items[i:i + ITEMS_PER_UNIT])
-            for i in range(0, len(items), ITEMS_PER_UNIT)]
+    size = min(ITEMS_PER_UNIT, -(-len(items) // max(num_shards, 1))) or 1
+    out += [("items", items[i:i + size]) for i in range(0, len(items), size)]
   return out
 
 

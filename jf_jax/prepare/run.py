@@ -10,6 +10,7 @@ records/s and the ETA. When every shard is finished, `PREFIX.json` is written:
 """
 
 import dataclasses
+import glob
 import json
 import multiprocessing
 import os
@@ -63,8 +64,24 @@ def _write_shard(args) -> tuple[int, dict]:
 
 
 def _output_folder(prefix: str) -> None:
-  if not storage.is_remote(prefix):
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+  """Creates a local output folder and removes the half-written shards of killed runs
+  (`PREFIX-*.partial-PID` of a PID no longer running; a bucket never has any)."""
+  if storage.is_remote(prefix):
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+  for partial in glob.glob(glob.escape(prefix) + "-*-of-*.array_record.partial-*"):
+    if not _running(int(partial.rsplit("-", 1)[1])):
+      os.remove(partial)
+
+
+def _running(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
 
 
 def prepare(task: str, patterns: list[str], prefix: str, settings: examples.Settings,
@@ -74,7 +91,7 @@ def prepare(task: str, patterns: list[str], prefix: str, settings: examples.Sett
 
   num_shards 0: one shard per unit of work, at most 1,024.
   """
-  units = inputs.units(task, patterns, image_root, text_unit)
+  units = inputs.units(task, patterns, image_root, text_unit, num_shards)
   if not units:
     raise FileNotFoundError(f"--input {patterns}: no examples")
   count = num_shards or min(len(units), 1024)

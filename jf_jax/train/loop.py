@@ -166,10 +166,12 @@ def train(config, workdir: str, devices=None,
   `config.train.init_params_from`) its first state instead of `setup`'s, e.g. the shapes
   world's encoder pre-training (`jf_jax/shapes/encoder_pretrain.py`, called by train.py).
   """
+  # The data first: a wrong path or an unreadable shard fails in seconds, before the
+  # model is initialised and before anything is written to the workdir.
+  source = pipeline.make_source(config, model_config.from_config_dict(config.model))
   s = setup(config, devices)
   manager = ckpt.make_manager(workdir, config.train.checkpoint_every,
                               config.train.keep_checkpoints)
-  source = pipeline.make_source(config, s.cfg)
   state, start = s.state, 0
   restored = ckpt.restore(manager, s.abstract, s.shardings)
   if restored is not None:
