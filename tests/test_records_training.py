@@ -3,6 +3,10 @@ gs:// on the storage emulator (`conftest.gcs`), through the same row builders as
 `python train.py` stopped and resumed equals the uninterrupted run bit for bit (0 and 2
 loader workers); bad record paths fail at startup in one line naming the path, and
 nothing already written is lost.
+
+The loopback two-process test (`two_process_records.py`, jax.distributed on 127.0.0.1):
+both processes read the same gs:// shards, each builds only its rows, and the global
+arrays they assemble equal the one-process batch.
 """
 
 import json
@@ -18,7 +22,8 @@ from jf_jax import config_defaults
 from jf_jax.data import pipeline
 from jf_jax.data import record_source
 from jf_jax.models import config as model_config
-import config_files
+import gcs_emulator
+import records_config
 import source_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,16 +65,9 @@ def losses(workdir) -> dict[int, float]:
   return {r["step"]: r["loss"] for r in rows}
 
 
-def records_config(patterns: dict):
-  config = config_files.load("tiny_shapes")
-  config.data.update(dict(source="records", resize_images=True,
-                          **{f"{t}_records": (p,) for t, p in patterns.items()}))
-  config.batch.update(dict(und_rows=2, text_rows=2, gen_rows=4))
-  return config
-
-
 def test_rows_come_from_the_records_with_their_counts(patterns):
-  config = records_config(patterns)
+  config = records_config.config(patterns)
+  config.batch.update(dict(und_rows=2, text_rows=2, gen_rows=4))
   source = pipeline.make_source(config, model_config.from_config_dict(config.model))
   batch = next(source)
   assert batch["und_images"].shape == (2, 1, 32, 32, 3)
@@ -118,3 +116,33 @@ def test_bad_record_paths_name_the_path(patterns, tmp_path):
     record_source.record_tasks(data)
   assert epath.Path(truncated).exists()  # nothing is deleted
   del tmp_path
+
+
+def test_two_processes_read_their_rows_and_build_the_global_batch(patterns, tmp_path):
+  address = f"127.0.0.1:{gcs_emulator.free_port()}"
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  outs = [str(tmp_path / f"p{i}.npz") for i in range(2)]
+  procs = [subprocess.Popen(
+      [sys.executable, "tests/two_process_records.py", address, str(i),
+       json.dumps(patterns), outs[i]], cwd=REPO, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  logs = [p.communicate(timeout=600)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+  got = [np.load(o) for o in outs]
+  config = records_config.config(patterns, rows=8)
+  whole = pipeline.make_source(config, model_config.from_config_dict(config.model),
+                               process_index=0, process_count=1)
+  for step in range(2):
+    want = next(whole)
+    for key, rows in want.items():
+      for p in range(2):  # each process built its own block of rows ...
+        np.testing.assert_array_equal(got[p][f"{step}/local/{key}"], rows[4 * p:4 * p + 4],
+                                      err_msg=f"process {p} step {step} {key}")
+        # ... and the global arrays are the one-process batch
+        np.testing.assert_array_equal(got[p][f"{step}/global/{key}"], rows, err_msg=key)
+  whole.close()
+  # Each process counted its own real rows: together the one-process count.
+  stats = [json.loads(str(g["stats"])) for g in got]
+  assert {t: stats[0]["rows"][t] + stats[1]["rows"][t] for t in ("und", "text", "gen")
+          } == whole.stats()["rows"]
