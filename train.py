@@ -27,6 +27,7 @@ import jax
 from ml_collections import config_flags
 
 from jf_jax.data import record_source
+from jf_jax.data import storage
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.train import loop
 
@@ -57,7 +58,7 @@ def main(argv):
   jax.config.update("jax_transfer_guard", "allow")
   config = _CONFIG.value
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; workdir "
-        f"{os.path.abspath(_WORKDIR.value)}", flush=True)
+        f"{storage.absolute(_WORKDIR.value)}", flush=True)
   try:
     metrics = loop.train(config, _WORKDIR.value, initialise=_initialise(config))
   except (FileNotFoundError, record_source.ShardError) as e:

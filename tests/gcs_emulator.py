@@ -12,11 +12,13 @@ the emulator through STORAGE_EMULATOR_HOST, array_record's own client through
 CLOUD_STORAGE_EMULATOR_ENDPOINT; NO_GCE_CHECK and the closed metadata address keep
 google-auth from probing the cloud metadata server (tests contact nothing but
 127.0.0.1), and GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false saves gcsfs a 60 s gRPC probe per
-call.
+call. Orbax's arrays go through tensorstore's own GCS client: TENSORSTORE_GCS_HTTP_URL
+points it at the emulator and GCE_METADATA_ROOT keeps its credential lookup on loopback.
 """
 
 import http.client
 import http.server
+import json
 import re
 import socket
 import threading
@@ -37,7 +39,9 @@ def environment(endpoint: str) -> dict:
   closed = f"127.0.0.1:{free_port()}"  # nothing listens there
   return {"STORAGE_EMULATOR_HOST": endpoint, "CLOUD_STORAGE_EMULATOR_ENDPOINT": endpoint,
           "NO_GCE_CHECK": "true", "GCE_METADATA_HOST": closed, "GCE_METADATA_IP": closed,
-          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+          # Orbax writes arrays through tensorstore's own GCS client.
+          "TENSORSTORE_GCS_HTTP_URL": endpoint, "GCE_METADATA_ROOT": closed}
 
 
 def _proxy_handler(upstream_port: int):
@@ -60,6 +64,9 @@ def _proxy_handler(upstream_port: int):
       data = response.read()
       status, out_headers = response.status, response.getheaders()
       conn.close()
+      if status in (200, 206) and "alt=media" in self.path and not any(
+          k.lower() == "x-goog-generation" for k, _ in out_headers):
+        out_headers.append(("x-goog-generation", self._generation(upstream_port)))
       if suffix and status == 200:
         total, n = len(data), min(int(suffix.group(1)), len(data))
         data, status = data[total - n:], 206
@@ -73,6 +80,18 @@ def _proxy_handler(upstream_port: int):
       self.end_headers()
       if self.command != "HEAD":
         self.wfile.write(data)
+
+    def _generation(self, port: int) -> str:
+      """The object's generation, from its metadata (what a media download's
+      x-goog-generation header gives on GCS)."""
+      conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+      # /download/storage/v1/b/B/o/NAME serves the data; /storage/v1/b/B/o/NAME the
+      # metadata.
+      conn.request("GET", self.path.split("?", 1)[0].removeprefix("/download"))
+      response = conn.getresponse()
+      meta = json.loads(response.read() or b"{}")
+      conn.close()
+      return str(meta.get("generation", "0"))
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _forward
 

@@ -1,7 +1,7 @@
 """`config.data.source = "records"`: training reads prepared gen, und and text shards from
 gs:// on the storage emulator (`conftest.gcs`), through the same row builders as files;
-`python train.py` stopped and resumed equals the uninterrupted run bit for bit (0 and 2
-loader workers); bad record paths fail at startup in one line naming the path, and
+`python train.py` stopped and resumed (its workdir on gs:// too) equals the uninterrupted
+run bit for bit (0 and 2 loader workers); bad record paths fail at startup in one line naming the path, and
 nothing already written is lost.
 
 The loopback two-process test (`two_process_records.py`, jax.distributed on 127.0.0.1):
@@ -60,9 +60,17 @@ def run_train(cmd, check=True):
 
 
 def losses(workdir) -> dict[int, float]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
-  return {r["step"]: r["loss"] for r in rows}
+  """{step: loss} of WORKDIR/metrics.jsonl (local or gs://); a step logged twice must
+  agree."""
+  out = {}
+  for line in (epath.Path(workdir) / "metrics.jsonl").read_text().splitlines():
+    row = json.loads(line)
+    assert out.setdefault(row["step"], row["loss"]) == row["loss"], row
+  return out
+
+
+def checkpoints(workdir) -> list[str]:
+  return sorted(p.name for p in (epath.Path(workdir) / "checkpoints").iterdir())
 
 
 def test_rows_come_from_the_records_with_their_counts(patterns):
@@ -78,25 +86,28 @@ def test_rows_come_from_the_records_with_their_counts(patterns):
 
 
 def test_train_py_from_bucket_resumes_bit_for_bit(patterns, tmp_path):
-  whole, parts = tmp_path / "whole", tmp_path / "parts"
+  """Records from gs://; the resumed run's workdir in the bucket too (Orbax through
+  tensorstore's GCS driver); 2 workers uninterrupted, 0 stopped at step 2 and resumed."""
+  whole, parts = str(tmp_path / "whole"), "gs://bucket/runs/parts"
   run_train(train_cmd(whole, patterns, 4, workers=2))
   first = run_train(train_cmd(parts, patterns, 2, workers=0))
   assert "step 2/2" in first.stdout
   second = run_train(train_cmd(parts, patterns, 4, workers=0))
-  assert "resumed from" in second.stdout and "at step 2" in second.stdout
+  assert "resumed from gs://bucket/runs/parts at step 2" in second.stdout
   want = losses(whole)
   assert sorted(want) == [1, 2, 3, 4]
-  assert losses(parts) == want  # bit for bit, across worker counts too
+  assert losses(parts) == want  # bit for bit, across worker counts and storage
+  assert "2" in checkpoints(parts) and "4" in checkpoints(parts)
   # Bad input at startup of an existing run: one line naming the pattern, the
   # checkpoints kept.
-  saved = sorted(os.listdir(parts / "checkpoints"))
+  saved = checkpoints(parts)
   bad = {**patterns, "gen": "gs://bucket/train/nothing-*.array_record"}
   out = run_train(train_cmd(parts, bad, 6, workers=0), check=False)
   assert out.returncode == 1
   assert out.stderr.strip().splitlines()[-1] == (
       "error: config.data.gen_records: 'gs://bucket/train/nothing-*.array_record' "
       "matches no file"), out.stderr[-2000:]
-  assert sorted(os.listdir(parts / "checkpoints")) == saved
+  assert checkpoints(parts) == saved
 
 
 def test_bad_record_paths_name_the_path(patterns, tmp_path):

@@ -97,3 +97,64 @@ def read_text(path: str) -> str:
 
 def exists(path: str) -> bool:
   return _exists(epath.Path(path))
+
+
+def absolute(path: str) -> str:
+  """A local path made absolute; a bucket path as it is."""
+  return str(path) if is_remote(path) else os.path.abspath(os.path.expanduser(str(path)))
+
+
+def join(path: str, *parts: str) -> str:
+  """`os.path.join` for local and bucket paths."""
+  return str(epath.Path(path).joinpath(*parts)) if is_remote(path) else os.path.join(
+      path, *parts)
+
+
+def is_dir(path: str) -> bool:
+  try:
+    return epath.Path(path).is_dir()
+  except OSError:  # a missing bucket
+    return False
+
+
+def makedirs(path: str) -> None:
+  """A local folder tree; nothing for a bucket (objects need no folders)."""
+  if not is_remote(path):
+    os.makedirs(path, exist_ok=True)
+
+
+def append_text(path: str, text: str) -> None:
+  """Appends to a text file. Bucket objects cannot be appended to: the object is
+  rewritten whole (fine for logs of one line per logged step)."""
+  if not is_remote(path):
+    with open(path, "a", encoding="utf-8") as f:
+      f.write(text)
+    return
+  target = epath.Path(path)
+  target.write_text((target.read_text() if _exists(target) else "") + text)
+
+
+def local_copy(path: str) -> str:
+  """A local path holding `path`: itself if local, else a download of the file or
+  directory tree into a cache folder (for libraries that read local files only: the
+  tokenizers and safetensors readers)."""
+  if not is_remote(path):
+    return path
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  cache = os.path.join(tempfile.gettempdir(), "jf_jax_downloads",
+                       hashlib.sha256(str(path).encode()).hexdigest()[:16])
+  source = epath.Path(path)
+  if not _exists(source):
+    raise FileNotFoundError(f"{path} does not exist")
+  target = os.path.join(cache, source.name)
+  files = [source] if not source.is_dir() else [p for p in source.rglob("*")
+                                                 if not p.is_dir()]
+  for file in files:
+    local = target if file == source else os.path.join(target,
+                                                       str(file.relative_to(source)))
+    if not os.path.exists(local):
+      os.makedirs(os.path.dirname(local), exist_ok=True)
+      file.copy(epath.Path(local + ".partial"), overwrite=True)
+      os.replace(local + ".partial", local)
+  return target

@@ -75,6 +75,14 @@ def _output_folder(prefix: str) -> None:
 
 
 def _running(pid: int) -> bool:
+  """Whether process `pid` is alive (a zombie, killed but not yet reaped, is not)."""
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+  except OSError:  # no /proc: ask the kernel
+    pass
   try:
     os.kill(pid, 0)
   except ProcessLookupError:

@@ -20,7 +20,6 @@ runs batch-sharded (`act_batch` constraint on its input), one microbatch at a ti
 """
 
 import dataclasses
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 
 from jf_jax.checkpoint import vae_map
 from jf_jax.data import layout
+from jf_jax.data import storage
 from jf_jax.models import vae
 from jf_jax.models.config import JanusFlowConfig
 from jf_jax.parallel import microbatches
@@ -100,13 +100,14 @@ def load_params(config: Any, encoder: LatentEncoder, shardings) -> Any:
   latent-space run cannot start without its VAE.
   """
   path = config.vae.get("path", "")
-  if not path or not os.path.exists(path):
+  if not path or not storage.exists(path):
     raise FileNotFoundError(
         f"config.vae.path={path!r} does not exist: data.gen_space='sdxl_vae' encodes the "
         "generation images with the SDXL-VAE; download stabilityai/sdxl-vae (diffusers "
         "layout: config.json + diffusion_pytorch_model.safetensors) and set "
         "--config.vae.path to that directory")
-  params = vae_map.load_vae(path, encoder.module.cfg, dtype=encoder.param_dtype)
+  params = vae_map.load_vae(storage.local_copy(path), encoder.module.cfg,
+                            dtype=encoder.param_dtype)
   return jax.device_put(_encoder_half(params), shardings)
 
 
