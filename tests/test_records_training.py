@@ -79,7 +79,7 @@ def test_rows_come_from_the_records_with_their_counts(patterns):
   source = pipeline.make_source(config, model_config.from_config_dict(config.model))
   batch = next(source)
   assert batch["und_images"].shape == (2, 1, 32, 32, 3)
-  assert batch["gen_latents"].shape == (4, 32, 32, 3)
+  assert batch["gen_pixels"].shape == (4, 32, 32, 3)
   assert batch["text_weights"].sum() > 0 and batch["und_weights"].sum() > 0
   assert source.stats()["rows"] == {"und": 2, "text": 2, "gen": 4}
   source.close()
