@@ -24,6 +24,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jf_jax.data import storage
 from jf_jax.inference import grid
 from jf_jax.inference import loader
 from jf_jax.inference import runner
@@ -77,7 +78,7 @@ def main(argv):
                                     batch_size=_NUM.value, solver=_SOLVER.value)
     print(f"sampled in {time.time() - t0:.1f}s", flush=True)
     grid.save_grid(images, _OUT.value)
-    print(f"wrote {os.path.abspath(_OUT.value)}", flush=True)
+    print(f"wrote {storage.absolute(_OUT.value)}", flush=True)
   else:
     answer, = runner.answer_questions(
         loaded, [_IMAGE.value], [_QUESTION.value], max_new_tokens=_MAX_NEW.value,

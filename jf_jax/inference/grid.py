@@ -1,10 +1,14 @@
 """Images -> one PNG grid (sample.py's output, the shapes world's sample sheets)."""
 
+import io
 import math
 import os
 
+from etils import epath
 import numpy as np
 from PIL import Image
+
+from jf_jax.data import storage
 
 
 def save_grid(images: np.ndarray, path: str, scale: int = 1, gap: int = 0) -> None:
@@ -19,6 +23,9 @@ def save_grid(images: np.ndarray, path: str, scale: int = 1, gap: int = 0) -> No
   for i, img in enumerate(images):
     r, c = divmod(i, cols)
     grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = img
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  out = io.BytesIO()
   Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale),
-                               Image.NEAREST).save(path)
+                               Image.NEAREST).save(out, format="PNG")
+  if not storage.is_remote(path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  epath.Path(path).write_bytes(out.getvalue())  # local or gs:// (`data/storage.py`)
