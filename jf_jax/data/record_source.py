@@ -12,8 +12,9 @@ held in Python.
 
 Startup errors name the setting and path: a pattern that matches nothing (a missing
 bucket included), and a shard that cannot be opened (truncated: its footer is gone).
-array_record opens a missing gs:// object as an empty shard, so paths come from a
-listing (`storage.expand`), never from a guess.
+array_record's reader opens a missing gs:// object as a shard of 0 records (the 404
+surfaces only at close), so paths come from a listing (`storage.expand`), never from a
+guess.
 """
 
 import functools
