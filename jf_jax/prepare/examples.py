@@ -16,6 +16,7 @@ from PIL import Image
 from jf_jax.data import preprocess
 from jf_jax.data import record_format
 from jf_jax.data.records import BadExample, as_text
+from jf_jax.prepare import inputs
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -106,7 +107,6 @@ def _parquet_image(value):
 
 
 def _read_path(path: str) -> bytes:
-  from jf_jax.prepare import inputs  # pylint: disable=g-import-not-at-top
   try:
     return inputs.read_bytes(path)
   except OSError as e:
