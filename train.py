@@ -36,6 +36,8 @@ from ml_collections import config_flags
 
 from jf_jax import entry_point
 from jf_jax.data import plugins
+from jf_jax.data import record_source
+from jf_jax.data import storage
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.train import logs
 from jf_jax.train import loop
@@ -98,8 +100,11 @@ def _train_and_evaluate(config, initialise, after_training):
   if jax.process_index() == 0:
     logs.to_file(_WORKDIR.value)
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; workdir "
-        f"{os.path.abspath(_WORKDIR.value)}", flush=True)
-  metrics = loop.train(config, _WORKDIR.value, initialise=initialise)
+        f"{storage.absolute(_WORKDIR.value)}", flush=True)
+  try:
+    metrics = loop.train(config, _WORKDIR.value, initialise=initialise)
+  except (FileNotFoundError, record_source.ShardError) as e:
+    sys.exit(f"error: {e}")  # a wrong path or shard: one line naming it, no traceback
   train_seconds = time.time() - _START
   print(f"done at step {metrics['final_step']} ({train_seconds / 60:.1f} min)", flush=True)
   if after_training is not None and jax.process_index() == 0:

@@ -83,7 +83,7 @@ def tokens_deepseek() -> ml_collections.ConfigDict:
 def data_defaults() -> ml_collections.ConfigDict:
   """`config.data`: every input-pipeline key (docs/data.md), source "synthetic"."""
   return ml_collections.ConfigDict(dict(
-      source="synthetic",     # synthetic | files | a project package's name (plugins.py)
+      source="synthetic",     # synthetic | files | records | a project package (plugins.py)
       tokenizer="",           # a directory holding tokenizer.json, or a project package
                               # (plugins.py); synthetic data uses config.tokens' ids
       system_prompt="",       # understanding SYS; the official one is templates.SYSTEM_PROMPT
@@ -99,6 +99,10 @@ def data_defaults() -> ml_collections.ConfigDict:
       text_files=(),          # plain text files
       text_unit="line",       # line | paragraph | file
       image_root="",          # base for relative image paths ('' = next to the file)
+      # source = "records": shards of `python -m jf_jax.prepare` (jf_jax/data/record_source.py).
+      gen_records=(),         # glob patterns, local or gs://
+      und_records=(),
+      text_records=(),
   ))
 
 
