@@ -8,7 +8,25 @@ The result supports `len` and `[i]`, which is all `mixture.task_rows` (a grain
 pass {task: (data, converter)} to `pipeline.make_source(..., tasks=...)`.
 """
 
+import contextlib
+import io
+
+from absl import logging
 import tensorflow_datasets as tfds
+
+
+def prepare_quietly(builder: tfds.core.DatasetBuilder) -> None:
+  """Generates (or downloads) the dataset if needed, printing one line of our own instead
+  of tfds' banner and progress bars; tfds' text goes to the log at INFO."""
+  if not builder.is_prepared():
+    print(f"preparing the tfds dataset {builder.name} in {builder.data_dir}", flush=True)
+  tfds.display_progress_bar(False)
+  banner = io.StringIO()
+  with contextlib.redirect_stdout(banner):
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  if banner.getvalue().strip():
+    logging.info("tfds: %s", banner.getvalue().strip())
 
 
 def split_source(builder: "str | tfds.core.DatasetBuilder", split: str,
@@ -20,8 +38,7 @@ def split_source(builder: "str | tfds.core.DatasetBuilder", split: str,
   if isinstance(builder, str):
     builder = tfds.builder(builder, data_dir=data_dir or None, file_format="array_record")
   if prepare:
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    prepare_quietly(builder)
   if split not in builder.info.splits:
     raise ValueError(f"tfds dataset {builder.name!r} has no split {split!r} "
                      f"(it has {sorted(builder.info.splits)})")

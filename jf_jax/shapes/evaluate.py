@@ -71,13 +71,14 @@ def evaluate(loaded: loader.Loaded, *, split: str = "test", num_gen: int = 200,
   items = split_items(loaded.config.data, split, num_gen, num_und, data_dir)
   return {"split": split, "step": loaded.step,
           "generation": _generation(loaded, items["captions"], steps, guidance, seed,
-                                    batch_size, grid_path, grid_size) if num_gen else None,
-          "understanding": _understanding(loaded, items, batch_size, num_examples)
-                           if num_und else None}
+                                    batch_size, grid_path, grid_size, show_progress)
+                        if num_gen else None,
+          "understanding": _understanding(loaded, items, batch_size, num_examples,
+                                          show_progress) if num_und else None}
 
 
 def _generation(loaded, captions, steps, guidance, seed, batch_size, grid_path,
-                grid_size) -> dict:
+                grid_size, show_progress) -> dict:
   """Images for `captions`, their scores and the sample grid (`evaluate`'s)."""
   items = {"captions": captions}
   t0 = time.time()
@@ -95,7 +96,7 @@ def _generation(loaded, captions, steps, guidance, seed, batch_size, grid_path,
   return gen
 
 
-def _understanding(loaded, items, batch_size, num_examples) -> dict:
+def _understanding(loaded, items, batch_size, num_examples, show_progress) -> dict:
   """Answers to the items' questions and their scores, with a few examples."""
   t0 = time.time()
   predictions = runner.answer_questions(loaded, items["images"], items["questions"],

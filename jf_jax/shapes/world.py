@@ -16,14 +16,12 @@ Splits: train and validation scenes never contain a held-out object pair
 combination never seen in training.
 """
 
-import contextlib
 import dataclasses
-import io
 
-from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jf_jax.data import tfds_source
 from jf_jax.shapes import scene as shapes_scene
 
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
@@ -136,25 +134,11 @@ def builder(data_dir: str | None = None, **config_kwargs) -> ShapesWorld:
                      file_format="array_record")
 
 
-def _prepare_quietly(b: ShapesWorld) -> None:
-  """Generates the dataset if needed, with one line of our own instead of tfds' banner
-  and progress bars (a few seconds of work); tfds' text goes to the log at INFO."""
-  if not b.is_prepared():
-    print(f"generating the shapes world in {b.data_dir}", flush=True)
-  tfds.display_progress_bar(False)
-  banner = io.StringIO()
-  with contextlib.redirect_stdout(banner):
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
-  if banner.getvalue().strip():
-    logging.info("tfds: %s", banner.getvalue().strip())
-
-
 def load(data_dir: str | None = None, **config_kwargs) -> dict:
   """{split: random-access source}; generates the dataset first if it is not there yet.
 
   Items are dicts of numpy arrays; text fields come back as `bytes`.
   """
   b = builder(data_dir, **config_kwargs)
-  _prepare_quietly(b)
+  tfds_source.prepare_quietly(b)  # one line of ours, not tfds' banner and bars
   return {split: b.as_data_source(split=split) for split in _SPLIT_IDS}
