@@ -136,7 +136,7 @@ def test_console_holds_only_project_lines_and_log_txt_everything(uninterrupted):
   assert f"step {STEPS}/{STEPS}" in proc.stdout and "done at step" in proc.stdout
   assert not ABSL_LINE.search(console), ABSL_LINE.findall(console)[:5]
   # tfds' banner and progress bars (the run generated the world): one line of ours instead
-  assert "preparing the tfds dataset shapes_world" in proc.stdout
+  assert "prepared the tfds dataset shapes_world" in proc.stdout
   assert "Downloading and preparing" not in console and "Generating splits" not in console
   log = (workdir / "log.txt").read_text()
   orbax = [line for line in log.splitlines() if ABSL_LINE.match(line)

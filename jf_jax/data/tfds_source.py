@@ -10,6 +10,7 @@ pass {task: (data, converter)} to `pipeline.make_source(..., tasks=...)`.
 
 import contextlib
 import io
+import time
 
 from absl import logging
 import tensorflow_datasets as tfds
@@ -18,15 +19,15 @@ import tensorflow_datasets as tfds
 def prepare_quietly(builder: tfds.core.DatasetBuilder) -> None:
   """Generates (or downloads) the dataset if needed, printing one line of our own instead
   of tfds' banner and progress bars; tfds' text goes to the log at INFO."""
-  if not builder.is_prepared():
-    print(f"preparing the tfds dataset {builder.name} in {builder.data_dir}", flush=True)
   tfds.display_progress_bar(False)
-  banner = io.StringIO()
+  banner, start = io.StringIO(), time.time()
   with contextlib.redirect_stdout(banner):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
-  if banner.getvalue().strip():
+  if banner.getvalue().strip():  # tfds prints only when it prepared the dataset now
     logging.info("tfds: %s", banner.getvalue().strip())
+    print(f"prepared the tfds dataset {builder.name} in {builder.data_dir} "
+          f"({time.time() - start:.0f} s)", flush=True)
 
 
 def split_source(builder: "str | tfds.core.DatasetBuilder", split: str,
