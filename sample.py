@@ -26,6 +26,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from jf_jax import entry_point
+from jf_jax.data import storage
 from jf_jax.inference import grid
 from jf_jax.inference import loader
 from jf_jax.inference import prompts
@@ -103,9 +104,9 @@ def main(argv):
     print(f"sampled in {time.time() - t0:.1f}s", flush=True)
     sidecar = grid.save_labelled_grid(
         images, [_PROMPT.value] * _NUM.value, _OUT.value, min_tile=_MIN_TILE.value,
-        extra=dict(checkpoint=os.path.abspath(_CHECKPOINT.value), step=loaded.step,
+        extra=dict(checkpoint=storage.absolute(_CHECKPOINT.value), step=loaded.step,
                    steps=_STEPS.value, cfg=_CFG.value, solver=_SOLVER.value, seed=_SEED.value))
-    print(f"wrote {os.path.abspath(_OUT.value)} (tiles labelled in {sidecar})", flush=True)
+    print(f"wrote {storage.absolute(_OUT.value)} (tiles labelled in {sidecar})", flush=True)
   else:
     answer, = runner.answer_questions(
         loaded, [_IMAGE.value], [_QUESTION.value], max_new_tokens=_MAX_NEW.value,

@@ -32,6 +32,7 @@ from tokenizers import models
 from tokenizers import pre_tokenizers
 
 from jf_jax.data import plugins
+from jf_jax.data import storage
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -121,10 +122,10 @@ def _special(hf: tokenizers.Tokenizer, **overrides) -> dict[str, int]:
 
 def from_checkpoint_dir(path: str) -> Tokenizer:
   """The DeepSeek tokenizer of a checkpoint directory (its `tokenizer.json`)."""
-  file = path if path.endswith(".json") else os.path.join(path, "tokenizer.json")
-  if not os.path.exists(file):
+  file = path if path.endswith(".json") else storage.join(path, "tokenizer.json")
+  if not storage.exists(file):
     raise FileNotFoundError(f"no tokenizer.json at {file} (config.data.tokenizer)")
-  hf = tokenizers.Tokenizer.from_file(file)
+  hf = tokenizers.Tokenizer.from_file(storage.local_copy(file))  # reads local files only
   missing = [t for t in _ADDED_IF_MISSING if hf.token_to_id(t) is None]
   hf.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
                          for t in missing])
@@ -163,7 +164,7 @@ def word_level(tokens_cfg: Any, words: Sequence[str]) -> Tokenizer:
 
 def _is_path(name: str) -> bool:
   """Whether `config.data.tokenizer` names a tokenizer.json (else a module)."""
-  return (not name or os.sep in name or name.endswith(".json")
+  return (not name or os.sep in name or name.endswith(".json") or storage.is_remote(name)
           or os.path.exists(os.path.join(name, "tokenizer.json")))
 
 

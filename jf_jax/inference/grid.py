@@ -4,13 +4,17 @@
 `min_tile` px) and writes a sidecar JSON next to the PNG naming each tile's prompt.
 """
 
+import io
 import json
 import math
 import os
 from typing import Any, Sequence
 
+from etils import epath
 import numpy as np
 from PIL import Image
+
+from jf_jax.data import storage
 
 
 def save_grid(images: np.ndarray, path: str, scale: int = 1, gap: int = 0) -> None:
@@ -25,9 +29,13 @@ def save_grid(images: np.ndarray, path: str, scale: int = 1, gap: int = 0) -> No
   for i, img in enumerate(images):
     r, c = divmod(i, cols)
     grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = img
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  out = io.BytesIO()
   Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale),
-                               Image.NEAREST).save(path)
+                               Image.NEAREST).save(out, format="PNG")
+  if not storage.is_remote(path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  epath.Path(path).write_bytes(out.getvalue())  # local or gs:// (`data/storage.py`)
+
 
 
 def upscale_factor(tile: int, min_tile: int) -> int:
@@ -54,8 +62,8 @@ def save_labelled_grid(images: np.ndarray, prompts: Sequence[str], path: str,
   tiles = [{"index": i, "row": i // cols, "column": i % cols, "prompt": prompt}
            for i, prompt in enumerate(prompts)]
   sidecar = sidecar_path(path)
-  with open(sidecar, "w") as f:
-    json.dump({"image": os.path.basename(path), "tile_pixels": [h * scale, w * scale],
-               "generated_pixels": [h, w], "upscale": scale, "columns": cols,
-               **(extra or {}), "tiles": tiles}, f, indent=2)
+  epath.Path(sidecar).write_text(json.dumps(
+      {"image": os.path.basename(path), "tile_pixels": [h * scale, w * scale],
+       "generated_pixels": [h, w], "upscale": scale, "columns": cols,
+       **(extra or {}), "tiles": tiles}, indent=2))
   return sidecar

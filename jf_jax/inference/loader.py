@@ -26,6 +26,7 @@ from jf_jax.checkpoint import manager as ckpt
 from jf_jax.checkpoint import params_io
 from jf_jax import config_defaults
 from jf_jax.checkpoint import vae_map
+from jf_jax.data import storage
 from jf_jax.data import templates
 from jf_jax.data import tokenizer as tok_lib
 from jf_jax.models import config as model_config
@@ -63,16 +64,15 @@ def load_config(checkpoint: str, step: int | None = None
     if step is not None:
       raise ValueError(f"--step={step}: {checkpoint} is a params directory (one set of "
                        "params); --step selects a checkpoint of a training workdir")
-    path = os.path.join(checkpoint, "model.json")
-    if not os.path.exists(path):
+    path = storage.join(checkpoint, "model.json")
+    if not storage.exists(path):
       raise FileNotFoundError(f"{path} is missing; give the config explicitly (--config)")
-    with open(path) as f:
-      config = {"model": json.load(f), "data": {"gen_space": "sdxl_vae"},
-                "vae": config_defaults.vae_defaults().to_dict()}
-    generation = os.path.join(checkpoint, params_io.GENERATION_FILE)
-    if os.path.exists(generation):
-      with open(generation) as f:
-        config.update(json.load(f))
+    config = {"model": json.loads(storage.read_text(path)),
+              "data": {"gen_space": "sdxl_vae"},
+              "vae": config_defaults.vae_defaults().to_dict()}
+    generation = storage.join(checkpoint, params_io.GENERATION_FILE)
+    if storage.exists(generation):
+      config.update(json.loads(storage.read_text(generation)))
     return ml_collections.ConfigDict(config), None
   config, step = ckpt.restore_config(checkpoint, step)
   return ml_collections.ConfigDict(config), step

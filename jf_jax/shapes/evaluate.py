@@ -15,6 +15,7 @@ import numpy as np
 
 from jf_jax.inference import grid
 from jf_jax.inference import loader
+from jf_jax.inference import progress as progress_lib
 from jf_jax.inference import runner
 from jf_jax.shapes import scores
 from jf_jax.shapes import world as shapes_world
@@ -47,17 +48,22 @@ def spread(n: int, k: int) -> list[int]:
   return sorted(set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()))
 
 
+def _progress(label: str, total: int, show: bool) -> progress_lib.Progress | None:
+  return progress_lib.Progress(label, total) if show and total else None
+
+
 def evaluate(loaded: loader.Loaded, *, split: str = "test", num_gen: int = 200,
              num_und: int = 500, steps: int = 30, guidance: float = 2.0, seed: int = 0,
              batch_size: int = 50, data_dir: str | None = None,
              grid_path: str | None = None, grid_size: int = 16,
-             num_examples: int = 8) -> dict:
+             num_examples: int = 8, show_progress: bool = True) -> dict:
   """Both scores of a loaded run on a shapes-world split, plus examples.
 
   The first `grid_size` images go to a PNG grid at `grid_path` (row-major, in the order
   of `generation.samples`, their captions); `understanding.examples` holds
   `num_examples` questions spread over the split with the model's answers. `num_gen` (or
   `num_und`) 0 skips that half: its entry is None.
+  `show_progress` prints a progress line per batch (`inference/progress.py`).
   """
   if num_gen < 0 or num_und < 0 or num_gen + num_und == 0:
     raise ValueError(f"num_gen={num_gen} and num_und={num_und}: both must be >= 0 and one "
@@ -76,7 +82,9 @@ def _generation(loaded, captions, steps, guidance, seed, batch_size, grid_path,
   items = {"captions": captions}
   t0 = time.time()
   images = runner.generate_images(loaded, items["captions"], steps=steps, guidance=guidance,
-                                  seed=seed, batch_size=batch_size)
+                                  seed=seed, batch_size=batch_size,
+                                  progress=_progress("images", len(items["captions"]),
+                                                     show_progress))
   gen = scores.generation_scores(images, items["captions"])
   gen.update(seconds=time.time() - t0, steps=steps, guidance=guidance)
   grid_n = min(grid_size, len(images)) if grid_path else 0
@@ -91,7 +99,9 @@ def _understanding(loaded, items, batch_size, num_examples) -> dict:
   """Answers to the items' questions and their scores, with a few examples."""
   t0 = time.time()
   predictions = runner.answer_questions(loaded, items["images"], items["questions"],
-                                        batch_size=batch_size)
+                                        batch_size=batch_size,
+                                        progress=_progress("answers", len(items["questions"]),
+                                                           show_progress))
   und = scores.understanding_scores(predictions, items["answers"], items["questions"])
   und["seconds"] = time.time() - t0
   und["examples"] = [{"question": items["questions"][i], "answer": items["answers"][i],
