@@ -129,6 +129,20 @@ def vae_defaults() -> ml_collections.ConfigDict:
   ))
 
 
+def lora_defaults() -> ml_collections.ConfigDict:
+  """`config.lora`: LoRA / QLoRA fine-tuning through Qwix (`jf_jax/lora/`); rank 0 = off."""
+  from jf_jax.lora import model as lora_model  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(dict(
+      rank=0,  # > 0: train rank-`rank` adapters instead of the base weights
+      alpha=32.0,  # adapter outputs are scaled by alpha / rank
+      targets=lora_model.DEFAULT_TARGETS,  # regex over module paths that get adapters
+      base_quant="",  # '' float base; 'int8' or 'nf4': quantized base (QLoRA)
+      base_dtype="",  # '' the params' dtype; e.g. 'bfloat16' halves a float32 base
+      # Param-path regexes (as config.optim.freeze) trained in full beside the adapters.
+      train_in_full=lora_model.DEFAULT_TRAIN_IN_FULL,
+  ))
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything but the model sizes, with defaults; config files fill in `model`."""
   config = ml_collections.ConfigDict()
@@ -161,6 +175,7 @@ def base_config() -> ml_collections.ConfigDict:
       init_params_from="",  # converted official weights or an earlier stage's checkpoint
   ))
   config.data = data_defaults()
+  config.lora = lora_defaults()
   # Object-presence pre-training of the understanding tower before step 0 of a fresh run
   # (jf_jax/shapes/encoder_pretrain.py, called by train.py). 0 steps = off.
   config.encoder_pretrain = ml_collections.ConfigDict(dict(

@@ -18,6 +18,8 @@ from jf_jax.checkpoint import manager as ckpt
 from jf_jax.checkpoint import params_io
 from jf_jax.data import layout
 from jf_jax.data import pipeline
+from jf_jax.lora import base as lora_base
+from jf_jax.lora import model as lora_model
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
 from jf_jax.parallel import mesh as mesh_lib
@@ -47,6 +49,9 @@ class Setup:
   # Latent-space runs (config.data.gen_space='sdxl_vae', train/latents.py): the frozen VAE.
   encoder: Any = None
   vae_shardings: Any = None
+  # LoRA runs (config.lora.rank > 0, jf_jax/lora/): the state holds the adapters and the
+  # modules trained in full; the frozen base is the step's last argument.
+  lora: lora_base.LoraPlan | None = None
 
 
 def check_batch_config(config, mesh) -> None:
@@ -80,28 +85,44 @@ def plan(config, devices=None) -> Setup:
                               + config.batch.gen_rows, mesh, cfg.llm.num_heads,
                               cfg.llm.num_kv_heads, batch_key="config.batch.*_rows (sum)")
   rules = rules_lib.merge_rules(rules_lib.default_rules(), config.logical_axis_rules)
-  abstract_params = nn.unbox(janusflow.abstract_params(model))["params"]
-  tx, mask = optim.make_optimizer(optim.from_config(config), abstract_params)
+  lplan, select, ocfg = None, state_lib.whole, optim.from_config(config)
+  if lora_model.enabled(config):
+    model, lplan = lora_base.plan(config, model, mesh, rules)
+    select = lplan.trainable_part
+    with ocfg.unlocked():
+      ocfg.freeze = ()  # what trains is config.lora's, whatever the stage
+  abstract_params = select(nn.unbox(janusflow.abstract_params(model))["params"])
+  tx, mask = optim.make_optimizer(ocfg, abstract_params)
   abstract, shardings = state_lib.state_shardings(
-      model, tx, mesh, rules, use_ema=config.train.ema_decay > 0, seed=config.seed)
+      model, tx, mesh, rules, use_ema=config.train.ema_decay > 0, seed=config.seed,
+      select=select)
   if mesh.shape["fsdp"] > 1:
     partition.assert_params_sufficiently_sharded(shardings.params, abstract.params)
   encoder = latents.make_encoder(config, cfg)
   vae_shardings = latents.param_shardings(encoder, mesh, rules) if encoder else None
   step_fn = step_lib.jit_train_step(
       step_lib.make_train_step(model, tx, mask, config, encoder), shardings, mesh, rules,
-      vae_shardings=vae_shardings)
+      vae_shardings=vae_shardings, base_shardings=lplan and lplan.base_shardings)
   return Setup(config, cfg, model, mesh, rules, tx, mask, None, shardings, abstract,
-               step_fn, encoder, vae_shardings)
+               step_fn, encoder, vae_shardings, lplan)
 
 
 def setup(config, devices=None) -> Setup:
   """`plan` plus the train state, initialised directly sharded."""
   s = plan(config, devices)
+  vae_params = in_full = None
   if s.encoder is not None:  # before the slow init: a missing VAE fails at once
-    s = dataclasses.replace(s, step_fn=s.step_fn.with_frozen(
-        latents.load_params(config, s.encoder, s.vae_shardings)))
-  state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed)
+    vae_params = latents.load_params(config, s.encoder, s.vae_shardings)
+    s = dataclasses.replace(s, step_fn=s.step_fn.with_frozen(vae_params))
+  if s.lora is not None:
+    base, in_full = lora_base.load(config, s.lora, s.cfg, s.mesh, s.rules)
+    s = dataclasses.replace(s, step_fn=s.step_fn.with_frozen(vae_params, base))
+  select = state_lib.whole if s.lora is None else s.lora.trainable_part
+  state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed,
+                               select=select)
+  if in_full is not None:  # a LoRA run starts from the base's modules trained in full
+    state = state_lib.with_params(state, lora_base.initial_trainable(state.params, in_full),
+                                  s.tx, s.shardings)
   # Finish init before any other program runs: on the in-process CPU mesh, programs with
   # collectives running concurrently were seen to deadlock.
   state = jax.block_until_ready(state)
@@ -176,7 +197,7 @@ def train(config, workdir: str, devices=None,
     start, state, data_state = restored
     source.set_state(data_state)
     print(f"resumed from {workdir} at step {start}", flush=True)
-  elif config.train.init_params_from:
+  elif config.train.init_params_from and s.lora is None:  # (LoRA: `setup` read it)
     state = load_initial_params(s, config.train.init_params_from)
     print(f"initialised params from {config.train.init_params_from}", flush=True)
   elif initialise is not None:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from jf_jax.data import device_inputs
+from jf_jax.lora import params as lora_params
 from jf_jax.losses import flow
 from jf_jax.losses import next_token
 from jf_jax.losses import repa as repa_loss
@@ -61,11 +62,11 @@ def _ar_sums(model, params, mb) -> tuple[jax.Array, jax.Array]:
   if mb["und_ids"].shape[0]:
     logits, _, _ = model.apply(
         {"params": params}, mb["und_ids"], mb["und_images"], mb["und_image_mask"],
-        attention_mask=mb["und_valid"], method=janusflow.JanusFlow.understand)
+        attention_mask=mb["und_valid"], method="understand")
     und = next_token.next_token_loss(logits, mb["und_targets"], mb["und_weights"])[0]
   if mb["text_ids"].shape[0]:
     logits = model.apply({"params": params}, mb["text_ids"], attention_mask=mb["text_valid"],
-                         method=janusflow.JanusFlow.text_logits)
+                         method="text_logits")
     text = next_token.next_token_loss(logits, mb["text_targets"], mb["text_weights"])[0]
   return und, text
 
@@ -97,15 +98,15 @@ def _generation_sums(model, params, mb, repa_on: bool):
   capture = model.cfg.repa.layer if repa_on else None
   out = model.apply({"params": params}, mb["gen_prompt_ids"], flow.interpolate(noise, data, t),
                     t, mb["gen_prompt_mask"], capture_layer=capture,
-                    method=janusflow.JanusFlow.generate_velocity)
+                    method="generate_velocity")
   velocity = out if capture is None else out[0]
   rf_sum = flow.flow_loss(velocity, flow.velocity_target(noise, data), mb["gen_weights"])[0]
   if capture is None:
     return rf_sum, zero
   projected = model.apply({"params": params}, out[1],
-                          method=janusflow.JanusFlow.project_repa)
+                          method="project_repa")
   target = jax.lax.stop_gradient(model.apply({"params": params}, mb["gen_images"],
-                                             method=janusflow.JanusFlow.und_features))
+                                             method="und_features"))
   return rf_sum, repa_loss.repa_loss(projected, target, mb["gen_weights"])[0]
 
 
@@ -118,15 +119,20 @@ def _split_microbatches(batch, num: int):
 
 
 def make_train_step(model, tx, trainable_mask, config, encoder=None):
-  """Builds the pure step `(state, batch[, vae_params]) -> (state, metrics)`; jit it with
-  shardings. With a `latents.LatentEncoder` the batch holds `gen_pixels` and the step
-  encodes them first with the frozen `vae_params` (`train/latents.py`)."""
+  """Builds the pure step `(state, batch[, vae_params[, base_params]]) -> (state,
+  metrics)`; jit it with shardings. With a `latents.LatentEncoder` the batch holds
+  `gen_pixels` and the step encodes them first with the frozen `vae_params`
+  (`train/latents.py`). A LoRA run's state holds only what trains (`trainable_mask`'s
+  tree); its frozen base comes as `base_params` and is never differentiated
+  (`jf_jax/lora/`). Model methods are called by name, so a Qwix-wrapped model's
+  interception applies."""
   loss_cfg, cfg = config.loss, model.cfg
   coef = {"ar": loss_cfg.ar_weight, "rf": loss_cfg.flow_weight, "repa": loss_cfg.repa_weight}
   pad_id, num_micro = config.tokens.pad_id, config.train.microbatches
   schedule = optim.make_schedule(optim.from_config(config))
   # Logical axes of the parameters: the gradient accumulator is laid out like them.
-  param_axes = partition.logical_specs(janusflow.abstract_params(model)["params"])
+  param_axes = lora_params.select_like(
+      partition.logical_specs(janusflow.abstract_params(model)["params"]), trainable_mask)
 
   def freeze(params):
     # stop_gradient at frozen leaves: their backward (e.g. the whole SigLIP tower in
@@ -134,15 +140,15 @@ def make_train_step(model, tx, trainable_mask, config, encoder=None):
     return jax.tree.map(lambda p, train: p if train else jax.lax.stop_gradient(p),
                         params, trainable_mask)
 
-  def micro_loss(params, mb, denom):
-    params = freeze(params)
+  def micro_loss(params, mb, denom, base_params):
+    params = lora_params.combine(freeze(params), base_params)
     und, text = _ar_sums(model, params, mb)
     sums = {"ar": und + text}
     sums["rf"], sums["repa"] = _generation_sums(model, params, mb, bool(coef["repa"]))
     loss = sum(coef[k] * sums[k] / denom[k] for k in coef)
     return loss, {**sums, "und": und, "text": text}
 
-  def train_step(state: TrainState, batch, vae_params=None):
+  def train_step(state: TrainState, batch, vae_params=None, base_params=None):
     # uint8 images -> float32 model inputs, here on the devices (`data/device_inputs.py`);
     # latent-space pixels too, before the VAE encodes them.
     batch = device_inputs.normalize(batch)
@@ -158,7 +164,8 @@ def make_train_step(model, tx, trainable_mask, config, encoder=None):
       return nn.with_logical_constraint(grads, param_axes)
 
     def body(carry, mb):
-      (loss, sums), grads = grad_fn(state.params, microbatches.keep_rows_sharded(mb), denom)
+      (loss, sums), grads = grad_fn(state.params, microbatches.keep_rows_sharded(mb), denom,
+                                    base_params)
       acc_grads, acc_loss, acc_sums = carry
       return (like_params(jax.tree.map(jnp.add, acc_grads, grads)), acc_loss + loss,
               jax.tree.map(jnp.add, acc_sums, sums)), None
@@ -220,20 +227,24 @@ class JittedStep:
 
 
 def jit_train_step(step_fn, state_shardings, mesh, rules, donate: bool = True,
-                   vae_shardings=None) -> JittedStep:
+                   vae_shardings=None, base_shardings=None) -> JittedStep:
   """`jax.jit` with in/out shardings; the state is donated (its buffers are reused).
 
   The returned step traces and runs under the mesh and the logical axis rules, so the
   model's activation constraints resolve. With `vae_shardings` (a latent-space run) the
   jitted function takes the frozen VAE params as a third argument, laid out that way;
-  bind them with `.with_frozen(vae_params)`.
+  bind them with `.with_frozen(vae_params)`. With `base_shardings` (a LoRA run) it also
+  takes the frozen base params, after the VAE's (None when there is no VAE): bind them
+  with `.with_frozen(vae_params_or_None, base_params)`.
   """
   def step_with_rules(state, batch, *frozen):
     with nn.logical_axis_rules(rules):
       return step_fn(state, batch, *frozen)
   in_shardings = (state_shardings, batch_sharding(mesh))
-  if vae_shardings is not None:
+  if vae_shardings is not None or base_shardings is not None:
     in_shardings += (vae_shardings,)
+  if base_shardings is not None:
+    in_shardings += (base_shardings,)
   jitted = jax.jit(step_with_rules, in_shardings=in_shardings,
                    out_shardings=(state_shardings, None),
                    donate_argnums=(0,) if donate else ())
