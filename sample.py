@@ -49,6 +49,9 @@ _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass when sampling.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Directory with tokenizer.json.")
 _VAE = flags.DEFINE_string("vae", None, "SDXL-VAE weights (diffusers dir or file), or "
                            "'identity' for a pixel-space model.")
+_QUANTIZE = flags.DEFINE_enum("quantize", None, ["int8"],
+                              "Weight-only quantization of the LLM's kernels (Qwix PTQ, "
+                              "done once at load).")
 
 
 def main(argv):
@@ -66,7 +69,7 @@ def main(argv):
     raise FileNotFoundError(f"--image={_IMAGE.value} does not exist")
   t0 = time.time()
   loaded = loader.load(_CHECKPOINT.value, config=_CONFIG.value, tokenizer=_TOKENIZER.value,
-                       vae=_VAE.value, image_decoder=generating)
+                       vae=_VAE.value, image_decoder=generating, quantize=_QUANTIZE.value)
   print(f"loaded {os.path.abspath(_CHECKPOINT.value)} in {time.time() - t0:.1f}s", flush=True)
   t0 = time.time()
   if generating:

@@ -87,3 +87,33 @@ def initial_trainable(state_params: Any, in_full: Any) -> Any:
   (the adapters keep their initialisation: B = 0, so the run starts at the base model)."""
   adapters = lora_params.split(state_params, lora_params.is_adapter)[0]
   return lora_params.combine(adapters, in_full)
+
+
+def load_merged(config, workdir: str, cfg, sharding, step: int | None = None,
+                ema: bool = False) -> Any:
+  """Plain JanusFlow params of a LoRA run: its checkpointed adapters (and modules trained
+  in full) at `step` (default latest; `ema`: their moving average) merged into the float
+  base the run names (`config.train.init_params_from`), all on `sharding`.
+
+  Raises:
+    ValueError: `config` is not a LoRA run's (`--merge_lora` on a full fine-tune).
+  """
+  from jf_jax.checkpoint import manager  # pylint: disable=g-import-not-at-top
+  from jf_jax.lora import merge  # pylint: disable=g-import-not-at-top
+  if not lora_model.enabled(config):
+    raise ValueError(f"{workdir} is not a LoRA run (its config.lora.rank is "
+                     f"{(config.get('lora') or {}).get('rank', 0)}): no adapters to merge")
+  _, boxed = lora_model.lora_model(janusflow.JanusFlow(cfg), config.lora)
+  trains = lora_params.trainable_predicate(nn.unbox(boxed), config.lora.train_in_full)
+  abstract_trainable = lora_params.split(nn.unbox(boxed), trains)[0]
+  on_device = lambda tree: jax.tree.map(lambda _: sharding, tree)
+  trained = manager.restore_params(workdir, abstract_trainable,
+                                   on_device(abstract_trainable), step,
+                                   item="ema_params" if ema else "params")
+  abstract_plain = params_io.abstract_params(cfg)
+  plain = params_io.restore_any(config.train.init_params_from, abstract_plain,
+                                on_device(abstract_plain),
+                                setting=f"{workdir}'s config.train.init_params_from")
+  base = lora_params.split(plain, trains)[1]
+  return merge.merge_adapters(lora_params.combine(trained, base),
+                              lora_model.scale(config.lora))
