@@ -35,7 +35,9 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from jf_jax.data import layout
+from jf_jax.lora import params as lora_params
 from jf_jax.parallel import hlo
+from jf_jax.parallel import paths
 from jf_jax.sampling import image
 from jf_jax.tools import chips
 from jf_jax.tools import flops as flops_lib
@@ -113,6 +115,17 @@ def _with_sharding(abstract, shardings):
                       abstract, shardings)
 
 
+def _lora_flops_params(s):
+  """(plain params, trainable mask) of a LoRA run for the model-FLOP count: the whole
+  model's params (base + modules trained in full, adapters' few FLOPs left out), with
+  the base frozen (its weight gradients are never computed)."""
+  whole = lora_params.without_adapters(lora_params.combine(s.abstract.params,
+                                                           s.lora.abstract_base))
+  mask = jax.tree_util.tree_map_with_path(
+      lambda path, _: s.lora.trains(paths.path_str(path)), whole)
+  return whole, mask
+
+
 def compile_train_step(config, devices):
   """(compiled, info) for the real train step on `devices`, from shapes only."""
   s = loop.plan(config, devices)
@@ -121,10 +134,17 @@ def compile_train_step(config, devices):
   pixels = layout.gen_pixel_size(config, cfg)  # latent space: the step encodes images
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh)
            for k, v in layout.abstract_batch(config.batch, cfg, pixels).items()}
-  step_fn, vae_params = s.step_fn, None
+  step_fn, vae_params, frozen = s.step_fn, None, ()
+  n_params, n_trainable = optim.count_params(params), optim.count_params(params, mask)
   if s.encoder is not None:  # the frozen VAE's params: abstract too, laid out by the rules
     vae_params = latents.abstract_params(s.encoder)
-    step_fn = step_fn.with_frozen(_with_sharding(vae_params, s.vae_shardings))
+    frozen = (_with_sharding(vae_params, s.vae_shardings),)
+  if s.lora is not None:  # a LoRA run's frozen base (quantized for QLoRA), abstract
+    frozen = (frozen or (None,)) + (_with_sharding(s.lora.abstract_base,
+                                                   s.lora.base_shardings),)
+    params, mask = _lora_flops_params(s)
+    n_params = optim.count_params(params) + n_trainable - optim.count_params(params, mask)
+  step_fn = step_fn.with_frozen(*frozen)
   t0 = time.perf_counter()
   with jax.set_mesh(mesh), unrolled_scans(_UNROLL.value):
     lowered = step_fn.lower(_with_sharding(s.abstract, s.shardings), batch)
@@ -135,7 +155,7 @@ def compile_train_step(config, devices):
   # the setup before (topology, abstract state, shardings) is not counted.
   info = dict(compile_s=t2 - t0, lower_s=t1 - t0, xla_compile_s=t2 - t1,
               mesh=dict(mesh.shape),
-              params=optim.count_params(params), trainable=optim.count_params(params, mask),
+              params=n_params, trainable=n_trainable,
               model_flops=flops_lib.train_step_flops(config, cfg, params, mask, vae_params,
                                                      pixels))
   return compiled, info, (s.model, mesh, s.rules, s.shardings.params, params)

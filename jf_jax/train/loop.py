@@ -269,4 +269,6 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
       ckpt.save(manager, total, state, source.get_state(), config_json, force=True)
   last["final_step"] = step + 1 if total > start else start
   last["state"] = state
+  if s.lora is not None:  # the frozen base the step was given (never written)
+    last["base_params"] = s.step_fn.frozen[1]
   return last
