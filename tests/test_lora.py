@@ -254,3 +254,20 @@ def test_merge_lora_on_a_full_run_names_the_workdir(base_dir, tmp_path):
   assert out.returncode != 0
   assert f"ValueError: {workdir} is not a LoRA run" in out.stderr
   assert not os.path.exists(tmp_path / "merged")
+
+
+def test_recipe_config_adapts_every_llm_projection():
+  """configs/janusflow_1p3b_lora.py: the fine-tune recipe plus rank-16 adapters; its
+  `config.lora` applied to the reduced release shapes adapts all 7 projections."""
+  import config_files  # pylint: disable=g-import-not-at-top
+  import release_fixtures  # pylint: disable=g-import-not-at-top
+  config = config_files.load("janusflow_1p3b_lora")
+  finetune = config_files.load("janusflow_1p3b_finetune")
+  assert config.lora.rank == 16 and config.lora.base_dtype == "bfloat16"
+  assert config.stage == 3 and config.data.to_dict() == finetune.data.to_dict()
+  cfg = model_config.from_config_dict(release_fixtures.reduced_model())
+  _, boxed = lora_model.lora_model(janusflow.JanusFlow(cfg), config.lora)
+  adapters = [p for p in flat(boxed) if lora_params.is_adapter(p)]
+  assert len(adapters) == 14
+  assert all(flat(boxed)[p].value.shape[-1 if p.endswith("_a") else -2] == 16
+             for p in adapters)

@@ -36,7 +36,9 @@ from ml_collections import config_flags
 
 from jf_jax.data import layout
 from jf_jax.lora import params as lora_params
+from jf_jax.models import janusflow
 from jf_jax.parallel import hlo
+from jf_jax.parallel import partition
 from jf_jax.parallel import paths
 from jf_jax.sampling import image
 from jf_jax.tools import chips
@@ -158,7 +160,13 @@ def compile_train_step(config, devices):
               params=n_params, trainable=n_trainable,
               model_flops=flops_lib.train_step_flops(config, cfg, params, mask, vae_params,
                                                      pixels))
-  return compiled, info, (s.model, mesh, s.rules, s.shardings.params, params)
+  built = (s.model, mesh, s.rules, s.shardings.params, params)
+  if s.lora is not None:  # the sampler of the merged model (adapters folded in)
+    plain = janusflow.JanusFlow(cfg)
+    boxed = janusflow.abstract_params(plain)["params"]
+    built = (plain, mesh, s.rules, partition.mesh_shardings(boxed, mesh, s.rules),
+             nn.unbox(boxed))
+  return compiled, info, built
 
 
 def compile_sampler(config, built, batch: int):
