@@ -86,7 +86,12 @@ def topology_devices(topology: str) -> list[Any]:
   """Devices of a described TPU topology (no TPU needed)."""
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   quiet_libtpu_env(topology)
-  return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
+  grid = [int(d) for d in topology.split(":")[1].split("x")]
+  extra = {}
+  if len(grid) == 2 and grid[0] * grid[1] < 4:  # fewer chips than one 2x2 host, e.g. v5e:1x1
+    extra["chips_per_host_bounds"] = (*grid, 1)
+  return list(topologies.get_topology_desc(platform="tpu", topology_name=topology,
+                                           **extra).devices)
 
 
 @contextlib.contextmanager
