@@ -28,7 +28,6 @@ from jf_jax.checkpoint import params_io  # pylint: disable=g-import-not-at-top,w
 from jf_jax.data import synthetic  # pylint: disable=wrong-import-position
 from jf_jax.models import config as model_config  # pylint: disable=wrong-import-position
 from jf_jax.sampling import common  # pylint: disable=wrong-import-position
-from jf_jax.tools import aot  # pylint: disable=wrong-import-position
 from jf_jax.train import loop  # pylint: disable=wrong-import-position
 from jf_jax.train import optim  # pylint: disable=wrong-import-position
 
@@ -62,7 +61,8 @@ def measure(config, rank: int) -> dict:
              for i in range(4)]
   state = s.state
   compiled = s.step_fn.lower(state, batches[0]).compile()
-  flops = aot.cost_report(compiled)["flops"]
+  cost = compiled.cost_analysis()
+  flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
   times = []
   for i in range(1 + _WARMUP.value + _STEPS.value):
     t0 = time.perf_counter()
