@@ -271,3 +271,22 @@ def test_recipe_config_adapts_every_llm_projection():
   assert len(adapters) == 14
   assert all(flat(boxed)[p].value.shape[-1 if p.endswith("_a") else -2] == 16
              for p in adapters)
+
+
+@pytest.mark.parametrize("base_quant", ["", "int8", "nf4"])
+def test_lora_forward_in_bfloat16_compute(base_quant):
+  """bf16 compute with float32 adapters (the 1.3B recipe): layer outputs stay bf16 (the
+  scanned layers' carry), for a float, int8 or nf4 base. Shapes only."""
+  model = config_defaults.model_tiny()
+  model.dtype = "bfloat16"
+  cfg = model_config.from_config_dict(model)
+  lora = config_defaults.lora_defaults()
+  lora.update(dict(rank=4, base_quant=base_quant))
+  if base_quant == "nf4":  # 64-element blocks along the contraction: inputs of width 64
+    lora.targets = r"language_model/model/layers/(self_attn/[qkv]_proj|mlp/(gate|up)_proj)"
+  wrapped, boxed = lora_model.lora_model(janusflow.JanusFlow(cfg), lora)
+  x = janusflow.dummy_inputs(cfg)
+  out = jax.eval_shape(lambda p: wrapped.apply(
+      {"params": p}, x["prompt_ids"], x["z_t"], x["t"], method="generate_velocity"),
+                       flax.linen.unbox(boxed))
+  assert out.dtype == jnp.bfloat16 and out.shape == x["z_t"].shape
