@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from jf_jax.checkpoint import params_io  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jf_jax.data import synthetic  # pylint: disable=wrong-import-position
 from jf_jax.models import config as model_config  # pylint: disable=wrong-import-position
-from jf_jax.sampling import common  # pylint: disable=wrong-import-position
+from jf_jax import testing  # pylint: disable=wrong-import-position
 from jf_jax.train import loop  # pylint: disable=wrong-import-position
 from jf_jax.train import optim  # pylint: disable=wrong-import-position
 
@@ -43,7 +43,7 @@ _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after the compiling o
 def _write_random_base(config) -> str:
   cfg = model_config.from_config_dict(config.model)
   path = os.path.join(tempfile.mkdtemp(prefix="lora_step_"), "base")
-  params_io.save_params(path, jax.tree.map(np.asarray, common.numpy_random_params(cfg)),
+  params_io.save_params(path, jax.tree.map(np.asarray, testing.numpy_random_params(cfg)),
                         config.model.to_dict())
   return path
 

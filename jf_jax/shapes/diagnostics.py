@@ -14,7 +14,7 @@ caption, for the velocity there:
     it is handed, i.e. whether the layout (early t) or the drawing (late t) fails.
 
 `mass`: the share of training times in each t bucket (between the midpoints of `times`)
-under the logit-normal and uniform t distributions. `benchmarks/flow_by_time.py` is the
+under the logit-normal and uniform t distributions. `jf_jax/shapes/lab/flow_by_time.py` is the
 command line.
 """
 

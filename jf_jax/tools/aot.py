@@ -43,7 +43,6 @@ from jf_jax.parallel import paths
 from jf_jax.sampling import image
 from jf_jax.tools import chips
 from jf_jax.tools import flops as flops_lib
-from jf_jax.train import latents
 from jf_jax.train import loop
 from jf_jax.train import optim
 from jf_jax.train import step as step_lib
@@ -138,23 +137,21 @@ def compile_train_step(config, devices):
   s = loop.plan(config, devices)
   cfg, mesh, params, mask = s.cfg, s.mesh, s.abstract.params, s.trainable_mask
   batch_sh = step_lib.batch_sharding(mesh)
-  pixels = layout.gen_pixel_size(config, cfg)  # latent space: the step encodes images
+  pixels = s.space.pixel_size
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh)
            for k, v in layout.abstract_batch(config.batch, cfg, pixels).items()}
-  step_fn, vae_params, frozen = s.step_fn, None, ()
+  # The frozen params of the generation space (and a LoRA run's base, quantized for
+  # QLoRA): abstract too, laid out by the rules.
+  frozen = _with_sharding(s.frozen, s.frozen_shardings)
+  space_frozen = s.frozen if s.lora is None else s.frozen["space"]
+  vae_params = space_frozen if s.space.has_params else None
   n_params, n_trainable = optim.count_params(params), optim.count_params(params, mask)
-  if s.encoder is not None:  # the frozen VAE's params: abstract too, laid out by the rules
-    vae_params = latents.abstract_params(s.encoder)
-    frozen = (_with_sharding(vae_params, s.vae_shardings),)
-  if s.lora is not None:  # a LoRA run's frozen base (quantized for QLoRA), abstract
-    frozen = (frozen or (None,)) + (_with_sharding(s.lora.abstract_base,
-                                                   s.lora.base_shardings),)
+  if s.lora is not None:
     params, mask = _lora_flops_params(s)
     n_params = optim.count_params(params) + n_trainable - optim.count_params(params, mask)
-  step_fn = step_fn.with_frozen(*frozen)
   t0 = time.perf_counter()
   with jax.set_mesh(mesh), unrolled_scans(_UNROLL.value):
-    lowered = step_fn.lower(_with_sharding(s.abstract, s.shardings), batch)
+    lowered = s.jitted.lower(frozen, _with_sharding(s.abstract, s.shardings), batch)
     t1 = time.perf_counter()
     compiled = lowered.compile()
   t2 = time.perf_counter()

@@ -18,10 +18,12 @@ from jf_jax.checkpoint import manager as ckpt
 from jf_jax.checkpoint import params_io
 from jf_jax.data import layout
 from jf_jax.data import pipeline
+from jf_jax.data import tokenizer as tok_lib
 from jf_jax.lora import base as lora_base
 from jf_jax.lora import model as lora_model
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
+from jf_jax.models import latent_space
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.parallel import partition
 from jf_jax.parallel import rules as rules_lib
@@ -35,23 +37,34 @@ from jf_jax.train import step as step_lib
 
 @dataclasses.dataclass
 class Setup:
+  """Everything the loop needs, derived once from the config (`plan`, `setup`)."""
   config: Any
   cfg: model_config.JanusFlowConfig
   model: janusflow.JanusFlow
   mesh: Any
   rules: list
+  optim_cfg: Any        # `optim.from_config(config)`, resolved once
   tx: Any
   trainable_mask: Any
-  state: Any
+  state: Any            # None after `plan`
   shardings: Any
-  abstract: Any
-  step_fn: Any
-  # Latent-space runs (config.data.gen_space='sdxl_vae', train/latents.py): the frozen VAE.
-  encoder: Any = None
-  vae_shardings: Any = None
+  abstract: Any         # abstract TrainState
+  step_cfg: step_lib.StepConfig
+  jitted: Any           # jax.jit of `(frozen, state, batch) -> (state, metrics)`
+  # The generation space (models/latent_space.py), its frozen params (the step's first
+  # argument: {} in pixel space, the VAE encoder half otherwise; abstract after `plan`)
+  # and their shardings.
+  space: latent_space.LatentSpace
+  frozen: Any
+  frozen_shardings: Any
   # LoRA runs (config.lora.rank > 0, jf_jax/lora/): the state holds the adapters and the
-  # modules trained in full; the frozen base is the step's last argument.
+  # modules trained in full; `frozen` is {"space": ..., "base": the frozen base params}.
   lora: lora_base.LoraPlan | None = None
+
+  def step(self, state, batch):
+    """One train step outside the loop (tests, benchmarks), under the mesh as in `_run`."""
+    with jax.set_mesh(self.mesh):
+      return self.jitted(self.frozen, state, batch)
 
 
 def check_batch_config(config, mesh) -> None:
@@ -71,11 +84,21 @@ def check_batch_config(config, mesh) -> None:
                          f"{jax.process_count()}")
 
 
+def pad_id(config) -> int:
+  """The pad id of the run's tokenizer: `config.tokens` for synthetic data (its tokens are
+  those ids), else the tokenizer `config.data.tokenizer` names (checked against them)."""
+  if config.data.source == "synthetic":
+    return int(config.tokens.pad_id)
+  return tok_lib.make_tokenizer(config).pad_id
+
+
 def plan(config, devices=None) -> Setup:
   """Mesh, model, optimizer, the state's shapes and shardings and the jitted step.
 
-  Nothing is materialised (`state` is None): checks that need only shapes fail here
-  first; the AOT tool (`jf_jax/tools/aot.py`) compiles from this for a TPU topology.
+  Nothing is materialised (`state` is None, `frozen` abstract): checks that need only
+  shapes fail here first; the AOT tool (`jf_jax/tools/aot.py`) compiles from this for a
+  TPU topology. The model is traced once (its boxed abstract params), and every value
+  below is derived from that and from one resolved optimizer config.
   """
   cfg = model_config.from_config_dict(config.model)
   model = janusflow.JanusFlow(cfg)
@@ -85,49 +108,55 @@ def plan(config, devices=None) -> Setup:
                               + config.batch.gen_rows, mesh, cfg.llm.num_heads,
                               cfg.llm.num_kv_heads, batch_key="config.batch.*_rows (sum)")
   rules = rules_lib.merge_rules(rules_lib.default_rules(), config.logical_axis_rules)
-  lplan, select, ocfg = None, state_lib.whole, optim.from_config(config)
-  if lora_model.enabled(config):
+  optim_cfg, lplan = optim.from_config(config), None
+  if lora_model.enabled(config):  # the wrapped model's one trace; the state's part of it
     model, lplan = lora_base.plan(config, model, mesh, rules)
-    select = lplan.trainable_part
-    with ocfg.unlocked():
-      ocfg.freeze = ()  # what trains is config.lora's, whatever the stage
-  abstract_params = select(nn.unbox(janusflow.abstract_params(model))["params"])
-  tx, mask = optim.make_optimizer(ocfg, abstract_params)
-  abstract, shardings = state_lib.state_shardings(
-      model, tx, mesh, rules, use_ema=config.train.ema_decay > 0, seed=config.seed,
-      select=select)
+    boxed = lplan.boxed_trainable
+    with optim_cfg.unlocked():
+      optim_cfg.freeze = ()  # what trains is config.lora's, whatever the stage
+  else:
+    boxed = janusflow.abstract_params(model)["params"]  # the one trace of the model
+  tx, mask = optim.make_optimizer(optim_cfg, nn.unbox(boxed))
+  abstract, shardings = state_lib.state_shardings(tx, boxed, mesh, rules,
+                                                  use_ema=config.train.ema_decay > 0)
   if mesh.shape["fsdp"] > 1:
     partition.assert_params_sufficiently_sharded(shardings.params, abstract.params)
-  encoder = latents.make_encoder(config, cfg)
-  vae_shardings = latents.param_shardings(encoder, mesh, rules) if encoder else None
-  step_fn = step_lib.jit_train_step(
-      step_lib.make_train_step(model, tx, mask, config, encoder), shardings, mesh, rules,
-      vae_shardings=vae_shardings, base_shardings=lplan and lplan.base_shardings)
-  return Setup(config, cfg, model, mesh, rules, tx, mask, None, shardings, abstract,
-               step_fn, encoder, vae_shardings, lplan)
+  space = latent_space.from_config(config, cfg)
+  frozen_shardings = latents.frozen_shardings(space, mesh, rules)
+  frozen = space.abstract_params()
+  if lplan is not None:
+    frozen = {"space": frozen, "base": lplan.abstract_base}
+    frozen_shardings = {"space": frozen_shardings, "base": lplan.base_shardings}
+  step_cfg = step_lib.step_config(config, pad_id(config))
+  jitted = step_lib.jit_train_step(
+      step_lib.make_train_step(model, tx, mask, step_cfg, space,
+                               optim.make_schedule(optim_cfg), partition.logical_specs(boxed),
+                               lora_base=lplan is not None),
+      shardings, mesh, rules, frozen_shardings)
+  return Setup(config, cfg, model, mesh, rules, optim_cfg, tx, mask, None, shardings,
+               abstract, step_cfg, jitted, space, frozen, frozen_shardings, lplan)
 
 
 def setup(config, devices=None) -> Setup:
-  """`plan` plus the train state, initialised directly sharded."""
+  """`plan` plus the train state, initialised directly sharded, and the frozen params."""
   s = plan(config, devices)
-  vae_params = in_full = None
-  if s.encoder is not None:  # before the slow init: a missing VAE fails at once
-    vae_params = latents.load_params(config, s.encoder, s.vae_shardings)
-    s = dataclasses.replace(s, step_fn=s.step_fn.with_frozen(vae_params))
-  if s.lora is not None:
-    base, in_full = lora_base.load(config, s.lora, s.cfg, s.mesh, s.rules)
-    s = dataclasses.replace(s, step_fn=s.step_fn.with_frozen(vae_params, base))
-  select = state_lib.whole if s.lora is None else s.lora.trainable_part
-  state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed,
-                               select=select)
-  if in_full is not None:  # a LoRA run starts from the base's modules trained in full
+  # Before the slow init: a missing VAE fails at once.
+  if s.lora is None:
+    frozen = latents.load_frozen(config, s.space, s.frozen_shardings)
+    state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed)
+  else:
+    frozen = {"space": latents.load_frozen(config, s.space, s.frozen_shardings["space"])}
+    frozen["base"], in_full = lora_base.load(config, s.lora, s.cfg, s.mesh, s.rules)
+    state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed,
+                                 select=s.lora.trainable_part)
+    # A LoRA run starts from the base's modules trained in full (and B = 0 adapters).
     state = state_lib.with_params(state, lora_base.initial_trainable(state.params, in_full),
                                   s.tx, s.shardings)
   # Finish init before any other program runs: on the in-process CPU mesh, programs with
   # collectives running concurrently were seen to deadlock.
   state = jax.block_until_ready(state)
   sync_processes("setup")
-  return dataclasses.replace(s, state=state)
+  return dataclasses.replace(s, state=state, frozen=frozen)
 
 
 def sync_processes(name: str, timeout_s: int = 1800) -> None:
@@ -185,12 +214,12 @@ def train(config, workdir: str, devices=None,
 
   `initialise(setup, config) -> state` gives a fresh run (nothing to resume, no
   `config.train.init_params_from`) its first state instead of `setup`'s, e.g. the shapes
-  world's encoder pre-training (`jf_jax/shapes/encoder_pretrain.py`, called by train.py).
+  world's encoder pre-training (train.py loads it as the `config.init` plug-in).
   """
   s = setup(config, devices)
   manager = ckpt.make_manager(workdir, config.train.checkpoint_every,
                               config.train.keep_checkpoints)
-  source = pipeline.make_source(config, s.cfg)
+  source = pipeline.make_source(config, s.cfg, pixel_size=s.space.pixel_size)
   state, start = s.state, 0
   restored = ckpt.restore(manager, s.abstract, s.shardings)
   if restored is not None:
@@ -205,7 +234,9 @@ def train(config, workdir: str, devices=None,
   writer = metrics_writer.MetricsWriter(workdir, enabled=jax.process_index() == 0)
   preemption = _Preemption()
   try:
-    return _run(s, state, start, source, manager, writer, preemption)
+    # One mesh context around every step (the axis rules are entered inside the step).
+    with jax.set_mesh(s.mesh):
+      return _run(s, state, start, source, manager, writer, preemption)
   finally:
     source.close()  # grain worker processes and prefetch threads
     manager.wait_until_finished()
@@ -222,6 +253,25 @@ def _source_stats(source) -> dict:
   return out
 
 
+def _compile(s: Setup, state, batch, report: bool):
+  """The compiled step for this batch shape; `report`: print its memory use once."""
+  compiled = s.jitted.lower(s.frozen, state, batch).compile()
+  if report and jax.process_index() == 0:
+    print(_memory_line(compiled.memory_analysis()), flush=True)
+  return compiled
+
+
+def _memory_line(stats) -> str:
+  """One line of `Compiled.memory_analysis()` (per device), or why there is none."""
+  if stats is None:
+    return "train step memory: not reported by this backend"
+  gib = lambda n: f"{n / 2**30:.2f} GiB"
+  return (f"train step memory per device: arguments {gib(stats.argument_size_in_bytes)}, "
+          f"outputs {gib(stats.output_size_in_bytes)} ({gib(stats.alias_size_in_bytes)} "
+          f"aliased to donated inputs), temporaries {gib(stats.temp_size_in_bytes)}, "
+          f"code {gib(stats.generated_code_size_in_bytes)}")
+
+
 def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   config, total = s.config, s.config.train.num_steps
   batch_sh = step_lib.batch_sharding(s.mesh)
@@ -229,7 +279,7 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   feed = source.device_batches(functools.partial(pipeline.global_batch, sharding=batch_sh))
   config_json = config.to_dict()
   meter = meter_lib.Meter(total, config.train.max_nonfinite_in_row)
-  last, step, rows = {}, start, None
+  last, step, rows, step_fn = {}, start, None, None
   for step in range(start, total):
     step_rows = layout.rows_at(config.batch, step)
     new_shapes = step_rows != rows  # the first step, or the switch (or resuming after it)
@@ -241,13 +291,14 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
               flush=True)
     with meter.data_wait():  # the prefetched batch: waits only if it is not ready
       local, batch = next(feed)
-    if new_shapes and jax.process_count() > 1:
-      # Compile before the first execution (of each batch shape) so every process enters
-      # its collectives together (the jit call below then reuses the compiled program).
-      # One barrier name per step: barrier ids are not meant to be reused.
-      s.step_fn.lower(state, batch).compile()  # JittedStep.lower enters the mesh
-      sync_processes(f"step_{step}_compiled")
-    state, metrics = s.step_fn(state, batch)
+    if new_shapes:
+      # Compile before the first execution of each batch shape: its memory is printed
+      # once, and every process enters its collectives together (the barrier; one name
+      # per step: barrier ids are not meant to be reused).
+      step_fn = _compile(s, state, batch, report=step == start)
+      if jax.process_count() > 1:
+        sync_processes(f"step_{step}_compiled")
+    state, metrics = step_fn(s.frozen, state, batch)
     tokens, images = pipeline.batch_stats(local, s.cfg)
     meter.step_done(tokens * jax.process_count(), images * jax.process_count())
     done = step + 1
@@ -270,5 +321,5 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   last["final_step"] = step + 1 if total > start else start
   last["state"] = state
   if s.lora is not None:  # the frozen base the step was given (never written)
-    last["base_params"] = s.step_fn.frozen[1]
+    last["base_params"] = s.frozen["base"]
   return last
