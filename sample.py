@@ -7,7 +7,8 @@ Image understanding (prints the answer):
   python sample.py --checkpoint /ckpt/jf_1p3b --image cat.png --question "What is this?"
 
 --checkpoint is either a params directory written by `python -m jf_jax.convert` (params/
-+ model.json) or a training workdir (checkpoints/; its latest step's params and config).
++ model.json) or a training workdir (checkpoints/; its latest step's params and config, or
+those of --step N).
 The model config comes from the checkpoint unless --config is given. The tokenizer is the
 checkpoint directory's `tokenizer.json` (or --tokenizer DIR, e.g. the official
 JanusFlow-1.3B download), else the one the run's config names (e.g. the shapes world's
@@ -24,9 +25,14 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jf_jax import entry_point
+from jf_jax.data import storage
 from jf_jax.inference import grid
 from jf_jax.inference import loader
+from jf_jax.inference import prompts
 from jf_jax.inference import runner
+from jf_jax.data import preprocess
+from jf_jax.data.records import BadExample
 from jf_jax.sampling import image as image_sampling
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,22 +42,40 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params dir or training wo
                                   required=True)
 _PROMPT = flags.DEFINE_string("prompt", None, "Text-to-image prompt.")
 _OUT = flags.DEFINE_string("out", "grid.png", "Output PNG grid.")
-_NUM = flags.DEFINE_integer("num", 4, "Images to generate (one batch).")
-_STEPS = flags.DEFINE_integer("steps", 30, "ODE steps.")
+_NUM = flags.DEFINE_integer("num", 4, "Images to generate (one batch).", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 30, "ODE steps.", lower_bound=1)
 _CFG = flags.DEFINE_float("cfg", 2.0, "Classifier-free guidance weight w.")
 _SOLVER = flags.DEFINE_enum("solver", "euler", image_sampling.SOLVERS, "ODE solver.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the noise / token sampling.")
 _IMAGE = flags.DEFINE_string("image", None, "Image to ask about.")
 _QUESTION = flags.DEFINE_string("question", None, "Question about --image.")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 512, "Answer length limit.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0: greedy decoding.")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass when sampling.")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 512, "Answer length limit.", lower_bound=1)
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0: greedy decoding.", lower_bound=0.0)
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass when sampling, in (0, 1].")
+flags.register_validator("top_p", lambda p: 0.0 < p <= 1.0, "--top_p must be in (0, 1]")
+_MIN_TILE = flags.DEFINE_integer("min_tile", 256, "Grid tiles smaller than this are upscaled "
+                                 "(nearest neighbour) to at least this many px.", lower_bound=1)
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Directory with tokenizer.json.")
+_STEP = flags.DEFINE_integer("step", None, "Training step of a workdir --checkpoint to read "
+                             "(default its latest checkpoint).", lower_bound=0)
+_EMA = flags.DEFINE_bool("ema", None, "Sample with the run's moving average of the params "
+                         "(default: when the run kept one, train.ema_decay > 0); --noema "
+                         "reads the raw params.")
 _VAE = flags.DEFINE_string("vae", None, "SDXL-VAE weights (diffusers dir or file); "
                            "pixel-space models need none.")
 _QUANTIZE = flags.DEFINE_enum("quantize", None, ["int8"],
                               "Weight-only quantization of the LLM's kernels (Qwix PTQ, "
                               "done once at load).")
+
+
+def check_image(path: str) -> None:
+  """Raises a one-line error naming --image if it is missing or not a decodable image."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--image={path} does not exist")
+  try:
+    preprocess.load_image(path)
+  except BadExample as e:
+    raise ValueError(f"--image={path} is not a readable image ({e})") from e
 
 
 def main(argv):
@@ -63,14 +87,16 @@ def main(argv):
     raise app.UsageError("give either --prompt (text to image) or --image and --question")
   if not generating and (_IMAGE.value is None or _QUESTION.value is None):
     raise app.UsageError("understanding needs both --image and --question")
-  if generating and (_NUM.value < 1 or _STEPS.value < 1):
-    raise app.UsageError(f"--num={_NUM.value} and --steps={_STEPS.value} must be >= 1")
-  if not generating and not os.path.exists(_IMAGE.value):
-    raise FileNotFoundError(f"--image={_IMAGE.value} does not exist")
+  if not generating:  # before the checkpoint loads: a bad image fails at once
+    check_image(_IMAGE.value)
   t0 = time.time()
   loaded = loader.load(_CHECKPOINT.value, config=_CONFIG.value, tokenizer=_TOKENIZER.value,
-                       vae=_VAE.value, image_decoder=generating, quantize=_QUANTIZE.value)
-  print(f"loaded {os.path.abspath(_CHECKPOINT.value)} in {time.time() - t0:.1f}s", flush=True)
+                       vae=_VAE.value, image_decoder=generating, step=_STEP.value,
+                       ema=_EMA.value, quantize=_QUANTIZE.value)
+  at = f" (step {loaded.step})" if loaded.step is not None else ""
+  print(f"loaded {os.path.abspath(_CHECKPOINT.value)}{at} in {time.time() - t0:.1f}s",
+        flush=True)
+  prompts.warn_unknown_words(loaded.tok, [_PROMPT.value if generating else _QUESTION.value])
   t0 = time.time()
   if generating:
     print(f"sampling {_NUM.value} image(s), {_STEPS.value} {_SOLVER.value} steps, cfg "
@@ -79,8 +105,11 @@ def main(argv):
                                     steps=_STEPS.value, guidance=_CFG.value, seed=_SEED.value,
                                     batch_size=_NUM.value, solver=_SOLVER.value)
     print(f"sampled in {time.time() - t0:.1f}s", flush=True)
-    grid.save_grid(images, _OUT.value)
-    print(f"wrote {os.path.abspath(_OUT.value)}", flush=True)
+    sidecar = grid.save_labelled_grid(
+        images, [_PROMPT.value] * _NUM.value, _OUT.value, min_tile=_MIN_TILE.value,
+        extra=dict(checkpoint=storage.absolute(_CHECKPOINT.value), step=loaded.step,
+                   steps=_STEPS.value, cfg=_CFG.value, solver=_SOLVER.value, seed=_SEED.value))
+    print(f"wrote {storage.absolute(_OUT.value)} (tiles labelled in {sidecar})", flush=True)
   else:
     answer, = runner.answer_questions(
         loaded, [_IMAGE.value], [_QUESTION.value], max_new_tokens=_MAX_NEW.value,
@@ -90,4 +119,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry_point.run_absl(main)

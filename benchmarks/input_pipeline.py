@@ -14,6 +14,14 @@ image: the per-core cost that bounds the loader).
   python benchmarks/input_pipeline.py --config configs/tiny_shapes.py --workers 0,2 \
       --batches 20 --num_jpegs 96
 
+Prepared records (`--sources records,startup,emulator,prepare`, `input_records.py`):
+the loader on 384-px ArrayRecord shards vs the per-file loader on the original 512-1600
+px JPEGs, startup and memory at 100k / 1M records, the shards read from a GCS emulator vs
+local disk, and prepare's records/s with 1 and 2 workers:
+
+  python benchmarks/input_pipeline.py --sources records,startup,emulator,prepare \
+      --workers 0 --num_originals 96
+
 Images/s counts understanding images + real generation rows, as the training logs do.
 Each setting is measured `--rounds` times, alternating, and the best is reported; the
 lines before the summary give every measurement with the machine's load average.
@@ -33,6 +41,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import input_records  # pylint: disable=wrong-import-position
 from jf_jax import config_defaults  # pylint: disable=wrong-import-position
 from jf_jax.data import pipeline  # pylint: disable=wrong-import-position
 from jf_jax.data import preprocess  # pylint: disable=wrong-import-position
@@ -50,6 +59,11 @@ _NUM_JPEGS = flags.DEFINE_integer("num_jpegs", 64, "JPEGs written for the file s
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 384, "Model image size for the JPEG rows "
                                    "(SigLIP input and pixel-space generation crop).")
 _PATCH = flags.DEFINE_integer("patch_size", 16, "Patch size at --image_size.")
+_NUM_ORIGINALS = flags.DEFINE_integer("num_originals", 96, "Original JPEGs (512-1600 px) "
+                                      "for the records targets.")
+_STARTUP_RECORDS = flags.DEFINE_list("startup_records", ["100000", "1000000"],
+                                     "Record counts of the startup target.")
+_STARTUP_SHARDS = flags.DEFINE_integer("startup_shards", 100, "Shards of the startup target.")
 _JPEG_DIR = flags.DEFINE_string("jpeg_dir", "", "Where to write the JPEGs ('' = a temp dir).")
 
 _CAPTIONS = ("a red circle", "a blue square to the left of a green triangle",
@@ -126,9 +140,79 @@ def time_loader(config, workers: int) -> tuple[float, float, float]:
   return _BATCHES.value / elapsed, images / elapsed, 1000 * cpu / _BATCHES.value
 
 
+def _best_images_s(config, workers: int) -> float:
+  return max(time_loader(config, workers)[1] for _ in range(_ROUNDS.value))
+
+
+def records_targets(config) -> None:
+  """The four prepared-records targets (module docstring), printed as they finish."""
+  work = input_records.temp_dir()
+  originals = None
+  if {"records", "emulator", "prepare"} & set(_SOURCES.value):
+    originals = input_records.write_originals(os.path.join(work, "originals"),
+                                              _NUM_ORIGINALS.value)
+    files = jpeg_config(config, originals["folder"])
+    files.data.und_files = (originals["llava"],)
+    patterns = input_records.prepare_shards(originals, os.path.join(work, "rec", "bench"),
+                                            _IMAGE_SIZE.value)
+    records = input_records.records_config(files, patterns)
+  workers = int(_WORKERS.value[0])
+  if "records" in _SOURCES.value:
+    per_file, prepared = _best_images_s(files, workers), _best_images_s(records, workers)
+    print(f"records  | workers {workers} | per-file originals {per_file:7.1f} images/s | "
+          f"prepared {_IMAGE_SIZE.value}-px shards {prepared:7.1f} images/s | "
+          f"x{prepared / per_file:.2f}", flush=True)
+  if "emulator" in _SOURCES.value:
+    proc, env = input_records.start_emulator()
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+      remote = {t: input_records.upload(p, f"gs://bucket/bench/{t}")
+                for t, p in patterns.items()}
+      gcs = input_records.records_config(files, remote)
+      # Alternating rounds: a change in the machine's load hits both.
+      local_s = gcs_s = 0.0
+      for _ in range(_ROUNDS.value):
+        local_s = max(local_s, time_loader(records, workers)[1])
+        gcs_s = max(gcs_s, time_loader(gcs, workers)[1])
+    finally:
+      os.environ.clear()
+      os.environ.update(saved)
+      proc.kill()
+    print(f"emulator | workers {workers} | local disk {local_s:7.1f} images/s | GCS "
+          f"emulator {gcs_s:7.1f} images/s | x{gcs_s / local_s:.2f}", flush=True)
+  if "prepare" in _SOURCES.value:
+    speed = {w: input_records.prepare_speed(originals, os.path.join(work, "prep"), w,
+                                            _IMAGE_SIZE.value) for w in (1, 2)}
+    print(f"prepare  | {len(originals['tars'])} tars of {_NUM_ORIGINALS.value} originals "
+          f"| 1 worker {speed[1]:6.1f} records/s | 2 workers {speed[2]:6.1f} records/s | "
+          f"x{speed[2] / speed[1]:.2f}", flush=True)
+  if "startup" in _SOURCES.value:
+    figures = {}
+    for n in (int(v) for v in _STARTUP_RECORDS.value):
+      pattern = input_records.write_many(os.path.join(work, f"many{n}", "gen"), n,
+                                         _STARTUP_SHARDS.value)
+      figures[n] = input_records.startup(pattern)
+      print(f"startup  | {n:,} records in {_STARTUP_SHARDS.value} shards | first batch "
+            f"after {figures[n]['seconds']:.2f} s | RSS {figures[n]['rss_mib']:.0f} MiB "
+            f"(after imports {figures[n]['before_mib']:.0f} MiB)", flush=True)
+    (small, a), (large, b) = sorted(figures.items())[0], sorted(figures.items())[-1]
+    if large > small:
+      per_s = (b["seconds"] - a["seconds"]) / (large - small)
+      per_mib = (b["rss_mib"] - a["rss_mib"]) / (large - small)
+      at = 10_000_000
+      print(f"startup  | per record {per_s * 1e6:.2f} us, {per_mib * 2**20:.1f} bytes | "
+            f"implied at 10M: {b['seconds'] + per_s * (at - large):.1f} s, "
+            f"{b['rss_mib'] + per_mib * (at - large):.0f} MiB", flush=True)
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
+  if {"records", "startup", "emulator", "prepare"} & set(_SOURCES.value):
+    records_targets(config)
+    if not {"shapes", "jpeg"} & set(_SOURCES.value):
+      return
   shapes = config.copy_and_resolve_references()
   shapes.data.source = "shapes"
   folder = _JPEG_DIR.value or tempfile.mkdtemp(prefix="jpegs_")

@@ -1,4 +1,4 @@
-r"""The default run: tiny JanusFlow on the built-in shapes world, 2 CPU cores, ~13 min.
+r"""The default run: tiny JanusFlow on the built-in shapes world, 2 CPU cores, ~14 min.
 
   python train.py                       # this config; trains, then evaluates (below)
   python train.py --workdir /tmp/run --config.train.num_steps=100 --config.eval.num_gen=16

@@ -83,7 +83,7 @@ def tokens_deepseek() -> ml_collections.ConfigDict:
 def data_defaults() -> ml_collections.ConfigDict:
   """`config.data`: every input-pipeline key (docs/data.md), source "synthetic"."""
   return ml_collections.ConfigDict(dict(
-      source="synthetic",     # synthetic | files | a project package's name (plugins.py)
+      source="synthetic",     # synthetic | files | records | a project package (plugins.py)
       tokenizer="",           # a directory holding tokenizer.json, or a project package
                               # (plugins.py); synthetic data uses config.tokens' ids
       system_prompt="",       # understanding SYS; the official one is templates.SYSTEM_PROMPT
@@ -99,6 +99,10 @@ def data_defaults() -> ml_collections.ConfigDict:
       text_files=(),          # plain text files
       text_unit="line",       # line | paragraph | file
       image_root="",          # base for relative image paths ('' = next to the file)
+      # source = "records": shards of `python -m jf_jax.prepare` (jf_jax/data/record_source.py).
+      gen_records=(),         # glob patterns, local or gs://
+      und_records=(),
+      text_records=(),
   ))
 
 
@@ -168,7 +172,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict(dict(
       num_steps=390_000, microbatches=1, ema_decay=0.0, log_every=50,
       checkpoint_every=1000, keep_checkpoints=3, max_nonfinite_in_row=10,
+      # A task whose rows are all skipped in the first skip_window steps, or more than
+      # max_skip_rate of them in a later window, stops the run (train/skip_guard.py).
+      skip_window=20, max_skip_rate=0.5,
       init_params_from="",  # converted official weights or an earlier stage's checkpoint
+      # train.py's WORKDIR/lock.json (jf_jax/train/workdir_lock.py): renewed every
+      # heartbeat; a lock not renewed for stale_after_s is a crashed run's.
+      lock_heartbeat_s=60, lock_stale_after_s=600,
   ))
   config.data = data_defaults()
   config.lora = lora_defaults()

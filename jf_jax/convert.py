@@ -4,9 +4,11 @@ Official safetensors directory -> Orbax params directory (REPA projector freshly
 initialised, since the release has none):
   python -m jf_jax.convert --src ~/JanusFlow-1.3B --dst /tmp/jf_1p3b \
       --config configs/janusflow_1p3b.py
-And back (training-only parameters are dropped):
-  python -m jf_jax.convert --reverse --src /tmp/jf_1p3b --dst /tmp/official \
-      --config configs/janusflow_1p3b.py
+And back (training-only parameters are dropped), from a params directory or a train.py
+workdir (its latest checkpoint, or --step N; the model config stored with the source is
+used unless --config is given):
+  python -m jf_jax.convert --reverse --src /tmp/jf_1p3b --dst /tmp/official
+  python -m jf_jax.convert --reverse --src /runs/ft --step 20000 --dst /tmp/ft_official
 A LoRA run's adapters merged into its base (`config.train.init_params_from`), as an
 Orbax params directory or, with --reverse, in the official layout (the run's saved
 config gives the model; --config is not read):
@@ -24,9 +26,11 @@ import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
+from jf_jax import entry_point
 from jf_jax.checkpoint import convert_hf
 from jf_jax.checkpoint import manager
 from jf_jax.checkpoint import params_io
+from jf_jax.inference import loader as inference_loader
 from jf_jax.lora import base as lora_base
 from jf_jax.models import config as model_config
 
@@ -40,6 +44,8 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty destinat
 _MERGE_LORA = flags.DEFINE_string(
     "merge_lora", None, "A LoRA run's workdir: write its adapters merged into its base.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the REPA projector's initialisation.")
+_STEP = flags.DEFINE_integer("step", None, "--reverse from a training workdir: the step to "
+                             "export (default its latest checkpoint).", lower_bound=0)
 
 
 def peak_memory_gib() -> float:
@@ -82,12 +88,24 @@ def official_to_ours(src: str, dst: str, config, seed: int = 0, overwrite: bool 
         f"{peak_memory_gib():.2f} GiB", flush=True)
 
 
-def ours_to_official(src: str, dst: str, config, overwrite: bool = False):
-  """Reads an Orbax params checkpoint from `src`, writes official safetensors to `dst`."""
+def ours_to_official(src: str, dst: str, config=None, overwrite: bool = False,
+                     step: int | None = None):
+  """Reads our params from `src`, writes official safetensors to `dst`.
+
+  `src`: a params directory (`official_to_ours`' output) or a train.py workdir (its
+  `step`, default the latest); `config`: the model's config, default the one stored
+  with `src` (model.json, or the run's saved config).
+  """
+  params_io._check_writable(os.path.abspath(dst), overwrite)  # before reading anything
+  stored, step = inference_loader.load_config(src, step)
+  config = stored if config is None else config
   cfg = model_config.from_config_dict(config.model)
-  params_io._check_writable(os.path.abspath(dst), overwrite)
   target = params_io.abstract_params(cfg)
-  params = params_io.load_params(src, target)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  params = params_io.restore_any(src, target, jax.tree.map(lambda _: device, target), step,
+                                 setting="--src")
+  if step is not None:
+    print(f"read step {step} of {src}", flush=True)
   state = convert_hf.to_state_dict(jax.tree.map(np.asarray, params), cfg)
   path = convert_hf.save_state_dict(state, dst)
   print(f"wrote {len(state)} tensors to {path}", flush=True)
@@ -114,17 +132,21 @@ def merge_lora(workdir: str, dst: str, official: bool = False, overwrite: bool =
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _MERGE_LORA.value:
     merge_lora(_MERGE_LORA.value, _DST.value, _REVERSE.value, _OVERWRITE.value)
     return
   if _SRC.value is None:
     raise app.UsageError("--src is required (or --merge_lora WORKDIR)")
   if _REVERSE.value:
-    ours_to_official(_SRC.value, _DST.value, _CONFIG.value, _OVERWRITE.value)
+    config = _CONFIG.value if flags.FLAGS["config"].present else None
+    ours_to_official(_SRC.value, _DST.value, config, _OVERWRITE.value, _STEP.value)
   else:
+    if _STEP.value is not None:
+      raise app.UsageError("--step selects the training step to export: only with --reverse")
     official_to_ours(_SRC.value, _DST.value, _CONFIG.value, _SEED.value, _OVERWRITE.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry_point.run_absl(main)

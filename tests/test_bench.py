@@ -148,18 +148,26 @@ def test_one_device_and_eight_write_the_same_files(root, tmp_path, task):
 
 
 @pytest.mark.parametrize("task", ["geneval", "vqa"])
-def test_interrupted_run_resumes_to_the_same_files(root, tmp_path, task):
+def test_interrupted_run_resumes_to_the_same_files(root, tmp_path, task, capsys):
   _bench(root, task, tmp_path / "whole")
   # 1 device (2 rows a call) stops after the first prompt; the rest resumes on 8
   _bench(root, task, tmp_path / "parts", "--stop_after=1", "--devices=1")
+  assert "(--stop_after=1); " in capsys.readouterr().out  # it says it stopped
   partial, whole = _files(tmp_path / "parts"), _files(tmp_path / "whole")
   assert partial and partial != whole
+  if task == "geneval":  # no prompt folder without its images
+    folders = {name.split("/")[0] for name in partial}
+    assert all(f"{folder}/samples/00000.png" in partial for folder in folders), partial
   for name, data in partial.items():  # images: final; the answers file: its first lines
     assert whole[name].startswith(data) if name.endswith(".jsonl") else whole[name] == data
   if task == "vqa":  # a run killed while writing leaves a cut line; the rerun drops it
     with open(tmp_path / "parts" / "answers.jsonl", "a") as f:
       f.write('{"question_id": 11, "prom')
   _bench(root, task, tmp_path / "parts")
+  assert _files(tmp_path / "parts") == whole
+  capsys.readouterr()
+  _bench(root, task, tmp_path / "parts")  # finished: says so, writes nothing
+  assert "present, nothing to do" in capsys.readouterr().out
   assert _files(tmp_path / "parts") == whole
 
 

@@ -261,7 +261,7 @@ def test_missing_and_empty_checkpoint_directories(tmp_path):
   dst = tmp_path / "dst"
   with pytest.raises(FileNotFoundError):
     convert.official_to_ours(str(tmp_path / "empty"), str(dst), config)
-  with pytest.raises(FileNotFoundError, match="no params checkpoint"):
+  with pytest.raises(FileNotFoundError, match="nope does not exist"):
     convert.ours_to_official(str(tmp_path / "nope"), str(dst), config)
   assert not dst.exists()
 

@@ -17,7 +17,9 @@ from jf_jax import config_defaults
 from jf_jax.data import layout
 from jf_jax.data import loader
 from jf_jax.data import mixture
+from jf_jax.data import packing
 from jf_jax.data import pipeline
+from jf_jax.data import tokenizer as tok_lib
 from jf_jax.data import tfds_source
 from jf_jax.models import config as model_config
 from jf_jax.shapes import config as shapes_config
@@ -177,10 +179,19 @@ def test_bad_examples_are_skipped_and_counted(data_dir):
            "text": (text, lambda item, rng: {"text": item})}
   source = pipeline.make_source(config, cfg, tasks=tasks)
   batches = _take(source, 15)  # 30 slots per task: 6 / 10 / 10 epochs
+  # Each bad example counted once ("skipped"), each of its draws in "draws".
   assert source.stats()["skipped"] == {
+      "gen/undecodable_image": 1, "gen/wrong_size": 1, "gen/empty_text": 1,
+      "gen/too_long": 1, "und/undecodable_image": 1, "und/empty_text": 1,
+      "text/empty_text": 1, "text/too_long": 1}
+  assert source.stats()["draws"] == {
       "gen/undecodable_image": 6, "gen/wrong_size": 6, "gen/empty_text": 6,
       "gen/too_long": 6, "und/undecodable_image": 10, "und/empty_text": 10,
       "text/empty_text": 10, "text/too_long": 10}
+  tok = tok_lib.make_tokenizer(config)  # the longest too-long rows: the planted ones
+  assert source.stats()["longest"] == {
+      "gen/too_long": len(packing.gen_prompt_ids(tok, gen[4]["caption"])),
+      "text/too_long": len(tok.encode(text[2])) + 2}  # BOS, EOS
   assert source.stats()["rows"] == {"gen": 6, "und": 10, "text": 10}
   weights = np.concatenate([b["gen_weights"] for b in batches])
   assert weights.tolist() == [1.0, 0, 0, 0, 0] * 6
@@ -194,7 +205,8 @@ def test_bad_examples_are_skipped_and_counted(data_dir):
 
 
 def _planted_folder(root) -> int:
-  """Four good image + caption pairs (JPEGs of mixed sizes) and one of each bad kind."""
+  """Five good image + caption pairs (JPEGs of mixed sizes, and an 8 px tall PNG, which
+  the official processor accepts too) and one of each bad kind."""
   rng = np.random.default_rng(0)
   for i, (h, w) in enumerate([(40, 56), (64, 48), (32, 32), (50, 90)]):
     pixels = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
@@ -202,7 +214,7 @@ def _planted_folder(root) -> int:
     (root / f"good{i}.txt").write_text("a red circle")
   (root / "broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")               # undecodable
   (root / "broken.txt").write_text("a red circle")
-  Image.fromarray(np.zeros((8, 40, 3), np.uint8)).save(root / "tiny.png")     # wrong size
+  Image.fromarray(np.zeros((8, 40, 3), np.uint8)).save(root / "tiny.png")     # small: good
   (root / "tiny.txt").write_text("a red circle")
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "alone.png")   # no caption
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "empty.png")   # empty caption
@@ -225,9 +237,12 @@ def test_skip_counts_are_equal_with_0_and_2_workers(data_dir, tmp_path):
   _assert_same(results[2][0], results[0][0])
   epochs = batches * 4 // count
   assert results[0][1]["stats"] == {
-      "rows": {"und": 0, "text": 0, "gen": 4 * epochs},
-      "skipped": {"gen/undecodable_image": epochs, "gen/wrong_size": epochs,
-                  "gen/missing_caption": epochs, "gen/empty_text": epochs}}
+      "rows": {"und": 0, "text": 0, "gen": 5 * epochs},
+      "skipped": {"gen/undecodable_image": 1, "gen/missing_caption": 1,
+                  "gen/empty_text": 1},
+      "draws": {"gen/undecodable_image": epochs, "gen/missing_caption": epochs,
+                "gen/empty_text": epochs},
+      "longest": {}}
 
 
 def test_worker_batches_are_plain_arrays_that_outlive_the_loader():

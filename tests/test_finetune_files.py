@@ -13,6 +13,7 @@ and resumed, then `python sample.py` on the run's workdir).
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -98,6 +99,8 @@ def cli_env(num_devices: int = 2) -> dict:
 
 
 def run_cli(args: list[str], **env) -> subprocess.CompletedProcess:
+  # The command as a user would type it (shown with `pytest -s`: the README's rehearsal).
+  print("$ python " + shlex.join(args), flush=True)
   out = subprocess.run([sys.executable] + args, cwd=REPO, env=cli_env(**env),
                        capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])

@@ -38,13 +38,48 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_prompt_writes_a_grid(checkpoint):
+  """Tiles upscaled to >= 256 px, labelled in grid.json; capitals are lower-cased for the
+  case-free vocabulary and the one unknown word is named."""
   out = checkpoint / "grid.png"
-  proc = _run(f"--checkpoint={checkpoint / 'ckpt'}", "--prompt=a red circle", f"--out={out}",
+  prompt = "A Red fox circle"
+  proc = _run(f"--checkpoint={checkpoint / 'ckpt'}", f"--prompt={prompt}", f"--out={out}",
               "--num=3", "--steps=2", "--cfg=2.0", "--seed=1")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "sampled in" in proc.stdout and "wrote" in proc.stdout
+  warnings = [l for l in proc.stderr.splitlines() if l.startswith("warning:")]
+  assert len(warnings) == 1 and warnings[0].endswith("<unk>: fox"), proc.stderr[-3000:]
   size = tiny_checkpoint.config().model.latent_size
-  assert Image.open(out).size == (2 * size, 2 * size)  # 3 images: 2 x 2 grid
+  tile = size * -(-256 // size)  # the smallest multiple of the size >= 256 px
+  assert Image.open(out).size == (2 * tile, 2 * tile)  # 3 images: 2 x 2 grid
+  with open(checkpoint / "grid.json") as f:
+    sidecar = json.load(f)
+  assert sidecar["tile_pixels"] == [tile, tile] and sidecar["generated_pixels"] == [size, size]
+  assert [(t["row"], t["column"], t["prompt"]) for t in sidecar["tiles"]] == [
+      (0, 0, prompt), (0, 1, prompt), (1, 0, prompt)]
+
+
+BAD_FLAGS = {"max_new_tokens": "0", "temperature": "-1", "top_p": "0", "num": "0"}
+
+
+def test_bad_flag_values_fail_before_loading(checkpoint):
+  """Each is one line naming the flag, exit status 2, before the checkpoint is read (the
+  checkpoint does not exist: its error would come later)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  (checkpoint / "corrupt.png").write_bytes(b"\x89PNG not really")
+  runs = {flag: ["--prompt=a red circle" if flag == "num" else "--question=what?",
+                 f"--image={checkpoint / 'cat.png'}" if flag != "num" else "--cfg=2",
+                 f"--{flag}={value}"] for flag, value in BAD_FLAGS.items()}
+  runs["image"] = ["--question=what?", f"--image={checkpoint / 'corrupt.png'}"]
+  procs = {name: subprocess.Popen(
+      [sys.executable, "sample.py", "--checkpoint=/nonexistent/ckpt", *args], cwd=REPO,
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for name, args in runs.items()}
+  for name, proc in procs.items():
+    _, stderr = proc.communicate(timeout=300)
+    lines = stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, (name, stderr[-2000:])
+    assert f"--{name}" in lines[0] and "nonexistent" not in lines[0], lines[0]
 
 
 def test_question_prints_an_answer(checkpoint):

@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -104,3 +105,24 @@ def test_understanding_scores():
                                      "is there a red square?", "what shape is the red one?"])
   assert out["accuracy"] == 0.5 and out["num_questions"] == 4
   assert out["accuracy_by_type"] == {"color": 1.0, "count": 1.0, "exists": 0.0, "shape": 0.0}
+
+
+def test_evaluate_one_half_only(tmp_path):
+  """num_gen=0 (python -m jf_jax.shapes --num_gen=0) answers questions only; both 0 is an
+  error naming them."""
+  from jf_jax.inference import loader  # pylint: disable=g-import-not-at-top
+  from jf_jax.shapes import evaluate  # pylint: disable=g-import-not-at-top
+  import tiny_checkpoint  # pylint: disable=g-import-not-at-top
+  from jf_jax.shapes import config as shapes_config  # pylint: disable=g-import-not-at-top
+  config = shapes_config.add_world(tiny_checkpoint.config())  # its model, a small world
+  config.data.update(dict(data_dir=str(tmp_path / "tfds"), num_train=10, num_validation=2,
+                          num_test=4))
+  ckpt = tiny_checkpoint.write_params_dir(str(tmp_path / "ckpt"))
+  loaded = loader.load(ckpt, config=config, image_decoder=False)
+  result = evaluate.evaluate(loaded, num_gen=0, num_und=3, batch_size=3)
+  assert result["generation"] is None and result["understanding"]["num_questions"] == 3
+  line = evaluate.summary(result)
+  assert line.startswith("understanding accuracy") and "generation" not in line
+  assert "{" not in line and not re.search(r"\d\.\d{4}", line), line  # rounded, no dict
+  with pytest.raises(ValueError, match="num_gen=0 and num_und=0"):
+    evaluate.evaluate(loaded, num_gen=0, num_und=0)

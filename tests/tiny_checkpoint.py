@@ -35,3 +35,20 @@ def write_params_dir(path: str) -> str:
   tokenizer().hf.save(f"{path}/tokenizer.json")
   return path
 
+
+def write_workdir(path: str, steps=(10, 20)) -> dict:
+  """A train.py workdir holding checkpoints at `steps`, each with other random params (a
+  state of params only, as much as inference and export read), the run's config naming
+  the shapes world's tokenizer. Returns {step: params}."""
+  from jf_jax.checkpoint import manager as ckpt  # pylint: disable=g-import-not-at-top
+  run = config()
+  run.data.tokenizer = "shapes"
+  cfg = model_config.from_config_dict(run.model)
+  manager = ckpt.make_manager(path, save_every=1, keep=len(steps), async_save=False)
+  written = {}
+  for i, step in enumerate(steps):
+    params = testing.numpy_random_params(cfg, std=0.1, seed=i)
+    ckpt.save(manager, step, {"params": params}, {"step": step}, run.to_dict(), force=True)
+    written[step] = params
+  manager.wait_until_finished()
+  return written

@@ -7,7 +7,8 @@ r"""`python -m jf_jax.bench`: benchmark sample sets and answer files in the scor
   python -m jf_jax.bench vqa --checkpoint CKPT --out OUT --questions q.jsonl \
       --image_root IMAGES
 
-Sampling flags: --steps --guidance --solver --seed --batch_per_device --dtype. Work is
+Sampling flags: --steps --guidance --solver --seed --batch_per_device --dtype; --step N
+reads training step N of a workdir --checkpoint (default its latest). Work is
 split over all local devices (or the first --devices) and, with --distributed, over all
 processes. Outputs already on disk are skipped (resume); --overwrite regenerates them.
 OUT/run.json records the settings. See docs/evaluation.md.
@@ -19,6 +20,7 @@ import os
 from absl import logging
 import jax
 
+from jf_jax import entry_point
 from jf_jax.bench import devices
 from jf_jax.bench import dpg
 from jf_jax.bench import geneval
@@ -37,6 +39,8 @@ def _common_arguments() -> argparse.ArgumentParser:
   common = argparse.ArgumentParser(add_help=False)
   common.add_argument("--checkpoint", required=True,
                       help="params dir (python -m jf_jax.convert) or training workdir")
+  common.add_argument("--step", type=int, default=None,
+                      help="training step of a workdir --checkpoint (default: its latest)")
   common.add_argument("--out", required=True, help="output folder")
   common.add_argument("--vae", default=None,
                       help="SDXL-VAE (diffusers dir or file); pixel-space models need none")
@@ -69,7 +73,7 @@ def _image_arguments() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m jf_jax.bench",
+  parser = entry_point.ArgumentParser(prog="python -m jf_jax.bench",
                                    description=__doc__.split("\n\n")[0].strip())
   tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
   common, sampling = _common_arguments(), _image_arguments()
@@ -81,6 +85,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
   for flag in ("steps", "batch_per_device"):
     if getattr(args, flag, 1) < 1:
       parser.error(f"--{flag}={getattr(args, flag)} must be >= 1")
+  if args.step is not None and args.step < 0:
+    parser.error(f"--step={args.step} must be >= 0")
   return args
 
 
@@ -94,7 +100,8 @@ def run(argv: list[str]) -> None:
   task = TASKS[args.task]
   generating = args.task in IMAGE_TASKS
   loaded = loader.load(args.checkpoint, tokenizer=args.tokenizer, vae=args.vae,
-                       image_decoder=generating, dtype=args.dtype, quantize=args.quantize)
+                       image_decoder=generating, dtype=args.dtype, step=args.step,
+                       quantize=args.quantize)
   settings = {"task": args.task, "checkpoint": os.path.abspath(args.checkpoint),
               "checkpoint_step": loaded.step,
               "config_sha256": record.config_hash(loaded.config),

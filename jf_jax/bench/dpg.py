@@ -57,9 +57,11 @@ def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh,
         settings: images.ImageSettings) -> None:
   stems, prompts = read_prompts(args.prompts)
   jobs = []
-  for index in devices.process_share(sorted(prompts)):
+  share = devices.process_share(sorted(prompts))
+  for index in share:
     path = os.path.join(args.out, f"{stems[index]}.png")
     if args.overwrite or not os.path.exists(path):
       jobs.append(images.ImageJob(index, list(range(PER_PROMPT)),
                                   functools.partial(_save, path)))
-  images.generate(loaded, prompts, jobs, settings, mesh, args.stop_after)
+  finished = images.generate(loaded, prompts, jobs, settings, mesh, args.stop_after)
+  images.report(args.out, len(share), len(jobs), finished, args.stop_after, "grids")

@@ -46,7 +46,19 @@ def task_settings(args) -> dict:
   return {"metadata": os.path.abspath(args.metadata), "per_prompt": args.per_prompt}
 
 
-def _save(folder: str, per_prompt: int, with_grid: bool, made: dict[int, np.ndarray]):
+def _write_metadata(folder: str, entry: dict) -> None:
+  meta = os.path.join(folder, "metadata.jsonl")
+  os.makedirs(folder, exist_ok=True)
+  with open(meta + ".tmp", "w", encoding="utf-8") as f:
+    f.write(json.dumps(entry) + "\n")
+  os.replace(meta + ".tmp", meta)
+
+
+def _save(folder: str, entry: dict, per_prompt: int, with_grid: bool,
+          made: dict[int, np.ndarray]):
+  """A prompt's samples and its metadata.jsonl, written together (a stopped run leaves no
+  folder without images)."""
+  _write_metadata(folder, entry)
   for k, image in made.items():
     images.save_png(os.path.join(folder, "samples", f"{k:05d}.png"), image)
   if with_grid:
@@ -65,20 +77,16 @@ def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh,
     raise ValueError(f"--per_prompt={args.per_prompt} must be >= 1")
   entries = read_metadata(args.metadata)
   jobs = []
-  for index in devices.process_share(sorted(entries)):
+  share = devices.process_share(sorted(entries))
+  for index in share:
     folder = os.path.join(args.out, f"{index:05d}")
-    meta = os.path.join(folder, "metadata.jsonl")
-    if args.overwrite or not os.path.exists(meta):
-      os.makedirs(folder, exist_ok=True)
-      with open(meta + ".tmp", "w", encoding="utf-8") as f:
-        f.write(json.dumps(entries[index]) + "\n")
-      os.replace(meta + ".tmp", meta)
     pending = [k for k in range(args.per_prompt) if args.overwrite or not os.path.exists(
         os.path.join(folder, "samples", f"{k:05d}.png"))]
     if pending:
       jobs.append(images.ImageJob(index, pending, functools.partial(
-          _save, folder, args.per_prompt, not args.no_grid)))
+          _save, folder, entries[index], args.per_prompt, not args.no_grid)))
     elif not args.no_grid and not os.path.exists(os.path.join(folder, "grid.png")):
       _write_grid(folder, args.per_prompt)
   prompts = {i: e["prompt"] for i, e in entries.items()}
-  images.generate(loaded, prompts, jobs, settings, mesh, args.stop_after)
+  finished = images.generate(loaded, prompts, jobs, settings, mesh, args.stop_after)
+  images.report(args.out, len(share), len(jobs), finished, args.stop_after, "prompt folders")

@@ -135,3 +135,23 @@ def generate(loaded: loader.Loaded, prompts: Mapping[int, str], jobs: list[Image
       break
   bar.close()
   return finished
+
+
+def report(out: str, total: int, left: int, finished: int, stop_after: int | None,
+           what: str) -> None:
+  """The run's last line (process 0): nothing to do, stopped by --stop_after, or done.
+
+  total: this process's outputs; left: how many were missing at the start; finished: how
+  many of those this run wrote.
+  """
+  if jax.process_index() != 0:
+    return
+  if not left:
+    print(f"{out}: all {total} {what} present, nothing to do (--overwrite regenerates "
+          "them)", flush=True)
+  elif finished < left and stop_after is not None:
+    print(f"{out}: stopped after {finished} {what} (--stop_after={stop_after}); "
+          f"{left - finished} of {total} still missing: run the same command again to "
+          "finish", flush=True)
+  else:
+    print(f"{out}: wrote {finished} {what}; all {total} present", flush=True)

@@ -58,9 +58,11 @@ def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh,
         settings: images.ImageSettings) -> None:
   ids, entries = read_meta(args.meta)
   jobs = []
-  for index in devices.process_share(sorted(entries)):
+  share = devices.process_share(sorted(entries))
+  for index in share:
     path = os.path.join(args.out, entries[index]["category"], f"{ids[index]}.png")
     if args.overwrite or not os.path.exists(path):
       jobs.append(images.ImageJob(index, [0], functools.partial(_save, path)))
   prompts = {i: e["prompt"] for i, e in entries.items()}
-  images.generate(loaded, prompts, jobs, settings, mesh, args.stop_after)
+  finished = images.generate(loaded, prompts, jobs, settings, mesh, args.stop_after)
+  images.report(args.out, len(share), len(jobs), finished, args.stop_after, "images")

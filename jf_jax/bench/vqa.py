@@ -23,6 +23,7 @@ import numpy as np
 import tqdm
 
 from jf_jax.bench import devices
+from jf_jax.bench import images
 from jf_jax.bench import inputs_io
 from jf_jax.data import packing
 from jf_jax.data import preprocess
@@ -130,15 +131,18 @@ def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh, batch_per_device: 
   if not questions:
     return
   cfg, tok = loaded.cfg, loaded.tok
-  seq = max(len(packing.und_prompt_ids(tok, q["text"], cfg.und_encoder.num_patches,
+  seq = max(len(packing.und_prompt_ids(tok, tok.user_text(q["text"]),
+                                       cfg.und_encoder.num_patches,
                                        loaded.system_prompt)[0]) for q in questions)
   path = answers_path(args)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   if args.overwrite and os.path.exists(path):
     os.remove(path)
   done = answered(path)
-  todo = [q for q in devices.process_share(questions) if q["question_id"] not in done]
+  share = devices.process_share(questions)
+  todo = [q for q in share if q["question_id"] not in done]
   if not todo:
+    images.report(path, len(share), 0, 0, args.stop_after, "answers")
     return
   fn = make_answer_fn(loaded, args.max_new_tokens, mesh)
   params = devices.replicate(loaded.params, mesh)
@@ -170,6 +174,7 @@ def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh, batch_per_device: 
     if args.stop_after is not None and hi >= args.stop_after:
       break
   bar.close()
+  images.report(path, len(share), len(todo), hi, args.stop_after, "answers")
 
 
 def _answer_line(args, question: dict, text: str) -> dict:

@@ -6,14 +6,15 @@ not depend on the number of loader workers or processes) and `config` (the run's
 JSON). Saves are async; the latest
 `keep` checkpoints are kept. Restores target the *current* mesh: every leaf of the
 abstract state carries its current sharding, so a checkpoint written on one mesh restores
-on another.
+on another. A gs:// workdir is written through tensorstore's own GCS driver.
 """
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from jf_jax.data import storage
 
 
 def make_manager(workdir: str, save_every: int, keep: int, async_save: bool = True
@@ -21,7 +22,7 @@ def make_manager(workdir: str, save_every: int, keep: int, async_save: bool = Tr
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=save_every, max_to_keep=keep, create=True,
       enable_async_checkpointing=async_save)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+  return ocp.CheckpointManager(storage.join(storage.absolute(workdir), "checkpoints"),
                                options=options, item_names=("state", "data", "config"))
 
 
@@ -77,9 +78,12 @@ def restore_config(workdir: str, step: int | None = None) -> tuple[dict, int]:
 
 def _open_step(workdir: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
   """A read-only manager of `workdir`'s checkpoints and the step to read (default latest)."""
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  directory = storage.join(storage.absolute(workdir), "checkpoints")
   manager = ocp.CheckpointManager(directory, item_names=("state", "data", "config"))
-  step = manager.latest_step() if step is None else step
-  if step is None:
+  steps = sorted(manager.all_steps())
+  if not steps:
     raise FileNotFoundError(f"no checkpoints in {directory}")
-  return manager, step
+  if step is not None and step not in steps:
+    raise FileNotFoundError(f"no checkpoint of step {step} in {directory} (it holds steps "
+                            f"{', '.join(map(str, steps))})")
+  return manager, steps[-1] if step is None else step

@@ -15,14 +15,15 @@ each leaf to the target's dtype.
 """
 
 import json
-import os
 from typing import Any
 
+from etils import epath
 import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 
 from jf_jax.checkpoint import manager
+from jf_jax.data import storage
 from jf_jax.models import janusflow
 from jf_jax.models import repa
 from jf_jax.models.config import JanusFlowConfig
@@ -42,7 +43,7 @@ def init_repa_projector(cfg: JanusFlowConfig, rng: jax.Array) -> dict:
 
 
 def _check_writable(directory: str, overwrite: bool) -> None:
-  if os.path.exists(directory) and os.listdir(directory) and not overwrite:
+  if storage.is_dir(directory) and any(epath.Path(directory).iterdir()) and not overwrite:
     raise FileExistsError(f"{directory} exists and is not empty; pass --overwrite to replace "
                           "it (nothing was written)")
 
@@ -62,23 +63,23 @@ def save_params(directory: str, params: Any, model_config: dict, overwrite: bool
                 generation: dict | None = None):
   """Writes params + model.json (+ `generation`, from `generation_config`, as
   generation.json) to `directory`; refuses to clobber unless `overwrite`."""
-  directory = os.path.abspath(directory)
+  directory = storage.absolute(directory)
   _check_writable(directory, overwrite)
-  os.makedirs(directory, exist_ok=True)
+  storage.makedirs(directory)
   ckptr = ocp.StandardCheckpointer()
-  ckptr.save(os.path.join(directory, "params"), params, force=overwrite)
+  ckptr.save(storage.join(directory, "params"), params, force=overwrite)
   ckptr.wait_until_finished()
-  with open(os.path.join(directory, "model.json"), "w") as f:
-    json.dump(model_config, f, indent=2, sort_keys=True)
+  storage.write_text(storage.join(directory, "model.json"),
+                     json.dumps(model_config, indent=2, sort_keys=True))
   if generation is not None:
-    with open(os.path.join(directory, GENERATION_FILE), "w") as f:
-      json.dump(generation, f, indent=2, sort_keys=True)
+    storage.write_text(storage.join(directory, GENERATION_FILE),
+                       json.dumps(generation, indent=2, sort_keys=True))
 
 
 def load_params(directory: str, target: Any | None = None) -> Any:
   """Restores params; `target` (ShapeDtypeStructs, may carry shardings) sets the layout."""
-  path = os.path.join(os.path.abspath(directory), "params")
-  if not os.path.exists(path):
+  path = storage.join(storage.absolute(directory), "params")
+  if not storage.exists(path):
     raise FileNotFoundError(f"no params checkpoint at {path}")
   return ocp.StandardCheckpointer().restore(path, target)
 
@@ -89,11 +90,11 @@ PARAMS, WORKDIR = "params", "workdir"
 def checkpoint_kind(path: str, setting: str = "checkpoint") -> str:
   """PARAMS (params/, from `python -m jf_jax.convert`) or WORKDIR (checkpoints/, from
   train.py); `setting` names where `path` came from, for the error messages."""
-  if not os.path.isdir(path):
+  if not storage.is_dir(path):
     raise FileNotFoundError(f"{setting}={path} does not exist")
-  if os.path.isdir(os.path.join(path, "params")):
+  if storage.is_dir(storage.join(path, "params")):
     return PARAMS
-  if os.path.isdir(os.path.join(path, "checkpoints")):
+  if storage.is_dir(storage.join(path, "checkpoints")):
     return WORKDIR
   raise FileNotFoundError(
       f"{setting}={path} holds neither a params checkpoint (params/, from `python -m "

@@ -4,7 +4,8 @@ resumable state and bad-example counts.
 A pipeline is a picklable function `batches(step) -> element`, where an element is
 
   {"step": int, "batch": {layout key: numpy rows of this process},
-   "rows": {task: real rows in it}, "skips": [(task, reason, slot, message), ...]}
+   "rows": {task: real rows in it},
+   "skips": [(task, reason, slot, message, first_draw, length), ...]}
 
 (`mixture.MixtureBatches`, `pipeline.SyntheticBatches`). The loader runs it as the grain
 pipeline
@@ -36,7 +37,7 @@ from jf_jax.data.mixture import TASKS
 
 
 def _empty_stats() -> dict:
-  return {"rows": {t: 0 for t in TASKS}, "skipped": {}}
+  return {"rows": {t: 0 for t in TASKS}, "skipped": {}, "draws": {}, "longest": {}}
 
 
 def _allow_unparsed_flags() -> None:
@@ -107,12 +108,15 @@ class Loader:
     self.close()
     self._step = int(state["step"])
     stats = state.get("stats", {})
-    self._stats = {"rows": {t: int(stats.get("rows", {}).get(t, 0)) for t in TASKS},
-                   "skipped": {k: int(v) for k, v in stats.get("skipped", {}).items()}}
+    self._stats = {"rows": {t: int(stats.get("rows", {}).get(t, 0)) for t in TASKS}}
+    for key in ("skipped", "draws", "longest"):
+      self._stats[key] = {k: int(v) for k, v in stats.get(key, {}).items()}
 
   def stats(self) -> dict:
-    """{'rows': real rows per task, 'skipped': {'task/reason': count}} so far."""
-    return {"rows": dict(self._stats["rows"]), "skipped": dict(self._stats["skipped"])}
+    """Counters so far: {'rows': real rows per task, 'skipped': {'task/reason': distinct
+    bad examples}, 'draws': {'task/reason': skipped rows, every epoch's draw},
+    'longest': {'task/reason': longest row in tokens (too-long rows)}}."""
+    return {key: dict(value) for key, value in self._stats.items()}
 
   # -- batches -----------------------------------------------------------------------------
 
@@ -123,13 +127,16 @@ class Loader:
     self._step += 1
     for task, n in element["rows"].items():
       self._stats["rows"][task] += n
-    for task, reason, slot, message in element["skips"]:
+    for task, reason, slot, message, first_draw, length in element["skips"]:
       key = f"{task}/{reason}"
-      n = self._stats["skipped"].get(key, 0) + 1
-      self._stats["skipped"][key] = n
-      if str(n).rstrip("0") == "1":  # 1st, 10th, 100th, ...
-        logging.warning("skipped bad %s example (slot %d: %s); %d skipped for this reason "
-                        "so far", task, slot, message, n)
+      draws = self._stats["draws"][key] = self._stats["draws"].get(key, 0) + 1
+      if length is not None:
+        self._stats["longest"][key] = max(length, self._stats["longest"].get(key, 0))
+      if first_draw:
+        self._stats["skipped"][key] = self._stats["skipped"].get(key, 0) + 1
+      if str(draws).rstrip("0") == "1":  # 1st, 10th, 100th, ...
+        logging.warning("skipped bad %s example (slot %d: %s); %d rows skipped for this "
+                        "reason so far", task, slot, message, draws)
 
   def _iterator(self, ds: grain.IterDataset):
     it = iter(ds)

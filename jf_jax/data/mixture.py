@@ -15,7 +15,9 @@ of processes or of loader workers, and the loader's state is the step (`loader.p
 Bad examples (undecodable or wrong-size image, empty or over-long text) never stop the
 run: the row becomes a zero-weight padding row (static shapes, processes stay in
 lockstep) and the batch carries the reason (`skips`), which the loader counts in the
-training process, whichever process built the batch.
+training process, whichever process built the batch. A skip says whether it is the
+example's first draw (its slot lies in the task's first epoch, where every example is
+drawn exactly once), so a bad file is counted once, however many epochs draw it.
 """
 
 from typing import Any, Callable, Mapping, Sequence
@@ -39,7 +41,8 @@ def task_seed(seed: int, task: str) -> int:
 
 
 class BuildRow(grain.transforms.MapWithIndex):
-  """(slot, item) -> (row, None), or (padding row, (reason, message)) for a bad example."""
+  """(slot, item) -> (row, None), or (padding row, (reason, message, length)) for a bad
+  example (length: the token count of a too-long row, else None)."""
 
   def __init__(self, task: str, convert: Converter, builder: RowBuilder, seed: int):
     self._task, self._convert, self._builder, self._seed = task, convert, builder, seed
@@ -49,7 +52,7 @@ class BuildRow(grain.transforms.MapWithIndex):
     try:
       return self._builder.build(self._task, self._convert(element, rng)), None
     except BadExample as e:
-      return self._builder.padding(self._task), (e.reason, str(e))
+      return self._builder.padding(self._task), (e.reason, str(e), e.length)
 
 
 def task_rows(data: Sequence, convert: Converter, builder: RowBuilder, task: str, seed: int,
@@ -84,6 +87,7 @@ class MixtureBatches:
           needed.add(task)
     self._rows = {task: task_rows(*tasks[task], builder, task, seed, shuffle)
                   for task in sorted(needed)}
+    self._sizes = {task: len(tasks[task][0]) for task in needed}  # examples per epoch
 
   def _task_batch(self, task: str, first: int, total: int, element: dict) -> None:
     local = total // self._count
@@ -91,7 +95,9 @@ class MixtureBatches:
     built = [self._rows[task][slot] for slot in range(start, start + local)]
     for slot, (_, skip) in zip(range(start, start + local), built):
       if skip is not None:
-        element["skips"].append((task, skip[0], slot, skip[1]))
+        reason, message, length = skip
+        element["skips"].append((task, reason, slot, message, slot < self._sizes[task],
+                                 length))
     element["rows"][task] = sum(skip is None for _, skip in built)
     rows = [row for row, _ in built]
     template = rows[0] if rows else self._builder.padding(task)

@@ -63,7 +63,8 @@ def pack_und(tok: tok_lib.Tokenizer, turns, num_patches: int, seq_len: int,
     supervised += [is_answer] * len(piece)
   n = len(ids)
   if n > seq_len:
-    raise BadExample("too_long", f"understanding row of {n} tokens > und_seq_len={seq_len}")
+    raise BadExample("too_long", f"understanding row of {n} tokens > und_seq_len={seq_len}",
+                     length=n)
   row = np.full((seq_len,), tok.pad_id, np.int32)
   row[:n] = ids
   image_mask = np.zeros((seq_len,), bool)
@@ -81,7 +82,7 @@ def pack_text(tok: tok_lib.Tokenizer, text: str, seq_len: int) -> dict[str, np.n
   ids = [tok.bos_id] + tok.encode(text) + [tok.eos_id]
   n = len(ids)
   if n > seq_len:
-    raise BadExample("too_long", f"text row of {n} tokens > text_seq_len={seq_len}")
+    raise BadExample("too_long", f"text row of {n} tokens > text_seq_len={seq_len}", length=n)
   row = np.full((seq_len,), tok.pad_id, np.int32)
   row[:n] = ids
   return {"ids": row, "valid": np.arange(seq_len) < n, "targets": _shifted(row, tok.pad_id),
@@ -100,7 +101,8 @@ def pack_gen(tok: tok_lib.Tokenizer, caption: str, prompt_len: int) -> dict[str,
   ids = gen_prompt_ids(tok, caption)
   n = len(ids)
   if n > prompt_len:
-    raise BadExample("too_long", f"prompt of {n} tokens > gen_prompt_len={prompt_len}")
+    raise BadExample("too_long", f"prompt of {n} tokens > gen_prompt_len={prompt_len}",
+                     length=n)
   row = np.full((prompt_len,), tok.pad_id, np.int32)
   row[prompt_len - n:] = ids
   return {"prompt_ids": row, "prompt_mask": np.arange(prompt_len) >= prompt_len - n}

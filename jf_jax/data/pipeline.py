@@ -48,7 +48,8 @@ def _process_rows(x: np.ndarray, index: int, count: int) -> np.ndarray:
 def default_tasks(config: Any) -> dict:
   """{task: (random-access data, converter)} of `config.data.source`.
 
-  "files": your own data (`user_data.py`); any other name is a project package (e.g.
+  "files": your own data (`user_data.py`); "records": prepared ArrayRecord shards
+  (`record_source.py`, `python -m jf_jax.prepare`); any other name is a project package (e.g.
   "shapes" = `jf_jax.shapes`) whose `tasks(data_cfg)` builds them: the core data layer
   never imports project code itself.
   """
@@ -56,6 +57,9 @@ def default_tasks(config: Any) -> dict:
   if kind == "files":
     from jf_jax.data import user_data  # pylint: disable=g-import-not-at-top
     return user_data.file_tasks(config.data)
+  if kind == "records":
+    from jf_jax.data import record_source  # pylint: disable=g-import-not-at-top
+    return record_source.record_tasks(config.data)
   return plugins.import_named(kind, "config.data.source", "tasks").tasks(config.data)
 
 

@@ -1,7 +1,8 @@
 """Image preprocessing for both encoders, and the checks that reject bad images.
 
-* Understanding (SigLIP, as the official code): resize the long side to S (bicubic,
-  antialiased), pad to S x S centred with grey 127 (= 255 * mean), then (x / 255 - 0.5) / 0.5.
+* Understanding (SigLIP, exactly as the official `VLMImageProcessor`): scale both sides
+  by S / long side, truncated to whole pixels and at least 14 px, resize (PIL bicubic),
+  centre on an S x S grey 127 (= int(255 * mean)) square, then (x / 255 - 0.5) / 0.5.
 * Generation (training): resize the short side, crop the centre square (the paper
   crops at random; a centre crop keeps the pipeline a pure function of its state). The
   tiny configs generate in pixel space, so the "latent" is that crop scaled to [-1, 1];
@@ -20,7 +21,7 @@ from PIL import Image
 
 from jf_jax.data.records import BadExample
 
-MIN_SIZE = 14  # the official processor's minimum side
+MIN_SIZE = 14  # the official processor's smallest resized side (its `min_size`)
 
 
 def load_image(value) -> np.ndarray:
@@ -40,8 +41,8 @@ def load_image(value) -> np.ndarray:
     raise BadExample("undecodable_image", f"array {image.shape} {image.dtype}, expected "
                      "uint8 [H, W, 3]")
   image = image[..., :3]
-  if min(image.shape[:2]) < MIN_SIZE:
-    raise BadExample("wrong_size", f"{image.shape[:2]} is smaller than {MIN_SIZE} px")
+  if min(image.shape[:2]) < 1:  # any other size resizes (as the official processor)
+    raise BadExample("wrong_size", f"image of shape {image.shape[:2]} is empty")
   return image
 
 
@@ -58,13 +59,24 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
   return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
 
 
+def square_resize_shape(height: int, width: int, size: int) -> tuple[int, int]:
+  """(new height, new width) of the official processor's resize before padding.
+
+  Its expression, in its order: each side divided by the long side, times `size`, then
+  truncated (not rounded: a 500x333 image becomes 384x255) and raised to MIN_SIZE.
+  """
+  long_side = max(height, width)
+  return (max(int(height / long_side * size), MIN_SIZE),
+          max(int(width / long_side * size), MIN_SIZE))
+
+
 def pad_to_square(image: np.ndarray, size: int, fill: int = 127) -> np.ndarray:
-  """Long side to `size`, then centred on a `fill` square (official VLMImageProcessor)."""
-  h, w = image.shape[:2]
-  scale = size / max(h, w)
-  nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-  out = np.full((size, size, 3), fill, np.uint8)
-  top, left = (size - nh) // 2, (size - nw) // 2
+  """uint8 [H, W, 3] -> [size, size, 3]: resized to `square_resize_shape`, then centred
+  on a `fill` square (the official `expand2square`: offsets (side - new side) // 2)."""
+  nh, nw = square_resize_shape(*image.shape[:2], size)
+  side = max(nh, nw)  # = size: the long side scales to exactly size
+  out = np.full((side, side, 3), fill, np.uint8)
+  top, left = (side - nh) // 2, (side - nw) // 2
   out[top:top + nh, left:left + nw] = _resize(image, nw, nh)
   return out
 

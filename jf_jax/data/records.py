@@ -14,11 +14,13 @@ from typing import Any
 
 
 class BadExample(ValueError):
-  """A record that cannot become a training row; `reason` is the counter's name."""
+  """A record that cannot become a training row; `reason` is the counter's name, `length`
+  the row's token count when it was too long (the skip report names the longest)."""
 
-  def __init__(self, reason: str, detail: str = ""):
+  def __init__(self, reason: str, detail: str = "", length: int | None = None):
     super().__init__(f"{reason}: {detail}" if detail else reason)
     self.reason = reason
+    self.length = length
 
 
 def as_text(value: Any) -> str:

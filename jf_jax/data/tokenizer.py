@@ -22,6 +22,7 @@ holding `tokenizer.json`, or the name of a module whose `tokenizer(tokens_cfg)` 
 """
 
 import dataclasses
+import functools
 import os
 from typing import Any, Sequence
 
@@ -31,6 +32,7 @@ from tokenizers import models
 from tokenizers import pre_tokenizers
 
 from jf_jax.data import plugins
+from jf_jax.data import storage
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -81,6 +83,33 @@ class Tokenizer:
   def special_ids(self) -> dict[str, int]:
     return {key: getattr(self, key) for key in SPECIAL_TOKENS}
 
+  @functools.cached_property
+  def unk_id(self) -> int | None:
+    """The id unknown words map to (word-level tokenizers); None for byte-level BPE."""
+    return self.hf.token_to_id(UNK)
+
+  @functools.cached_property
+  def case_free(self) -> bool:
+    """Whether the vocabulary has no upper-case words (the template's aside): then user
+    text is lower-cased before encoding, so "Red" is "red" and not <unk>."""
+    if self.unk_id is None:
+      return False
+    template = {w.lower() for w in _TEMPLATE_WORDS}
+    pieces = (p.strip() for p in self.hf.get_vocab(with_added_tokens=False))
+    return not any(p != p.lower() and p.lower() not in template for p in pieces)
+
+  def user_text(self, text: str) -> str:
+    """A prompt, caption or question as it is encoded: lower-cased if `case_free`."""
+    return text.lower() if self.case_free else text
+
+  def unknown_words(self, text: str) -> list[str]:
+    """The words of `text` the vocabulary lacks (each becomes <unk>), in order."""
+    if self.unk_id is None:
+      return []
+    encoding = self.hf.encode(text, add_special_tokens=False)
+    return [text[start:end].strip() for i, (start, end) in zip(encoding.ids, encoding.offsets)
+            if i == self.unk_id]
+
 
 def _special(hf: tokenizers.Tokenizer, **overrides) -> dict[str, int]:
   ids = {key: hf.token_to_id(tok) for key, tok in SPECIAL_TOKENS.items()}
@@ -93,10 +122,10 @@ def _special(hf: tokenizers.Tokenizer, **overrides) -> dict[str, int]:
 
 def from_checkpoint_dir(path: str) -> Tokenizer:
   """The DeepSeek tokenizer of a checkpoint directory (its `tokenizer.json`)."""
-  file = path if path.endswith(".json") else os.path.join(path, "tokenizer.json")
-  if not os.path.exists(file):
+  file = path if path.endswith(".json") else storage.join(path, "tokenizer.json")
+  if not storage.exists(file):
     raise FileNotFoundError(f"no tokenizer.json at {file} (config.data.tokenizer)")
-  hf = tokenizers.Tokenizer.from_file(file)
+  hf = tokenizers.Tokenizer.from_file(storage.local_copy(file))  # reads local files only
   missing = [t for t in _ADDED_IF_MISSING if hf.token_to_id(t) is None]
   hf.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
                          for t in missing])
@@ -135,7 +164,7 @@ def word_level(tokens_cfg: Any, words: Sequence[str]) -> Tokenizer:
 
 def _is_path(name: str) -> bool:
   """Whether `config.data.tokenizer` names a tokenizer.json (else a module)."""
-  return (not name or os.sep in name or name.endswith(".json")
+  return (not name or os.sep in name or name.endswith(".json") or storage.is_remote(name)
           or os.path.exists(os.path.join(name, "tokenizer.json")))
 
 

@@ -16,9 +16,18 @@ from jf_jax.data import tokenizer as tok_lib
 from jf_jax.models import config as model_config
 
 
+def unknown_words(tok: tok_lib.Tokenizer, texts: Sequence[str]) -> list[str]:
+  """The distinct words of user `texts` (as `tok.user_text` encodes them) that the
+  vocabulary lacks, in order of appearance; sample.py warns with them."""
+  words = [w for text in texts for w in tok.unknown_words(tok.user_text(text))]
+  return list(dict.fromkeys(words))
+
+
 def generation_prompts(tok: tok_lib.Tokenizer, captions: Sequence[str]
                        ) -> tuple[np.ndarray, np.ndarray]:
-  """(ids [n, Lp] int32, mask [n, Lp] bool), left-padded to the longest prompt."""
+  """(ids [n, Lp] int32, mask [n, Lp] bool), left-padded to the longest prompt; captions
+  lower-cased for a case-free vocabulary (`Tokenizer.user_text`)."""
+  captions = [tok.user_text(c) for c in captions]
   prompt_len = max(len(packing.gen_prompt_ids(tok, c)) for c in captions)
   rows = [packing.pack_gen(tok, c, prompt_len) for c in captions]
   return (np.stack([r["prompt_ids"] for r in rows]),
@@ -31,7 +40,8 @@ def understanding_prompts(tok: tok_lib.Tokenizer, cfg: model_config.JanusFlowCon
   """One question about one image per row.
 
   Args:
-    questions: the question texts (no image tag: the template places the image).
+    questions: the question texts (no image tag: the template places the image;
+      lower-cased for a case-free vocabulary).
     images: uint8 [H, W, 3] arrays, encoded bytes or paths (`preprocess.load_image`).
     system_prompt: the understanding system prompt the model trained with.
   Returns:
@@ -40,8 +50,8 @@ def understanding_prompts(tok: tok_lib.Tokenizer, cfg: model_config.JanusFlowCon
   """
   if len(questions) != len(images):
     raise ValueError(f"{len(questions)} questions but {len(images)} images")
-  prompts = [packing.und_prompt_ids(tok, q, cfg.und_encoder.num_patches, system_prompt)
-             for q in questions]
+  prompts = [packing.und_prompt_ids(tok, tok.user_text(q), cfg.und_encoder.num_patches,
+                                    system_prompt) for q in questions]
   seq = max(len(ids) for ids, _ in prompts)
   ids = np.full((len(prompts), seq), tok.pad_id, np.int32)
   image_mask = np.zeros((len(prompts), seq), bool)

@@ -26,6 +26,7 @@ from jf_jax.checkpoint import manager as ckpt
 from jf_jax.checkpoint import params_io
 from jf_jax import config_defaults
 from jf_jax.checkpoint import vae_map
+from jf_jax.data import storage
 from jf_jax.data import templates
 from jf_jax.data import tokenizer as tok_lib
 from jf_jax.lora import base as lora_base
@@ -57,23 +58,27 @@ class Loaded:
     return (self.config.get("data") or {}).get("system_prompt", templates.SYSTEM_PROMPT)
 
 
-def load_config(checkpoint: str) -> tuple[ml_collections.ConfigDict, int | None]:
-  """(config, step): a workdir's saved config and latest step, or a params dir's
-  model.json as `{"model": ...}` plus its generation.json (without one: the release's
-  SDXL-VAE space, `{"data": {"gen_space": "sdxl_vae"}, "vae": vae_defaults()}`) and None."""
+def load_config(checkpoint: str, step: int | None = None
+                ) -> tuple[ml_collections.ConfigDict, int | None]:
+  """(config, step): a workdir's saved config and its `step` (default the latest), or a
+  params dir's model.json as `{"model": ...}` plus its generation.json (without one: the
+  release's SDXL-VAE space, `{"data": {"gen_space": "sdxl_vae"}, "vae": vae_defaults()}`)
+  and None (`step` must be None then: a params directory holds one set of params)."""
   if params_io.checkpoint_kind(checkpoint) == params_io.PARAMS:
-    path = os.path.join(checkpoint, "model.json")
-    if not os.path.exists(path):
+    if step is not None:
+      raise ValueError(f"--step={step}: {checkpoint} is a params directory (one set of "
+                       "params); --step selects a checkpoint of a training workdir")
+    path = storage.join(checkpoint, "model.json")
+    if not storage.exists(path):
       raise FileNotFoundError(f"{path} is missing; give the config explicitly (--config)")
-    with open(path) as f:
-      config = {"model": json.load(f), "data": {"gen_space": "sdxl_vae"},
-                "vae": config_defaults.vae_defaults().to_dict()}
-    generation = os.path.join(checkpoint, params_io.GENERATION_FILE)
-    if os.path.exists(generation):
-      with open(generation) as f:
-        config.update(json.load(f))
+    config = {"model": json.loads(storage.read_text(path)),
+              "data": {"gen_space": "sdxl_vae"},
+              "vae": config_defaults.vae_defaults().to_dict()}
+    generation = storage.join(checkpoint, params_io.GENERATION_FILE)
+    if storage.exists(generation):
+      config.update(json.loads(storage.read_text(generation)))
     return ml_collections.ConfigDict(config), None
-  config, step = ckpt.restore_config(checkpoint)
+  config, step = ckpt.restore_config(checkpoint, step)
   return ml_collections.ConfigDict(config), step
 
 
@@ -148,24 +153,28 @@ def load_image_decoder(config: ml_collections.ConfigDict, cfg: model_config.Janu
 
 def load(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
          tokenizer: str | None = None, vae: str | None = None, image_decoder: bool = True,
-         dtype: str | None = None, ema: bool | None = None,
+         dtype: str | None = None, ema: bool | None = None, step: int | None = None,
          quantize: str | None = None) -> Loaded:
   """Loads a params dir or training workdir for inference (see the module docstring).
 
   Args:
     checkpoint: the directory.
     config: the run's config; default the one the checkpoint stores (with a config given,
-      a workdir's latest step is read and `Loaded.step` is None).
+      a workdir's `step` (default latest) is read and `Loaded.step` is None).
     tokenizer: a directory (or file) holding tokenizer.json, instead of the checkpoint's.
     vae: see `load_image_decoder`.
     image_decoder: False skips the image decoder (understanding only; no VAE needed).
     dtype: compute dtype ('float32', 'bfloat16'), instead of `config.model.dtype`.
     ema: read a workdir's moving average of the params (None: when the run kept one,
       `config.train.ema_decay` > 0).
+    step: the training step of a workdir to read (default its latest checkpoint).
     quantize: 'int8' for weight-only int8 LLM kernels (Qwix PTQ), None for float.
   """
   checkpoint = os.path.abspath(checkpoint)
-  config, step = load_config(checkpoint) if config is None else (config, None)
+  if config is None:
+    config, step = load_config(checkpoint, step)
+  elif step is not None and params_io.checkpoint_kind(checkpoint) == params_io.PARAMS:
+    load_config(checkpoint, step)  # raises: a params directory has no steps
   if dtype is not None:
     config = config.copy_and_resolve_references()
     with config.unlocked():

@@ -5,7 +5,7 @@ Both batch with fixed shapes (the last batch is padded by repeating its last row
 compiles once; batch i draws its randomness from `fold_in(key(seed), i)`.
 """
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +29,12 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
 
 def generate_images(loaded: loader.Loaded, captions: Sequence[str], *, steps: int = 30,
                     guidance: float = 2.0, seed: int = 0, batch_size: int = 32,
-                    solver: str = "euler") -> np.ndarray:
-  """uint8 [n, H, W, 3] images, one per caption (classifier-free guidance `guidance`)."""
+                    solver: str = "euler",
+                    progress: Callable[[int], None] | None = None) -> np.ndarray:
+  """uint8 [n, H, W, 3] images, one per caption (classifier-free guidance `guidance`).
+
+  `progress(done)` is called after each batch with the number of images drawn so far.
+  """
   if loaded.decode_fn is None:
     raise ValueError("generate_images needs the image decoder: load the checkpoint with "
                      "image_decoder=True")
@@ -43,16 +47,19 @@ def generate_images(loaded: loader.Loaded, captions: Sequence[str], *, steps: in
                      jnp.asarray(_pad_rows(mask[lo:hi], size)), jax.random.fold_in(key, i),
                      steps, guidance, loaded.decode_params)
     out.append(np.asarray(jax.device_get(result["images"]))[:hi - lo])
+    if progress is not None:
+      progress(hi)
   return np.concatenate(out)
 
 
 def answer_questions(loaded: loader.Loaded, images: Sequence[Any], questions: Sequence[str],
                      *, max_new_tokens: int = 8, batch_size: int = 64,
-                     temperature: float = 0.0, top_p: float = 1.0, seed: int = 0
-                     ) -> list[str]:
+                     temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                     progress: Callable[[int], None] | None = None) -> list[str]:
   """Answers (special tokens removed, stripped) to questions about images.
 
   `images`: uint8 [H, W, 3] arrays, encoded bytes or paths; temperature 0 is greedy.
+  `progress(done)` is called after each batch with the number of questions answered.
   """
   rows = inputs.understanding_prompts(loaded.tok, loaded.cfg, questions, images,
                                       loaded.system_prompt)
@@ -67,4 +74,6 @@ def answer_questions(loaded: loader.Loaded, images: Sequence[Any], questions: Se
     tokens, lengths = np.asarray(tokens), np.asarray(lengths)
     answers += [loaded.tok.decode(tokens[r, :lengths[r]].tolist()).strip()
                 for r in range(hi - lo)]
+    if progress is not None:
+      progress(hi)
   return answers

@@ -13,18 +13,22 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from jf_jax import entry_point
 from jf_jax.inference import loader
 from jf_jax.shapes import evaluate
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "train.py --workdir to evaluate.",
                                   required=True)
 _SPLIT = flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Split.")
-_NUM_GEN = flags.DEFINE_integer("num_gen", 200, "Captions to generate images for.")
-_NUM_UND = flags.DEFINE_integer("num_und", 500, "Questions to answer.")
-_STEPS = flags.DEFINE_integer("steps", 30, "ODE steps per image.")
+_NUM_GEN = flags.DEFINE_integer("num_gen", 200, "Captions to generate images for (0: none).",
+                                lower_bound=0)
+_NUM_UND = flags.DEFINE_integer("num_und", 500, "Questions to answer (0: none).",
+                                lower_bound=0)
+_STEPS = flags.DEFINE_integer("steps", 30, "ODE steps per image.", lower_bound=1)
 _CFG = flags.DEFINE_float("cfg", 2.0, "Classifier-free guidance weight.")
 _SEED = flags.DEFINE_integer("seed", 0, "Noise seed.")
-_BATCH = flags.DEFINE_integer("batch_size", 50, "Images / questions per sampler call.")
+_BATCH = flags.DEFINE_integer("batch_size", 50, "Images / questions per sampler call.",
+                              lower_bound=1)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data_dir (default: the run's).")
 _OUTPUT = flags.DEFINE_string("output", None, "JSON path (default DIR/eval_<split>.json).")
 
@@ -33,6 +37,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every read at INFO
+  if _NUM_GEN.value + _NUM_UND.value == 0:
+    raise app.UsageError("--num_gen=0 and --num_und=0: nothing to evaluate")
   base = os.path.join(_CHECKPOINT.value, f"eval_{_SPLIT.value}")
   result = evaluate.evaluate(
       loader.load(_CHECKPOINT.value), split=_SPLIT.value, num_gen=_NUM_GEN.value,
@@ -41,11 +47,8 @@ def main(argv):
   result["checkpoint"] = os.path.abspath(_CHECKPOINT.value)
   path = _OUTPUT.value or base + ".json"
   evaluate.write_json(result, path)
-  print(f"generation score {result['generation']['score']:.3f} "
-        f"({result['generation']['num_images']} images), understanding accuracy "
-        f"{result['understanding']['accuracy']:.3f} "
-        f"({result['understanding']['num_questions']} questions) -> {path}", flush=True)
+  print(f"{evaluate.summary(result)} -> {path}", flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry_point.run_absl(main)

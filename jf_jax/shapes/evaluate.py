@@ -15,6 +15,7 @@ import numpy as np
 
 from jf_jax.inference import grid
 from jf_jax.inference import loader
+from jf_jax.inference import progress as progress_lib
 from jf_jax.inference import runner
 from jf_jax.shapes import scores
 from jf_jax.shapes import world as shapes_world
@@ -47,21 +48,43 @@ def spread(n: int, k: int) -> list[int]:
   return sorted(set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()))
 
 
+def _progress(label: str, total: int, show: bool) -> progress_lib.Progress | None:
+  return progress_lib.Progress(label, total) if show and total else None
+
+
 def evaluate(loaded: loader.Loaded, *, split: str = "test", num_gen: int = 200,
              num_und: int = 500, steps: int = 30, guidance: float = 2.0, seed: int = 0,
              batch_size: int = 50, data_dir: str | None = None,
              grid_path: str | None = None, grid_size: int = 16,
-             num_examples: int = 8) -> dict:
+             num_examples: int = 8, show_progress: bool = True) -> dict:
   """Both scores of a loaded run on a shapes-world split, plus examples.
 
   The first `grid_size` images go to a PNG grid at `grid_path` (row-major, in the order
   of `generation.samples`, their captions); `understanding.examples` holds
-  `num_examples` questions spread over the split with the model's answers.
+  `num_examples` questions spread over the split with the model's answers. `num_gen` (or
+  `num_und`) 0 skips that half: its entry is None.
+  `show_progress` prints a progress line per batch (`inference/progress.py`).
   """
+  if num_gen < 0 or num_und < 0 or num_gen + num_und == 0:
+    raise ValueError(f"num_gen={num_gen} and num_und={num_und}: both must be >= 0 and one "
+                     "> 0 (nothing to evaluate)")
   items = split_items(loaded.config.data, split, num_gen, num_und, data_dir)
+  return {"split": split, "step": loaded.step,
+          "generation": _generation(loaded, items["captions"], steps, guidance, seed,
+                                    batch_size, grid_path, grid_size) if num_gen else None,
+          "understanding": _understanding(loaded, items, batch_size, num_examples)
+                           if num_und else None}
+
+
+def _generation(loaded, captions, steps, guidance, seed, batch_size, grid_path,
+                grid_size) -> dict:
+  """Images for `captions`, their scores and the sample grid (`evaluate`'s)."""
+  items = {"captions": captions}
   t0 = time.time()
   images = runner.generate_images(loaded, items["captions"], steps=steps, guidance=guidance,
-                                  seed=seed, batch_size=batch_size)
+                                  seed=seed, batch_size=batch_size,
+                                  progress=_progress("images", len(items["captions"]),
+                                                     show_progress))
   gen = scores.generation_scores(images, items["captions"])
   gen.update(seconds=time.time() - t0, steps=steps, guidance=guidance)
   grid_n = min(grid_size, len(images)) if grid_path else 0
@@ -69,15 +92,36 @@ def evaluate(loaded: loader.Loaded, *, split: str = "test", num_gen: int = 200,
     grid.save_grid(images[:grid_n], grid_path, scale=4, gap=1)
     gen["grid"] = os.path.abspath(grid_path)
   gen["samples"] = items["captions"][:grid_n]
+  return gen
+
+
+def _understanding(loaded, items, batch_size, num_examples) -> dict:
+  """Answers to the items' questions and their scores, with a few examples."""
   t0 = time.time()
   predictions = runner.answer_questions(loaded, items["images"], items["questions"],
-                                        batch_size=batch_size)
+                                        batch_size=batch_size,
+                                        progress=_progress("answers", len(items["questions"]),
+                                                           show_progress))
   und = scores.understanding_scores(predictions, items["answers"], items["questions"])
   und["seconds"] = time.time() - t0
   und["examples"] = [{"question": items["questions"][i], "answer": items["answers"][i],
                       "prediction": predictions[i]}
                      for i in spread(len(predictions), num_examples)]
-  return {"split": split, "step": loaded.step, "generation": gen, "understanding": und}
+  return und
+
+
+def summary(result: dict) -> str:
+  """One line of a result's scores, e.g. 'generation score 0.400 (200 images),
+  understanding accuracy 0.822 (500 questions)'."""
+  parts = []
+  if result["generation"] is not None:
+    gen = result["generation"]
+    parts.append(f"generation score {gen['score']:.3f} ({gen['num_images']} images)")
+  if result["understanding"] is not None:
+    und = result["understanding"]
+    parts.append(f"understanding accuracy {und['accuracy']:.3f} ({und['num_questions']} "
+                 f"questions: {scores.format_rates(und.get('accuracy_by_type', {}))})")
+  return ", ".join(parts)
 
 
 def write_json(result: dict, path: str) -> None:

@@ -60,19 +60,24 @@ def run(config: Any, workdir: str, train_metrics: dict | None = None,
   path = os.path.join(workdir, JSON_NAME)
   evaluate.write_json(result, path)
 
-  print(f"\nsamples for {len(gen['samples'])} {split} captions -> {gen.get('grid', '(none)')}")
-  for i, caption in enumerate(gen["samples"][:8]):
-    print(f"  [{i}] {caption}")
-  print(f"\n{split} questions (model answer | reference):")
-  for ex in und["examples"]:
-    mark = "ok" if (scores.normalize_answer(ex["prediction"])
-                    == scores.normalize_answer(ex["answer"])) else "WRONG"
-    print(f"  Q: {ex['question']}\n     A: {ex['prediction']!r} | {ex['answer']!r}  {mark}")
-  print(f"\ngeneration score {gen['score']:.3f} on {gen['num_images']} {split} captions "
-        f"(count {gen['count_accuracy']:.3f}, objects {gen['objects_accuracy']:.3f}, "
-        f"position {gen['position_accuracy']:.3f}; {ecfg.steps} steps, cfg {ecfg.cfg})")
-  print(f"understanding accuracy {und['accuracy']:.3f} on {und['num_questions']} {split} "
-        f"questions {und.get('accuracy_by_type', {})}")
+  if gen is not None:
+    print(f"\nsamples for {len(gen['samples'])} {split} captions -> "
+          f"{gen.get('grid', '(none)')}")
+    for i, caption in enumerate(gen["samples"][:8]):
+      print(f"  [{i}] {caption}")
+  if und is not None:
+    print(f"\n{split} questions (model answer | reference):")
+    for ex in und["examples"]:
+      mark = "ok" if (scores.normalize_answer(ex["prediction"])
+                      == scores.normalize_answer(ex["answer"])) else "WRONG"
+      print(f"  Q: {ex['question']}\n     A: {ex['prediction']!r} | {ex['answer']!r}  {mark}")
+  if gen is not None:
+    print(f"\ngeneration score {gen['score']:.3f} on {gen['num_images']} {split} captions "
+          f"(count {gen['count_accuracy']:.3f}, objects {gen['objects_accuracy']:.3f}, "
+          f"position {gen['position_accuracy']:.3f}; {ecfg.steps} steps, cfg {ecfg.cfg})")
+  if und is not None:
+    print(f"understanding accuracy {und['accuracy']:.3f} on {und['num_questions']} {split} "
+          f"questions ({scores.format_rates(und.get('accuracy_by_type', {}))})")
   wall = (f"; whole job {result['wall_seconds'] / 60:.1f} min" if "wall_seconds" in result
           else "")
   print(f"scores -> {os.path.abspath(path)} (evaluation {result['eval_seconds']:.0f} s{wall})",

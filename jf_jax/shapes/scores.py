@@ -92,3 +92,8 @@ def understanding_scores(predictions: Sequence[str], answers: Sequence[str],
       by_type[question_type(q)].append(hit)
     out["accuracy_by_type"] = {k: float(np.mean(v)) for k, v in sorted(by_type.items())}
   return out
+
+
+def format_rates(rates: dict[str, float], digits: int = 2) -> str:
+  """{'count': 0.7312, 'exists': 1.0} -> 'count 0.73, exists 1.00' (for printed lines)."""
+  return ", ".join(f"{name} {value:.{digits}f}" for name, value in rates.items()) or "-"

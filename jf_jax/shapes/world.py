@@ -16,8 +16,11 @@ Splits: train and validation scenes never contain a held-out object pair
 combination never seen in training.
 """
 
+import contextlib
 import dataclasses
+import io
 
+from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -133,12 +136,25 @@ def builder(data_dir: str | None = None, **config_kwargs) -> ShapesWorld:
                      file_format="array_record")
 
 
+def _prepare_quietly(b: ShapesWorld) -> None:
+  """Generates the dataset if needed, with one line of our own instead of tfds' banner
+  and progress bars (a few seconds of work); tfds' text goes to the log at INFO."""
+  if not b.is_prepared():
+    print(f"generating the shapes world in {b.data_dir}", flush=True)
+  tfds.display_progress_bar(False)
+  banner = io.StringIO()
+  with contextlib.redirect_stdout(banner):
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  if banner.getvalue().strip():
+    logging.info("tfds: %s", banner.getvalue().strip())
+
+
 def load(data_dir: str | None = None, **config_kwargs) -> dict:
   """{split: random-access source}; generates the dataset first if it is not there yet.
 
   Items are dicts of numpy arrays; text fields come back as `bytes`.
   """
   b = builder(data_dir, **config_kwargs)
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  _prepare_quietly(b)
   return {split: b.as_data_source(split=split) for split in _SPLIT_IDS}

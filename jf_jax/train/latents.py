@@ -17,13 +17,13 @@ at a time when `config.train.microbatches` > 1, so its activations never exceed 
 microbatch's.
 """
 
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jf_jax.checkpoint import vae_map
+from jf_jax.data import storage
 from jf_jax.models import latent_space as latent_space_lib
 from jf_jax.models.latent_space import LatentSpace
 from jf_jax.parallel import microbatches
@@ -49,13 +49,14 @@ def load_frozen(config: Any, space: LatentSpace, shardings) -> dict:
   if not space.has_params:
     return {}
   path = config.vae.get("path", "")
-  if not path or not os.path.exists(path):
+  if not path or not storage.exists(path):
     raise FileNotFoundError(
         f"config.vae.path={path!r} does not exist: data.gen_space='sdxl_vae' encodes the "
         "generation images with the SDXL-VAE; download stabilityai/sdxl-vae (diffusers "
         "layout: config.json + diffusion_pytorch_model.safetensors) and set "
         "--config.vae.path to that directory")
-  params = vae_map.load_vae(path, space.module.cfg, dtype=space.module.param_dtype)
+  params = vae_map.load_vae(storage.local_copy(path), space.module.cfg,
+                            dtype=space.module.param_dtype)
   encoder = {k: v for k, v in params.items() if k in latent_space_lib.ENCODER_PARTS}
   return jax.device_put(encoder, shardings)
 

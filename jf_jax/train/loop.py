@@ -8,7 +8,6 @@ tests and benchmarks);
 
 import dataclasses
 import functools
-import signal
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -31,6 +30,9 @@ from jf_jax.train import meter as meter_lib
 from jf_jax.train import latents
 from jf_jax.train import metrics_writer
 from jf_jax.train import optim
+from jf_jax.train import preemption
+from jf_jax.train import resume_check
+from jf_jax.train import skip_guard
 from jf_jax.train import state as state_lib
 from jf_jax.train import step as step_lib
 
@@ -85,11 +87,13 @@ def check_batch_config(config, mesh) -> None:
 
 
 def pad_id(config) -> int:
-  """The pad id of the run's tokenizer: `config.tokens` for synthetic data (its tokens are
-  those ids), else the tokenizer `config.data.tokenizer` names (checked against them)."""
-  if config.data.source == "synthetic":
-    return int(config.tokens.pad_id)
-  return tok_lib.make_tokenizer(config).pad_id
+  """The pad id of the run's tokenizer: the one `config.data.tokenizer` names (checked
+  against `config.tokens`), else `config.tokens.pad_id` (synthetic data, whose tokens are
+  those ids, or a plan made before the tokenizer is at hand: the input pipeline checks
+  the file against it when it loads it)."""
+  if config.data.source != "synthetic" and config.data.tokenizer:
+    return tok_lib.make_tokenizer(config).pad_id
+  return int(config.tokens.pad_id)
 
 
 def plan(config, devices=None) -> Setup:
@@ -179,26 +183,10 @@ def load_initial_params(s: Setup, path: str):
   return state_lib.with_params(s.state, params, s.tx, s.shardings)
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks, so it can checkpoint before exiting."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
-
-
 def _progress_line(step, total, metrics) -> str:
   losses = " ".join(f"{k[:-5]} {metrics[k]:.4f}" for k in ("ar_loss", "rf_loss", "repa_loss"))
   losses += f" | und {metrics['und_loss']:.4f} text {metrics['text_loss']:.4f}"
-  skipped = metrics.get("data/skipped_total", 0)
-  extra = f" | skipped examples {skipped}" if skipped else ""
+  extra = skip_guard.progress_text(metrics)
   extra += f" | non-finite steps {metrics['nonfinite_total']}" if metrics.get(
       "nonfinite_total") else ""
   return (f"step {step}/{total} | loss {metrics['loss']:.4f} ({losses}) | grad_norm "
@@ -215,7 +203,10 @@ def train(config, workdir: str, devices=None,
   `initialise(setup, config) -> state` gives a fresh run (nothing to resume, no
   `config.train.init_params_from`) its first state instead of `setup`'s, e.g. the shapes
   world's encoder pre-training (train.py loads it as the `config.init` plug-in).
+  SIGTERM or Ctrl-C during the loop: saves the step's checkpoint and raises
+  `preemption.Stopped`.
   """
+  resume_check.check(workdir, config)  # another model's workdir: say so before building
   s = setup(config, devices)
   manager = ckpt.make_manager(workdir, config.train.checkpoint_every,
                               config.train.keep_checkpoints)
@@ -232,21 +223,29 @@ def train(config, workdir: str, devices=None,
   elif initialise is not None:
     state = initialise(s, config)
   writer = metrics_writer.MetricsWriter(workdir, enabled=jax.process_index() == 0)
-  preemption = _Preemption()
+  stop = preemption.StopRequest()
   try:
     # One mesh context around every step (the axis rules are entered inside the step).
     with jax.set_mesh(s.mesh):
-      return _run(s, state, start, source, manager, writer, preemption)
+      metrics = _run(s, state, start, source, manager, writer, stop)
   finally:
     source.close()  # grain worker processes and prefetch threads
     manager.wait_until_finished()
     writer.close()
-    preemption.restore()
+    stop.restore()
+  if stop.requested:  # during the last step or the final save: still no evaluation
+    raise preemption.Stopped(stop.signum, metrics["final_step"])
+  return metrics
+
+
+def _loader_stats(source) -> dict:
+  """The input pipeline's counters (`Loader.stats()`), {} for a source that keeps none."""
+  return source.stats() if hasattr(source, "stats") else {}
 
 
 def _source_stats(source) -> dict:
   """Skipped-example counters of the input pipeline (if it keeps any), for the logs."""
-  stats = source.stats() if hasattr(source, "stats") else {}
+  stats = _loader_stats(source)
   skipped = stats.get("skipped", {})
   out = {f"data/skipped/{reason}": count for reason, count in skipped.items()}
   out["data/skipped_total"] = sum(skipped.values())
@@ -272,13 +271,14 @@ def _memory_line(stats) -> str:
           f"code {gib(stats.generated_code_size_in_bytes)}")
 
 
-def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
+def _run(s: Setup, state, start, source, manager, writer, stop) -> dict:
   config, total = s.config, s.config.train.num_steps
   batch_sh = step_lib.batch_sharding(s.mesh)
   # Host rows and their global arrays, placed one step ahead while the step runs.
   feed = source.device_batches(functools.partial(pipeline.global_batch, sharding=batch_sh))
   config_json = config.to_dict()
   meter = meter_lib.Meter(total, config.train.max_nonfinite_in_row)
+  guard = skip_guard.SkipGuard(config, start, _loader_stats(source))  # a task dropping out stops
   last, step, rows, step_fn = {}, start, None, None
   for step in range(start, total):
     step_rows = layout.rows_at(config.batch, step)
@@ -291,6 +291,7 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
               flush=True)
     with meter.data_wait():  # the prefetched batch: waits only if it is not ready
       local, batch = next(feed)
+    guard.observe(step + 1, _loader_stats(source))
     if new_shapes:
       # Compile before the first execution of each batch shape: its memory is printed
       # once, and every process enters its collectives together (the barrier; one name
@@ -300,21 +301,22 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
         sync_processes(f"step_{step}_compiled")
     state, metrics = step_fn(s.frozen, state, batch)
     tokens, images = pipeline.batch_stats(local, s.cfg)
-    meter.step_done(tokens * jax.process_count(), images * jax.process_count())
+    meter.step_done(tokens * jax.process_count(), images * jax.process_count(),
+                    recompiled=new_shapes)
     done = step + 1
     meter.nonfinite(metrics["nonfinite"], done)
     if done % config.train.log_every == 0 or done == total:
       last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      last.update(**meter.summary(done), **_source_stats(source))
+      last.update(**meter.summary(done), **_source_stats(source),
+                  **guard.log_rates(_loader_stats(source)))
       print(_progress_line(done, total, last), flush=True)
       writer.write(done, last)
     ckpt.save(manager, done, state, source.get_state(), config_json)
-    if preemption.requested:
+    if stop.requested:
       if manager.latest_step() != done:
         ckpt.save(manager, done, state, source.get_state(), config_json, force=True)
       manager.wait_until_finished()
-      print(f"SIGTERM: saved checkpoint at step {done}, exiting", flush=True)
-      break
+      raise preemption.Stopped(stop.signum, done)
   else:
     if total > start and manager.latest_step() != total:
       ckpt.save(manager, total, state, source.get_state(), config_json, force=True)

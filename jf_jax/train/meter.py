@@ -5,12 +5,18 @@ window it measures tokens/s and images/s, the wall time the loop waited for its 
 (getting the next batch and placing it on the devices) per step and as a fraction of the
 window's time; over the whole run, the ETA and the non-finite steps.
 
+The ETA leaves out compiling: a step that compiles (the first, and the first after the
+mixture switch) and the `warmup_steps` after it are not timed, and each compile starts
+the timing again (the new shapes have their own step time). The time between two
+`step_done` calls is one step's: the loop reads each step's non-finite flag one step
+later, so the host never runs more than one step ahead.
+
   meter = Meter(num_steps, max_nonfinite_in_row=10)
   for step in ...:
     with meter.data_wait():
       batch = ...                           # next(source), device_put
     state, metrics = step_fn(state, batch)
-    meter.step_done(tokens, images)         # global counts of this step's batch
+    meter.step_done(tokens, images, recompiled)  # global counts; did this step compile?
     meter.nonfinite(metrics["nonfinite"], step + 1)
     if log_now:
       scalars = meter.summary(step + 1)     # closes the window
@@ -32,15 +38,20 @@ class Meter:
     max_nonfinite_in_row: `nonfinite` raises once this many steps in a row had a
       non-finite loss or gradient.
     clock: seconds as a float (`time.perf_counter`; tests pass a fake one).
+    warmup_steps: steps after a compiling step left out of the ETA's timing.
   """
 
   def __init__(self, total_steps: int, max_nonfinite_in_row: int,
-               clock: Callable[[], float] = time.perf_counter):
+               clock: Callable[[], float] = time.perf_counter, warmup_steps: int = 2):
     self._clock = clock
     self._total = total_steps
     self._max_in_row = max_nonfinite_in_row
+    self._warmup_steps = warmup_steps
     self._run_start = clock()
+    self._last_step_end = self._run_start
     self._steps_done = 0
+    # Steps timed for the ETA since the last compile (and their seconds); untimed left.
+    self._timed_steps, self._timed_s, self._untimed_left = 0, 0.0, 0
     self.nonfinite_total, self._nonfinite_in_row = 0, 0
     self._pending = None  # (flag, step) of the last dispatched step, read one step later
     self._reset_window()
@@ -59,9 +70,19 @@ class Meter:
     finally:
       self._window_wait += self._clock() - start
 
-  def step_done(self, tokens: int, images: int) -> None:
+  def step_done(self, tokens: int, images: int, recompiled: bool = False) -> None:
     """One step dispatched, its batch holding `tokens` LLM tokens and `images` images
-    (global counts: all processes)."""
+    (global counts: all processes); `recompiled`: its call compiled the step."""
+    now = self._clock()
+    step_s, self._last_step_end = now - self._last_step_end, now
+    if recompiled:
+      self._timed_steps, self._timed_s = 0, 0.0
+      self._untimed_left = 1 + self._warmup_steps
+    if self._untimed_left:
+      self._untimed_left -= 1
+    else:
+      self._timed_steps += 1
+      self._timed_s += step_s
     self._steps_done += 1
     self._window_steps += 1
     self._window_tokens += tokens
@@ -90,7 +111,11 @@ class Meter:
           "config.optim.learning_rate or raise config.train.max_nonfinite_in_row.")
 
   def eta_s(self, step: int) -> float:
-    """Seconds from `step` to `total_steps` at the mean rate since the meter started."""
+    """Seconds from `step` to `total_steps` at the mean time of the steps timed since the
+    last compile (before there are any: the mean since the meter started, compiles
+    included, an overestimate)."""
+    if self._timed_steps:
+      return (self._total - step) * self._timed_s / self._timed_steps
     rate = self._steps_done / max(self._clock() - self._run_start, 1e-9)
     return (self._total - step) / max(rate, 1e-9)
 

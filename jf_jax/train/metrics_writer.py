@@ -1,19 +1,20 @@
 """Training metrics: TensorBoard event files (tensorboardX, no TensorFlow) and
 `WORKDIR/metrics.jsonl` (one {"step": ..., name: value} line per logged step, full
-precision; read by tests and scripts)."""
+precision; read by tests and scripts). Local or gs:// workdirs (`data/storage.py`)."""
 
 import json
-import os
 
 from tensorboardX import SummaryWriter
+
+from jf_jax.data import storage
 
 
 class MetricsWriter:
   """Scalars to `WORKDIR/tensorboard`; a no-op on non-leader processes."""
 
   def __init__(self, workdir: str, enabled: bool = True):
-    self._writer = SummaryWriter(os.path.join(workdir, "tensorboard")) if enabled else None
-    self._jsonl = os.path.join(workdir, "metrics.jsonl")
+    self._writer = SummaryWriter(storage.join(workdir, "tensorboard")) if enabled else None
+    self._jsonl = storage.join(workdir, "metrics.jsonl")
 
   def write(self, step: int, scalars: dict) -> None:
     if self._writer is None:
@@ -22,8 +23,7 @@ class MetricsWriter:
     for name, value in numbers.items():
       self._writer.add_scalar(name, value, step)
     self._writer.flush()
-    with open(self._jsonl, "a") as f:
-      f.write(json.dumps({"step": step, **numbers}) + "\n")
+    storage.append_text(self._jsonl, json.dumps({"step": step, **numbers}) + "\n")
 
   def close(self) -> None:
     if self._writer is not None:
