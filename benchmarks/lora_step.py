@@ -9,6 +9,8 @@ compiled step (FLOPs of the program on this backend, nn.scan bodies counted once
 
   python benchmarks/lora_step.py                       # tiny model, CPU
   python benchmarks/lora_step.py --rank 16 --steps 20
+  python benchmarks/lora_step.py --config configs/janusflow_1p3b_lora.py --model_flops_only
+      # the analytic model-FLOP ratio (`jf_jax/tools/flops.py`) of the config's batch, no run
 """
 
 import os
@@ -26,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from jf_jax.checkpoint import params_io  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jf_jax.data import synthetic  # pylint: disable=wrong-import-position
+from jf_jax.lora import params as lora_params  # pylint: disable=wrong-import-position
 from jf_jax.models import config as model_config  # pylint: disable=wrong-import-position
 from jf_jax import testing  # pylint: disable=wrong-import-position
 from jf_jax.train import loop  # pylint: disable=wrong-import-position
@@ -38,6 +41,8 @@ _BASE = flags.DEFINE_string("base", None, "Params directory of the base (default
 _RANK = flags.DEFINE_integer("rank", 8, "LoRA rank.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after the compiling one.")
+_MODEL_FLOPS_ONLY = flags.DEFINE_bool("model_flops_only", False,
+                                      "Only the analytic model FLOPs of both runs.")
 
 
 def _write_random_base(config) -> str:
@@ -74,8 +79,31 @@ def measure(config, rank: int) -> dict:
               trainable=optim.count_params(state.params), opt_state=opt)
 
 
+def model_flops(config) -> tuple[float, float]:
+  """(full stage 3, LoRA) model FLOPs per step (`tools/flops.py`: x3 forward for trained
+  towers, x2 for frozen ones gradients pass through, x1 behind stop_gradient; the
+  adapters' own FLOPs left out), from shapes only."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from jf_jax.lora import model as lora_model  # pylint: disable=g-import-not-at-top
+  from jf_jax.models import janusflow  # pylint: disable=g-import-not-at-top
+  from jf_jax.parallel import paths  # pylint: disable=g-import-not-at-top
+  from jf_jax.tools import flops as flops_lib  # pylint: disable=g-import-not-at-top
+  cfg = model_config.from_config_dict(config.model)
+  params = nn.unbox(janusflow.abstract_params(janusflow.JanusFlow(cfg)))["params"]
+  full_mask = jax.tree.map(lambda _: True, params)
+  trains = lora_params.trainable_predicate(params, config.lora.train_in_full)
+  lora_mask = jax.tree_util.tree_map_with_path(lambda p, _: trains(paths.path_str(p)), params)
+  del lora_model
+  return (flops_lib.train_step_flops(config, cfg, params, full_mask)["total"],
+          flops_lib.train_step_flops(config, cfg, params, lora_mask)["total"])
+
+
 def main(argv):
   del argv
+  if _MODEL_FLOPS_ONLY.value:
+    full, lora = model_flops(_CONFIG.value)
+    print(f"model FLOPs per step: full {full:.3e}, LoRA {lora:.3e}, ratio {lora / full:.3f}")
+    return
   config = _CONFIG.value.copy_and_resolve_references()
   with config.unlocked():
     config.train.init_params_from = _BASE.value or _write_random_base(config)
