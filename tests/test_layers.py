@@ -20,6 +20,7 @@ LAYER = {
     "train": 2, "inference": 2, "sampling": 2,
     "tools": 3, "bench": 3, "shapes": 3, "convert": 3, "testing": 3,
     "entry_point": 3, "config_keys": 3, "prepare": 3,  # command-line pieces, `prepare` CLI
+    "lora": 1,  # adapters over the model and its checkpoints (issue 25)
 }
 
 
