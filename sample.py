@@ -63,6 +63,9 @@ _EMA = flags.DEFINE_bool("ema", None, "Sample with the run's moving average of t
                          "reads the raw params.")
 _VAE = flags.DEFINE_string("vae", None, "SDXL-VAE weights (diffusers dir or file); "
                            "pixel-space models need none.")
+_QUANTIZE = flags.DEFINE_enum("quantize", None, ["int8"],
+                              "Weight-only quantization of the LLM's kernels (Qwix PTQ, "
+                              "done once at load).")
 
 
 def check_image(path: str) -> None:
@@ -89,7 +92,7 @@ def main(argv):
   t0 = time.time()
   loaded = loader.load(_CHECKPOINT.value, config=_CONFIG.value, tokenizer=_TOKENIZER.value,
                        vae=_VAE.value, image_decoder=generating, step=_STEP.value,
-                       ema=_EMA.value)
+                       ema=_EMA.value, quantize=_QUANTIZE.value)
   at = f" (step {loaded.step})" if loaded.step is not None else ""
   print(f"loaded {os.path.abspath(_CHECKPOINT.value)}{at} in {time.time() - t0:.1f}s",
         flush=True)

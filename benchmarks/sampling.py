@@ -12,6 +12,8 @@ identity decoder of a pixel-space config). Reported: compile time, then the best
 wall time over --repeats calls, per ODE evaluation, and images/s.
 Decoding: a --decode_batch x --prompt_len text prompt, prefill + --max_new_tokens greedy
 tokens (EOS never hit); tokens/s counts generated tokens only, prefill time included.
+--quantize int8: the LLM's kernels weight-only int8 (Qwix PTQ, `jf_jax/lora/quantize.py`),
+quantized once before timing; the printed params bytes compare the two.
 """
 
 import os
@@ -27,8 +29,9 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from jf_jax import testing  # pylint: disable=wrong-import-position
-from jf_jax.models import config as model_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jf_jax import testing  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jf_jax.lora import quantize  # pylint: disable=wrong-import-position
+from jf_jax.models import config as model_config  # pylint: disable=wrong-import-position
 from jf_jax.models import janusflow  # pylint: disable=wrong-import-position
 from jf_jax.models import latent_space  # pylint: disable=wrong-import-position
 from jf_jax.sampling import common  # pylint: disable=wrong-import-position
@@ -48,6 +51,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls after the compiling o
 _VAE_DECODE = flags.DEFINE_bool("vae_decode", False, "Include the VAE decode.")
 _SKIP_T2I = flags.DEFINE_bool("skip_t2i", False, "Only the decoding benchmark.")
 _SKIP_DECODE = flags.DEFINE_bool("skip_decode", False, "Only the text-to-image benchmark.")
+_QUANTIZE = flags.DEFINE_enum("quantize", None, ["int8"], "Weight-only int8 LLM kernels.")
 
 
 def _time_calls(fn, repeats: int) -> tuple[float, list[float]]:
@@ -79,8 +83,7 @@ def _vae_decoder(config, cfg):
   return space.decode, params
 
 
-def bench_text_to_image(config, cfg, params) -> None:
-  model = janusflow.JanusFlow(cfg)
+def bench_text_to_image(config, cfg, model, params) -> None:
   decode_fn, decode_params = _vae_decoder(config, cfg)
   sampler = image.make_sampler(model, pad_id=0, solver=_SOLVER.value, decode_fn=decode_fn)
   b, lp, steps = _BATCH.value, _PROMPT_LEN.value, _STEPS.value
@@ -101,8 +104,7 @@ def bench_text_to_image(config, cfg, params) -> None:
         f"{b / best:.2f} images/s", flush=True)
 
 
-def bench_decoding(cfg, params) -> None:
-  model = janusflow.JanusFlow(cfg)
+def bench_decoding(cfg, model, params) -> None:
   b, lp, n = _DECODE_BATCH.value, _PROMPT_LEN.value, _MAX_NEW.value
   decoder = text.make_decoder(model, max_new_tokens=n)
   ids = jnp.asarray(np.random.default_rng(1).integers(8, cfg.llm.vocab_size, (b, lp)),
@@ -125,11 +127,16 @@ def main(argv):
   cfg = model_config.from_config_dict(config.model)
   print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}) x "
         f"{jax.device_count()}; compute dtype {jnp.dtype(cfg.dtype).name}", flush=True)
-  params = common.cast_floating(testing.random_params(cfg), cfg.dtype)
+  model, params = janusflow.JanusFlow(cfg), testing.random_params(cfg)
+  if _QUANTIZE.value:
+    model, params = quantize.quantize_for_inference(model, params, _QUANTIZE.value, cfg.dtype)
+  params = common.cast_floating(params, cfg.dtype)
+  print(f"params: {quantize.param_bytes(params) / 2**30:.3f} GiB "
+        f"({_QUANTIZE.value or 'no quantization'})", flush=True)
   if not _SKIP_T2I.value:
-    bench_text_to_image(config, cfg, params)
+    bench_text_to_image(config, cfg, model, params)
   if not _SKIP_DECODE.value:
-    bench_decoding(cfg, params)
+    bench_decoding(cfg, model, params)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,20 @@ def vae_defaults() -> ml_collections.ConfigDict:
   ))
 
 
+def lora_defaults() -> ml_collections.ConfigDict:
+  """`config.lora`: LoRA / QLoRA fine-tuning through Qwix (`jf_jax/lora/`); rank 0 = off."""
+  from jf_jax.lora import model as lora_model  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(dict(
+      rank=0,  # > 0: train rank-`rank` adapters instead of the base weights
+      alpha=32.0,  # adapter outputs are scaled by alpha / rank
+      targets=lora_model.DEFAULT_TARGETS,  # regex over module paths that get adapters
+      base_quant="",  # '' float base; 'int8' or 'nf4': quantized base (QLoRA)
+      base_dtype="",  # '' the params' dtype; e.g. 'bfloat16' halves a float32 base
+      # Param-path regexes (as config.optim.freeze) trained in full beside the adapters.
+      train_in_full=lora_model.DEFAULT_TRAIN_IN_FULL,
+  ))
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything but the model sizes, with defaults; config files fill in `model`.
 
@@ -167,6 +181,7 @@ def base_config() -> ml_collections.ConfigDict:
       lock_heartbeat_s=60, lock_stale_after_s=600,
   ))
   config.data = data_defaults()
+  config.lora = lora_defaults()
   # Plug-ins train.py loads by name (data/plugins.py; "" = none): `init` provides
   # `initialise(setup, config) -> state`, a fresh run's first state (e.g.
   # "jf_jax.shapes.encoder_pretrain"); `after_training` provides `run(config, workdir, metrics,

@@ -9,6 +9,10 @@ workdir (its latest checkpoint, or --step N; the model config stored with the so
 used unless --config is given):
   python -m jf_jax.convert --reverse --src /tmp/jf_1p3b --dst /tmp/official
   python -m jf_jax.convert --reverse --src /runs/ft --step 20000 --dst /tmp/ft_official
+A LoRA run's adapters merged into its base (`config.train.init_params_from`), as an
+Orbax params directory or, with --reverse, in the official layout (the run's saved
+config gives the model; --config is not read):
+  python -m jf_jax.convert --merge_lora ~/runs/lora --dst /tmp/merged [--reverse]
 """
 
 import os
@@ -18,22 +22,27 @@ import time
 from absl import app
 from absl import flags
 import jax
+import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
 from jf_jax import entry_point
 from jf_jax.checkpoint import convert_hf
+from jf_jax.checkpoint import manager
 from jf_jax.checkpoint import params_io
 from jf_jax.inference import loader as inference_loader
+from jf_jax.lora import base as lora_base
 from jf_jax.models import config as model_config
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "janusflow_1p3b.py"),
     "Model config the checkpoint must match.", lock_config=True)
-_SRC = flags.DEFINE_string("src", None, "Source checkpoint directory.", required=True)
+_SRC = flags.DEFINE_string("src", None, "Source checkpoint directory.")
 _DST = flags.DEFINE_string("dst", None, "Destination directory.", required=True)
 _REVERSE = flags.DEFINE_bool("reverse", False, "Ours -> official instead.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty destination.")
+_MERGE_LORA = flags.DEFINE_string(
+    "merge_lora", None, "A LoRA run's workdir: write its adapters merged into its base.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the REPA projector's initialisation.")
 _STEP = flags.DEFINE_integer("step", None, "--reverse from a training workdir: the step to "
                              "export (default its latest checkpoint).", lower_bound=0)
@@ -102,9 +111,34 @@ def ours_to_official(src: str, dst: str, config=None, overwrite: bool = False,
   print(f"wrote {len(state)} tensors to {path}", flush=True)
 
 
+def merge_lora(workdir: str, dst: str, official: bool = False, overwrite: bool = False):
+  """Writes a LoRA run's merged params (latest step; its EMA if it kept one) to `dst`: an
+  Orbax params directory, or official safetensors with `official`."""
+  params_io._check_writable(os.path.abspath(dst), overwrite)
+  config, step = manager.restore_config(workdir)
+  config = ml_collections.ConfigDict(config)
+  cfg = model_config.from_config_dict(config.model)
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  ema = float(config.train.get("ema_decay", 0.0)) > 0
+  params = lora_base.load_merged(config, workdir, cfg, sharding, step, ema)
+  if official:
+    state = convert_hf.to_state_dict(jax.tree.map(np.asarray, params), cfg)
+    print(f"wrote {len(state)} tensors to {convert_hf.save_state_dict(state, dst)}",
+          flush=True)
+  else:
+    params_io.save_params(dst, params, config.model.to_dict(), overwrite=overwrite,
+                          generation=params_io.generation_config(config))
+    print(f"wrote {dst} (step {step}{', EMA' if ema else ''})", flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _MERGE_LORA.value:
+    merge_lora(_MERGE_LORA.value, _DST.value, _REVERSE.value, _OVERWRITE.value)
+    return
+  if _SRC.value is None:
+    raise app.UsageError("--src is required (or --merge_lora WORKDIR)")
   if _REVERSE.value:
     config = _CONFIG.value if flags.FLAGS["config"].present else None
     ours_to_official(_SRC.value, _DST.value, config, _OVERWRITE.value, _STEP.value)

@@ -63,7 +63,8 @@ def test_unknown_source_is_named():
   config = config_files.load("tiny")
   config.data.source = "filez"
   assert validate.problems(config) == [
-      "config.data.source='filez': expected synthetic, files or the name of a data package "
+      "config.data.source='filez': expected synthetic, files, records or the name of a data "
+      "package "
       "(e.g. shapes)"]
 
 
@@ -110,7 +111,7 @@ def test_train_py_lists_the_problems_before_building_anything(tmp_path):
   assert proc.stderr.splitlines() == [
       "train.py: error: config has 2 problem(s) (nothing was built):",
       "  config.train.num_steps=0: must be > 0",
-      "  config.data.source='filez': expected synthetic, files or the name of a data package "
+      "  config.data.source='filez': expected synthetic, files, records or the name of a data package "
       "(e.g. shapes)"]
 
 
@@ -120,3 +121,19 @@ def test_plug_in_names_are_checked():
   assert validate.problems(config) == [
       "config.after_training='jf_jax.shapes.main_jobb': no module of that name (a dotted "
       "path or jf_jax.NAME)"]
+
+
+def test_records_source_names_each_missing_pattern_and_each_task_without_records(tmp_path):
+  """config.data.source='records' (`python -m jf_jax.prepare` shards): a pattern that
+  matches nothing and a task with rows but no patterns are each reported by key."""
+  shard = tmp_path / "gen-00000-of-00001.array_record"
+  shard.write_bytes(b"")
+  config = config_files.load("tiny")
+  config.data.update(dict(source="records", gen_records=(str(tmp_path / "gen-*"),),
+                          und_records=(str(tmp_path / "nothing-*"),), text_records=()))
+  found = validate.problems(config)
+  assert not [p for p in found if p.startswith("config.data.gen_records")], found
+  assert any(p.startswith("config.data.und_records[0]: ") and "matches no file" in p
+             for p in found), found
+  assert any(p.startswith("config.batch.text_rows=") and "config.data.text_records is empty"
+             in p for p in found), found

@@ -47,6 +47,8 @@ def _common_arguments() -> argparse.ArgumentParser:
   common.add_argument("--tokenizer", default=None, help="folder holding tokenizer.json")
   common.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
                       help="compute dtype (default: the checkpoint config's)")
+  common.add_argument("--quantize", default=None, choices=("int8",),
+                      help="weight-only quantization of the LLM's kernels (Qwix PTQ)")
   common.add_argument("--seed", type=int, default=0)
   common.add_argument("--batch_per_device", type=int, default=4,
                       help="prompts (images) or questions per device per call")
@@ -98,11 +100,13 @@ def run(argv: list[str]) -> None:
   task = TASKS[args.task]
   generating = args.task in IMAGE_TASKS
   loaded = loader.load(args.checkpoint, tokenizer=args.tokenizer, vae=args.vae,
-                       image_decoder=generating, dtype=args.dtype, step=args.step)
+                       image_decoder=generating, dtype=args.dtype, step=args.step,
+                       quantize=args.quantize)
   settings = {"task": args.task, "checkpoint": os.path.abspath(args.checkpoint),
               "checkpoint_step": loaded.step,
               "config_sha256": record.config_hash(loaded.config),
-              "dtype": jax.numpy.dtype(loaded.cfg.dtype).name, "seed": args.seed,
+              "dtype": jax.numpy.dtype(loaded.cfg.dtype).name, "quantize": args.quantize,
+              "seed": args.seed,
               "batch_per_device": args.batch_per_device, **task.task_settings(args)}
   if generating:
     sample = images.ImageSettings(args.steps, args.guidance, args.solver, args.seed,

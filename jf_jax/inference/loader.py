@@ -29,6 +29,9 @@ from jf_jax.checkpoint import vae_map
 from jf_jax.data import storage
 from jf_jax.data import templates
 from jf_jax.data import tokenizer as tok_lib
+from jf_jax.lora import base as lora_base
+from jf_jax.lora import model as lora_model
+from jf_jax.lora import quantize as quantize_lib
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
 from jf_jax.models import latent_space
@@ -47,6 +50,7 @@ class Loaded:
   decode_fn: image_sampling.DecodeFn | None = None  # None: not loaded (understanding only)
   decode_params: Any = None
   ema: bool = False  # params are a training run's moving average (`uses_ema`)
+  quantize: str | None = None  # weight-only quantization of the LLM ('int8'; None: off)
 
   @property
   def system_prompt(self) -> str:
@@ -85,14 +89,35 @@ def uses_ema(config: ml_collections.ConfigDict) -> bool:
 
 
 def load_params(checkpoint: str, cfg: model_config.JanusFlowConfig,
-                step: int | None = None, ema: bool = False) -> Any:
+                step: int | None = None, ema: bool = False,
+                config: ml_collections.ConfigDict | None = None,
+                quantize: str | None = None) -> Any:
   """Params on the default device, floating leaves in the compute dtype `cfg.dtype`;
-  `ema`: a training workdir's moving average of the params."""
-  abstract = params_io.abstract_params(cfg)
+  `ema`: a training workdir's moving average of the params.
+
+  A LoRA run's workdir (its `config.lora.rank` > 0) holds adapters only: they are merged
+  into the base its config names (`jf_jax/lora/base.py`). `quantize` ('int8'): the LLM's
+  kernels are quantized once, here, from the float params (`jf_jax/lora/quantize.py`;
+  build the model with `model_for`).
+  """
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  params = params_io.restore_any(checkpoint, abstract,
-                                 jax.tree.map(lambda _: sharding, abstract), step, ema=ema)
+  if (config is not None and lora_model.enabled(config)
+      and params_io.checkpoint_kind(checkpoint) == params_io.WORKDIR):
+    params = lora_base.load_merged(config, checkpoint, cfg, sharding, step, ema)
+  else:
+    abstract = params_io.abstract_params(cfg)
+    params = params_io.restore_any(checkpoint, abstract,
+                                   jax.tree.map(lambda _: sharding, abstract), step, ema=ema)
+  if quantize:
+    params = quantize_lib.quantize_for_inference(janusflow.JanusFlow(cfg), params, quantize,
+                                                 cfg.dtype)[1]
   return common.cast_floating(params, cfg.dtype)
+
+
+def model_for(cfg: model_config.JanusFlowConfig, quantize: str | None = None):
+  """The module the samplers apply: JanusFlow, Qwix-wrapped when `quantize` is set."""
+  model = janusflow.JanusFlow(cfg)
+  return quantize_lib.quantized_model(model, quantize) if quantize else model
 
 
 def load_tokenizer(checkpoint: str, config: ml_collections.ConfigDict,
@@ -128,8 +153,8 @@ def load_image_decoder(config: ml_collections.ConfigDict, cfg: model_config.Janu
 
 def load(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
          tokenizer: str | None = None, vae: str | None = None, image_decoder: bool = True,
-         dtype: str | None = None, ema: bool | None = None, step: int | None = None
-         ) -> Loaded:
+         dtype: str | None = None, ema: bool | None = None, step: int | None = None,
+         quantize: str | None = None) -> Loaded:
   """Loads a params dir or training workdir for inference (see the module docstring).
 
   Args:
@@ -143,6 +168,7 @@ def load(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
     ema: read a workdir's moving average of the params (None: when the run kept one,
       `config.train.ema_decay` > 0).
     step: the training step of a workdir to read (default its latest checkpoint).
+    quantize: 'int8' for weight-only int8 LLM kernels (Qwix PTQ), None for float.
   """
   checkpoint = os.path.abspath(checkpoint)
   if config is None:
@@ -159,13 +185,14 @@ def load(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
                               if image_decoder else (None, None))
   ema = (uses_ema(config) and params_io.checkpoint_kind(checkpoint) == params_io.WORKDIR
          if ema is None else ema)
-  params = load_params(checkpoint, cfg, step, ema)
-  return Loaded(config, cfg, janusflow.JanusFlow(cfg), params, tok, step, decode_fn,
-                decode_params, ema)
+  params = load_params(checkpoint, cfg, step, ema, config, quantize)
+  return Loaded(config, cfg, model_for(cfg, quantize), params, tok, step, decode_fn,
+                decode_params, ema, quantize)
 
 
 def at_step(loaded: Loaded, checkpoint: str, step: int) -> Loaded:
   """`loaded` with the params of training step `step` of the workdir `checkpoint` (config,
   tokenizer and image decoder kept: they do not change along a run)."""
   return dataclasses.replace(loaded, step=step,
-                             params=load_params(checkpoint, loaded.cfg, step, loaded.ema))
+                             params=load_params(checkpoint, loaded.cfg, step, loaded.ema,
+                                                loaded.config, loaded.quantize))

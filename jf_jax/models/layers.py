@@ -42,6 +42,9 @@ class DenseGeneral(nn.Module):
                         in_shape + tuple(self.features), self.param_dtype)
     y = jax.lax.dot_general(x.astype(self.dtype), jnp.asarray(kernel, self.dtype),
                             ((axis, tuple(range(n_in))), ((), ())))
+    # A no-op, except under a Qwix LoRA (jf_jax/lora/): its float32 adapters' delta would
+    # promote a bf16 layer's output (and break nn.scan's carry dtype).
+    y = y.astype(self.dtype)
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(
           nn.initializers.zeros_init(), self.kernel_axes[n_in:]), tuple(self.features),

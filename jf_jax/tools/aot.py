@@ -35,7 +35,11 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from jf_jax.data import layout
+from jf_jax.lora import params as lora_params
+from jf_jax.models import janusflow
 from jf_jax.parallel import hlo
+from jf_jax.parallel import partition
+from jf_jax.parallel import paths
 from jf_jax.sampling import image
 from jf_jax.tools import chips
 from jf_jax.tools import flops as flops_lib
@@ -81,7 +85,12 @@ def topology_devices(topology: str) -> list[Any]:
   """Devices of a described TPU topology (no TPU needed)."""
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   quiet_libtpu_env(topology)
-  return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
+  grid = [int(d) for d in topology.split(":")[1].split("x")]
+  extra = {}
+  if len(grid) == 2 and grid[0] * grid[1] < 4:  # fewer chips than one 2x2 host, e.g. v5e:1x1
+    extra["chips_per_host_bounds"] = (*grid, 1)
+  return list(topologies.get_topology_desc(platform="tpu", topology_name=topology,
+                                           **extra).devices)
 
 
 @contextlib.contextmanager
@@ -112,6 +121,17 @@ def _with_sharding(abstract, shardings):
                       abstract, shardings)
 
 
+def _lora_flops_params(s):
+  """(plain params, trainable mask) of a LoRA run for the model-FLOP count: the whole
+  model's params (base + modules trained in full, adapters' few FLOPs left out), with
+  the base frozen (its weight gradients are never computed)."""
+  whole = lora_params.without_adapters(lora_params.combine(s.abstract.params,
+                                                           s.lora.abstract_base))
+  mask = jax.tree_util.tree_map_with_path(
+      lambda path, _: s.lora.trains(paths.path_str(path)), whole)
+  return whole, mask
+
+
 def compile_train_step(config, devices):
   """(compiled, info) for the real train step on `devices`, from shapes only."""
   s = loop.plan(config, devices)
@@ -120,9 +140,15 @@ def compile_train_step(config, devices):
   pixels = s.space.pixel_size
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh)
            for k, v in layout.abstract_batch(config.batch, cfg, pixels).items()}
-  # The frozen params of the generation space: abstract too, laid out by the rules.
+  # The frozen params of the generation space (and a LoRA run's base, quantized for
+  # QLoRA): abstract too, laid out by the rules.
   frozen = _with_sharding(s.frozen, s.frozen_shardings)
-  vae_params = s.frozen if s.space.has_params else None
+  space_frozen = s.frozen if s.lora is None else s.frozen["space"]
+  vae_params = space_frozen if s.space.has_params else None
+  n_params, n_trainable = optim.count_params(params), optim.count_params(params, mask)
+  if s.lora is not None:
+    params, mask = _lora_flops_params(s)
+    n_params = optim.count_params(params) + n_trainable - optim.count_params(params, mask)
   t0 = time.perf_counter()
   with jax.set_mesh(mesh), unrolled_scans(_UNROLL.value):
     lowered = s.jitted.lower(frozen, _with_sharding(s.abstract, s.shardings), batch)
@@ -133,10 +159,16 @@ def compile_train_step(config, devices):
   # the setup before (topology, abstract state, shardings) is not counted.
   info = dict(compile_s=t2 - t0, lower_s=t1 - t0, xla_compile_s=t2 - t1,
               mesh=dict(mesh.shape),
-              params=optim.count_params(params), trainable=optim.count_params(params, mask),
+              params=n_params, trainable=n_trainable,
               model_flops=flops_lib.train_step_flops(config, cfg, params, mask, vae_params,
                                                      pixels))
-  return compiled, info, (s.model, mesh, s.rules, s.shardings.params, params)
+  built = (s.model, mesh, s.rules, s.shardings.params, params)
+  if s.lora is not None:  # the sampler of the merged model (adapters folded in)
+    plain = janusflow.JanusFlow(cfg)
+    boxed = janusflow.abstract_params(plain)["params"]
+    built = (plain, mesh, s.rules, partition.mesh_shardings(boxed, mesh, s.rules),
+             nn.unbox(boxed))
+  return compiled, info, built
 
 
 def compile_sampler(config, built, batch: int):

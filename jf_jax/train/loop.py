@@ -18,6 +18,8 @@ from jf_jax.checkpoint import params_io
 from jf_jax.data import layout
 from jf_jax.data import pipeline
 from jf_jax.data import tokenizer as tok_lib
+from jf_jax.lora import base as lora_base
+from jf_jax.lora import model as lora_model
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
 from jf_jax.models import latent_space
@@ -57,6 +59,9 @@ class Setup:
   space: latent_space.LatentSpace
   frozen: Any
   frozen_shardings: Any
+  # LoRA runs (config.lora.rank > 0, jf_jax/lora/): the state holds the adapters and the
+  # modules trained in full; `frozen` is {"space": ..., "base": the frozen base params}.
+  lora: lora_base.LoraPlan | None = None
 
   def step(self, state, batch):
     """One train step outside the loop (tests, benchmarks), under the mesh as in `_run`."""
@@ -107,8 +112,14 @@ def plan(config, devices=None) -> Setup:
                               + config.batch.gen_rows, mesh, cfg.llm.num_heads,
                               cfg.llm.num_kv_heads, batch_key="config.batch.*_rows (sum)")
   rules = rules_lib.merge_rules(rules_lib.default_rules(), config.logical_axis_rules)
-  boxed = janusflow.abstract_params(model)["params"]  # the one trace of the model
-  optim_cfg = optim.from_config(config)
+  optim_cfg, lplan = optim.from_config(config), None
+  if lora_model.enabled(config):  # the wrapped model's one trace; the state's part of it
+    model, lplan = lora_base.plan(config, model, mesh, rules)
+    boxed = lplan.boxed_trainable
+    with optim_cfg.unlocked():
+      optim_cfg.freeze = ()  # what trains is config.lora's, whatever the stage
+  else:
+    boxed = janusflow.abstract_params(model)["params"]  # the one trace of the model
   tx, mask = optim.make_optimizer(optim_cfg, nn.unbox(boxed))
   abstract, shardings = state_lib.state_shardings(tx, boxed, mesh, rules,
                                                   use_ema=config.train.ema_decay > 0)
@@ -116,21 +127,35 @@ def plan(config, devices=None) -> Setup:
     partition.assert_params_sufficiently_sharded(shardings.params, abstract.params)
   space = latent_space.from_config(config, cfg)
   frozen_shardings = latents.frozen_shardings(space, mesh, rules)
+  frozen = space.abstract_params()
+  if lplan is not None:
+    frozen = {"space": frozen, "base": lplan.abstract_base}
+    frozen_shardings = {"space": frozen_shardings, "base": lplan.base_shardings}
   step_cfg = step_lib.step_config(config, pad_id(config))
   jitted = step_lib.jit_train_step(
       step_lib.make_train_step(model, tx, mask, step_cfg, space,
-                               optim.make_schedule(optim_cfg), partition.logical_specs(boxed)),
+                               optim.make_schedule(optim_cfg), partition.logical_specs(boxed),
+                               lora_base=lplan is not None),
       shardings, mesh, rules, frozen_shardings)
   return Setup(config, cfg, model, mesh, rules, optim_cfg, tx, mask, None, shardings,
-               abstract, step_cfg, jitted, space, space.abstract_params(), frozen_shardings)
+               abstract, step_cfg, jitted, space, frozen, frozen_shardings, lplan)
 
 
 def setup(config, devices=None) -> Setup:
   """`plan` plus the train state, initialised directly sharded, and the frozen params."""
   s = plan(config, devices)
   # Before the slow init: a missing VAE fails at once.
-  frozen = latents.load_frozen(config, s.space, s.frozen_shardings)
-  state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed)
+  if s.lora is None:
+    frozen = latents.load_frozen(config, s.space, s.frozen_shardings)
+    state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed)
+  else:
+    frozen = {"space": latents.load_frozen(config, s.space, s.frozen_shardings["space"])}
+    frozen["base"], in_full = lora_base.load(config, s.lora, s.cfg, s.mesh, s.rules)
+    state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed,
+                                 select=s.lora.trainable_part)
+    # A LoRA run starts from the base's modules trained in full (and B = 0 adapters).
+    state = state_lib.with_params(state, lora_base.initial_trainable(state.params, in_full),
+                                  s.tx, s.shardings)
   # Finish init before any other program runs: on the in-process CPU mesh, programs with
   # collectives running concurrently were seen to deadlock.
   state = jax.block_until_ready(state)
@@ -192,7 +217,7 @@ def train(config, workdir: str, devices=None,
     start, state, data_state = restored
     source.set_state(data_state)
     print(f"resumed from {workdir} at step {start}", flush=True)
-  elif config.train.init_params_from:
+  elif config.train.init_params_from and s.lora is None:  # (LoRA: `setup` read it)
     state = load_initial_params(s, config.train.init_params_from)
     print(f"initialised params from {config.train.init_params_from}", flush=True)
   elif initialise is not None:
@@ -297,4 +322,6 @@ def _run(s: Setup, state, start, source, manager, writer, stop) -> dict:
       ckpt.save(manager, total, state, source.get_state(), config_json, force=True)
   last["final_step"] = step + 1 if total > start else start
   last["state"] = state
+  if s.lora is not None:  # the frozen base the step was given (never written)
+    last["base_params"] = s.frozen["base"]
   return last

@@ -37,12 +37,18 @@ def opt_state_shardings(tx: optax.GradientTransformation, boxed_params: Any, mes
   return partition.mesh_shardings(jax.eval_shape(tx.init, boxed_params), mesh, rules)
 
 
-def _init_fn(model, tx, use_ema: bool, seed: int):
-  """Pure init: (nothing) -> TrainState with boxed-free params."""
+def whole(params):
+  """The default `select`: the state holds all the model's params."""
+  return params
+
+
+def _init_fn(model, tx, use_ema: bool, seed: int, select=whole):
+  """Pure init: (nothing) -> TrainState with boxed-free params (`select`ed from the
+  model's: a LoRA run keeps only what trains, `jf_jax/lora/params.py`)."""
   def init():
     rng = jax.random.PRNGKey(seed)
     init_rng, state_rng = jax.random.split(rng)
-    params = nn.unbox(janusflow.init_params(model, init_rng))["params"]
+    params = select(nn.unbox(janusflow.init_params(model, init_rng))["params"])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(params), rng=state_rng,
                       ema_params=params if use_ema else None)
@@ -74,7 +80,7 @@ def state_shardings(tx, boxed_params: Any, mesh, rules, use_ema: bool):
   return abstract, shardings
 
 
-def init_state(model, tx, mesh, shardings, seed: int = 0):
+def init_state(model, tx, mesh, shardings, seed: int = 0, select=whole):
   """The train state, initialised directly sharded (no host copy of the full model).
 
   `shardings` comes from `state_shardings` (same model and optimizer); it also says
@@ -82,7 +88,7 @@ def init_state(model, tx, mesh, shardings, seed: int = 0):
   """
   use_ema = shardings.ema_params is not None
   with jax.set_mesh(mesh):
-    return jax.jit(_init_fn(model, tx, use_ema, seed), out_shardings=shardings)()
+    return jax.jit(_init_fn(model, tx, use_ema, seed, select), out_shardings=shardings)()
 
 
 def with_params(state: TrainState, params: Any, tx: optax.GradientTransformation,

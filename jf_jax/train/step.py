@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jf_jax.data import device_inputs
+from jf_jax.lora import params as lora_params
 from jf_jax.losses import flow
 from jf_jax.losses import next_token
 from jf_jax.losses import repa as repa_loss
@@ -88,11 +89,11 @@ def _ar_sums(model, params, mb) -> tuple[jax.Array, jax.Array]:
   if mb["und_ids"].shape[0]:
     logits, _, _ = model.apply(
         {"params": params}, mb["und_ids"], mb["und_images"], mb["und_image_mask"],
-        attention_mask=mb["und_valid"], method=janusflow.JanusFlow.understand)
+        attention_mask=mb["und_valid"], method="understand")
     und = next_token.next_token_loss(logits, mb["und_targets"], mb["und_weights"])[0]
   if mb["text_ids"].shape[0]:
     logits = model.apply({"params": params}, mb["text_ids"], attention_mask=mb["text_valid"],
-                         method=janusflow.JanusFlow.text_logits)
+                         method="text_logits")
     text = next_token.next_token_loss(logits, mb["text_targets"], mb["text_weights"])[0]
   return und, text
 
@@ -124,15 +125,15 @@ def _generation_sums(model, params, mb, repa_on: bool):
   capture = model.cfg.repa.layer if repa_on else None
   out = model.apply({"params": params}, mb["gen_prompt_ids"], flow.interpolate(noise, data, t),
                     t, mb["gen_prompt_mask"], capture_layer=capture,
-                    method=janusflow.JanusFlow.generate_velocity)
+                    method="generate_velocity")
   velocity = out if capture is None else out[0]
   rf_sum = flow.flow_loss(velocity, flow.velocity_target(noise, data), mb["gen_weights"])[0]
   if capture is None:
     return rf_sum, zero
   projected = model.apply({"params": params}, out[1],
-                          method=janusflow.JanusFlow.project_repa)
+                          method="project_repa")
   target = jax.lax.stop_gradient(model.apply({"params": params}, mb["gen_images"],
-                                             method=janusflow.JanusFlow.und_features))
+                                             method="und_features"))
   return rf_sum, repa_loss.repa_loss(projected, target, mb["gen_weights"])[0]
 
 
@@ -145,7 +146,7 @@ def _split_microbatches(batch, num: int):
 
 
 def make_train_step(model, tx, trainable_mask, step_cfg: StepConfig, space, schedule,
-                    param_axes):
+                    param_axes, lora_base: bool = False):
   """Builds the pure step `(frozen, state, batch) -> (state, metrics)`; jit it with
   shardings (`jit_train_step`).
 
@@ -158,6 +159,11 @@ def make_train_step(model, tx, trainable_mask, step_cfg: StepConfig, space, sche
     schedule: the learning-rate schedule (logged).
     param_axes: logical axes of the params (`partition.logical_specs` of the boxed
       abstract params): the gradient accumulator is laid out like them.
+    lora_base: a LoRA run (`jf_jax/lora/`): the state holds only what trains and `frozen`
+      is `{"space": the space's params, "base": the frozen base params}`; the base is
+      combined with the state's params inside the loss and never differentiated.
+
+  Model methods are called by name, so a Qwix-wrapped model's interception applies.
   """
   cfg = model.cfg
   coef = {"ar": step_cfg.ar_weight, "rf": step_cfg.flow_weight, "repa": step_cfg.repa_weight}
@@ -169,8 +175,8 @@ def make_train_step(model, tx, trainable_mask, step_cfg: StepConfig, space, sche
     return jax.tree.map(lambda p, train: p if train else jax.lax.stop_gradient(p),
                         params, trainable_mask)
 
-  def micro_loss(params, mb, denom):
-    params = freeze(params)
+  def micro_loss(params, mb, denom, base_params):
+    params = lora_params.combine(freeze(params), base_params)
     und, text = _ar_sums(model, params, mb)
     sums = {"ar": und + text}
     sums["rf"], sums["repa"] = _generation_sums(model, params, mb, bool(coef["repa"]))
@@ -178,6 +184,7 @@ def make_train_step(model, tx, trainable_mask, step_cfg: StepConfig, space, sche
     return loss, {**sums, "und": und, "text": text}
 
   def train_step(frozen, state: TrainState, batch):
+    frozen, base_params = (frozen["space"], frozen["base"]) if lora_base else (frozen, None)
     # uint8 images -> float32 model inputs, here on the devices (`data/device_inputs.py`),
     # then generation pixels -> latents + REPA view (`train/latents.py`).
     batch = device_inputs.normalize(batch)
@@ -193,7 +200,8 @@ def make_train_step(model, tx, trainable_mask, step_cfg: StepConfig, space, sche
       return nn.with_logical_constraint(grads, param_axes)
 
     def body(carry, mb):
-      (loss, sums), grads = grad_fn(state.params, microbatches.keep_rows_sharded(mb), denom)
+      (loss, sums), grads = grad_fn(state.params, microbatches.keep_rows_sharded(mb), denom,
+                                    base_params)
       acc_grads, acc_loss, acc_sums = carry
       return (like_params(jax.tree.map(jnp.add, acc_grads, grads)), acc_loss + loss,
               jax.tree.map(jnp.add, acc_sums, sums)), None

@@ -4,7 +4,7 @@
 `ConfigError` listing them all, each line naming its config key, e.g.
 
   config has 2 problems (nothing was built):
-    config.data.source='filez': expected synthetic, files or a data package (e.g. shapes)
+    config.data.source='filez': expected synthetic, files, records or a data package (e.g. shapes)
     config.data.gen_files[0]=/data/imgs: does not exist
 
 so a wrong path or value fails in a second, not after minutes of model initialisation,
@@ -22,12 +22,13 @@ from typing import Any, Callable, Iterator
 from etils import epath
 
 from jf_jax.data import layout
+from jf_jax.data import storage
 from jf_jax.losses import flow
 from jf_jax.models import latent_space
 from jf_jax.models import layers
 from jf_jax.models import vae as vae_lib
 
-SOURCES = ("synthetic", "files")  # besides a data package named by config.data.source
+SOURCES = ("synthetic", "files", "records")  # besides a data package named by config.data.source
 TEXT_UNITS = ("line", "paragraph", "file")
 SCHEDULES = ("constant", "cosine")
 STAGES = (1, 2, 3)
@@ -75,6 +76,7 @@ RANGES = (
     ("eval.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
 )
 TASK_FILES = {"und": "und_files", "gen": "gen_files", "text": "text_files"}
+TASK_RECORDS = {"und": "und_records", "gen": "gen_records", "text": "text_records"}
 
 
 class ConfigError(ValueError):
@@ -156,6 +158,9 @@ def _source_and_files(config) -> Iterator[str]:
     yield (f"config.data.source={source!r}: expected {', '.join(SOURCES)} or the name of a "
            "data package (e.g. shapes)")
     return
+  if source == "records":
+    yield from _records(config)
+    return
   if source != "files":
     return
   for task, key in TASK_FILES.items():
@@ -175,6 +180,26 @@ def _source_and_files(config) -> Iterator[str]:
     problem = _path_problem("data.image_root", data.image_root, lambda p: p.is_dir())
     if problem:
       yield problem
+
+
+def _records(config) -> Iterator[str]:
+  """Each task with rows has record patterns, and each pattern matches a shard."""
+  for task, key in TASK_RECORDS.items():
+    patterns = config.data.get(key) or ()
+    if isinstance(patterns, str):
+      yield f"config.data.{key}={patterns!r}: expected a tuple of patterns, e.g. \"('{patterns}',)\""
+      continue
+    for i, pattern in enumerate(patterns):
+      try:
+        storage.expand([pattern], f"config.data.{key}[{i}]")
+      except FileNotFoundError as e:
+        yield str(e)
+      except Exception as e:  # pylint: disable=broad-except  (a storage service's own errors)
+        yield f"config.data.{key}[{i}]={pattern}: cannot be listed ({type(e).__name__}: {e})"
+    for prefix, rows in layout.row_groups(config.batch):
+      if rows.get(task) and not patterns:
+        yield (f"{prefix}.{task}_rows={rows[task]} but config.data.{key} is empty "
+               f"(no {task} data with config.data.source='records')")
 
 
 def _tokenizer(config) -> Iterator[str]:
