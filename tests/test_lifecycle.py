@@ -283,6 +283,8 @@ def test_resume_check_names_the_differing_state_keys():
            "train": {"num_steps": 100, "ema_decay": 0.999}}
   diffs = resume_check.differences(saved, other)
   assert [k for k, _, _ in diffs] == ["model.llm.num_layers", "stage", "train.ema_decay > 0"]
+  # A key the saved run predates is not compared.
+  assert not resume_check.differences(saved, {**same_state, "lora": {"rank": 8}})
   assert resume_check.describe("W", diffs[:1]) == (
       "this workdir (W) holds a run with model.llm.num_layers=4 (this config: 2); use a "
       "new --workdir or the same config")

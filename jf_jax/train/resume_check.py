@@ -19,13 +19,11 @@ from typing import Any
 from jf_jax.checkpoint import manager as ckpt
 
 # Subtrees and keys of the config that decide the train state's structure and shapes.
-STATE_KEYS = ("model", "stage", "optim.freeze", "optim.mu_dtype")
+STATE_KEYS = ("model", "stage", "optim.freeze", "optim.mu_dtype", "lora.rank",
+              "lora.targets", "lora.train_in_full")
 # Keys under STATE_KEYS that do not: they may differ between a run and its resumption.
 COMPUTE_ONLY_KEYS = ("model.dtype", "model.llm.remat_policy", "model.llm.attention_impl",
                      "model.und_encoder.remat_policy")
-
-
-_MISSING = object()  # a key one of the two configs does not have
 
 
 class ConfigMismatch(ValueError):
@@ -54,16 +52,16 @@ def _state_keys(config_dict: dict) -> dict[str, Any]:
 
 
 def differences(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
-  """(key, saved value, current value) for each state-deciding key that differs."""
+  """(key, saved value, current value) for each state-deciding key that differs.
+
+  Keys only one side has are left out: a run saved before a key existed (or after an
+  option was removed) is not refused for it; Orbax still checks the state itself.
+  """
   old, new = _state_keys(saved), _state_keys(current)
-  return [(k, old.get(k, _MISSING), new.get(k, _MISSING))
-          for k in sorted(set(old) | set(new))
-          if old.get(k, _MISSING) != new.get(k, _MISSING)]
+  return [(k, old[k], new[k]) for k in sorted(set(old) & set(new)) if old[k] != new[k]]
 
 
 def _show(value: Any) -> str:
-  if value is _MISSING:
-    return "(unset)"
   return json.dumps(value) if isinstance(value, list) else str(value)
 
 
