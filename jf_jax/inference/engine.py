@@ -74,12 +74,13 @@ def request_keys(seed: int, n: int, start: int = 0) -> jax.Array:
       jnp.arange(start, start + n, dtype=jnp.uint32))
 
 
-def bucket(value: int, buckets: Sequence[int], what: str) -> int:
-  """The smallest bucket >= value; a clear error when none is."""
+def bucket(value: int, buckets: Sequence[int]) -> int:
+  """The smallest bucket >= value; past the largest, the next multiple of it (scripts
+  may go there; the server refuses such requests before they reach the engine)."""
   for b in sorted(buckets):
     if value <= b:
       return b
-  raise ValueError(f"{what} of {value} exceeds the largest bucket {max(buckets)}")
+  return -(-value // max(buckets)) * max(buckets)
 
 
 def batch_sizes(n: int, buckets: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -87,7 +88,7 @@ def batch_sizes(n: int, buckets: Sequence[int]) -> list[tuple[int, int, int]]:
   smallest bucket holding what is left."""
   largest, out, start = max(buckets), [], 0
   while start < n:
-    size = bucket(min(n - start, largest), buckets, "rows")
+    size = bucket(min(n - start, largest), buckets)
     out.append((start, min(start + size, n), size))
     start += size
   return out
@@ -113,10 +114,16 @@ def left_pad(ids: np.ndarray, mask: np.ndarray, length: int, pad_id: int,
           *[np.pad(x, width) for x in extra]]
 
 
-def local_mesh() -> jax.sharding.Mesh:
-  """('data', 'fsdp', 'tensor') = (all local devices, 1, 1): replicated params, rows
-  split over the devices (the inference default; pass another mesh to shard params)."""
-  return mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.local_devices())
+def local_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
+  """('data', 'fsdp', 'tensor') = (local devices, 1, 1): replicated params, rows split
+  over the devices (the inference default; pass another mesh to shard params).
+  `num_devices`: the first N local devices (default all)."""
+  devices = jax.local_devices()
+  if num_devices is not None:
+    if not 1 <= num_devices <= len(devices):
+      raise ValueError(f"--devices={num_devices}: this process has {len(devices)} devices")
+    devices = devices[:num_devices]
+  return mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
 
 
 def image_decoder(loaded: loader.Loaded) -> tuple[image_sampling.DecodeFn, Any]:
@@ -202,8 +209,7 @@ class Engine:
     rows = []
     for caption in captions:
       length = len(packing.gen_prompt_ids(tok, caption))
-      row = packing.pack_gen(tok, caption, bucket(length, self.config.gen_prompt_buckets,
-                                                  "a generation prompt's token count"))
+      row = packing.pack_gen(tok, caption, bucket(length, self.config.gen_prompt_buckets))
       rows.append((row["prompt_ids"], row["prompt_mask"]))
     return rows
 
@@ -259,8 +265,7 @@ class Engine:
     for image, question in zip(images, questions):
       ids, flags = packing.und_prompt_ids(tok, question, cfg.und_encoder.num_patches,
                                           loaded.system_prompt)
-      seq = bucket(len(ids), self.config.und_prompt_buckets,
-                   "an understanding prompt's token count")
+      seq = bucket(len(ids), self.config.und_prompt_buckets)
       ids, valid, flags = left_pad(np.asarray([ids], np.int32), np.ones((1, len(ids)), bool),
                                    seq, tok.pad_id, [np.asarray([flags], bool)])
       pixels = preprocess.und_image(preprocess.load_image(image), cfg.und_encoder.image_size)
@@ -301,7 +306,7 @@ class Engine:
     if (limits < 1).any():
       raise ValueError(f"max_new_tokens must be >= 1, got {limits.min()}")
     rows = self.understanding_rows(images, questions)
-    budget = [bucket(int(x), self.config.max_tokens_buckets, "max_new_tokens") for x in limits]
+    budget = [bucket(int(x), self.config.max_tokens_buckets) for x in limits]
     tok, out = self.loaded.tok, [None] * n
     groups = _group([(len(r["ids"]), m) for r, m in zip(rows, budget)])
     for (_, max_new), idx in groups.items():

@@ -9,8 +9,8 @@ saved config). The tokenizer is the checkpoint's `tokenizer.json` (or `tokenizer
 else the one the run's `config.data.tokenizer` names. The image decoder is the SDXL-VAE
 from `vae` (diffusers layout) or the checkpoint's vae/; a pixel-space model
 (`config.vae.kind='identity'`, `config.data.gen_space='pixel'` or `vae='identity'`) needs
-none. `python sample.py`, the shapes world's evaluation and benchmark runners all load
-through here.
+none. `python sample.py`, the shapes world's evaluation, `jf_jax.bench` and `jf_jax.serve` all
+load through here (and then build an `engine.Engine`).
 """
 
 import dataclasses

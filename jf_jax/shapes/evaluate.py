@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from jf_jax.inference import engine as engine_lib
 from jf_jax.inference import grid
 from jf_jax.inference import loader
-from jf_jax.inference import runner
 from jf_jax.shapes import scores
 from jf_jax.shapes import world as shapes_world
 
@@ -40,6 +40,16 @@ def split_items(data_cfg: Any, split: str, num_gen: int, num_und: int,
           "answers": answers[:num_und]}
 
 
+ANSWER_TOKENS = 8  # shapes-world answers are one or two words
+
+
+def evaluation_engine_config(batch_size: int):
+  """The engine's defaults with one batch bucket (`batch_size` rows per call)."""
+  config = engine_lib.default_config()
+  config.batch_buckets = (batch_size,)
+  return config
+
+
 def spread(n: int, k: int) -> list[int]:
   """k indices spread over range(n) (different images and question kinds)."""
   if n <= 0 or k <= 0:
@@ -59,9 +69,11 @@ def evaluate(loaded: loader.Loaded, *, split: str = "test", num_gen: int = 200,
   `num_examples` questions spread over the split with the model's answers.
   """
   items = split_items(loaded.config.data, split, num_gen, num_und, data_dir)
+  engine = engine_lib.Engine(loaded, evaluation_engine_config(batch_size))
   t0 = time.time()
-  images = runner.generate_images(loaded, items["captions"], steps=steps, guidance=guidance,
-                                  seed=seed, batch_size=batch_size)
+  images = engine.generate(items["captions"],
+                           keys=engine_lib.request_keys(seed, len(items["captions"])),
+                           steps=steps, guidance=guidance)
   gen = scores.generation_scores(images, items["captions"])
   gen.update(seconds=time.time() - t0, steps=steps, guidance=guidance)
   grid_n = min(grid_size, len(images)) if grid_path else 0
@@ -70,8 +82,10 @@ def evaluate(loaded: loader.Loaded, *, split: str = "test", num_gen: int = 200,
     gen["grid"] = os.path.abspath(grid_path)
   gen["samples"] = items["captions"][:grid_n]
   t0 = time.time()
-  predictions = runner.answer_questions(loaded, items["images"], items["questions"],
-                                        batch_size=batch_size)
+  answers = engine.answer(items["images"], items["questions"],
+                          keys=engine_lib.request_keys(seed, len(items["questions"])),
+                          max_new_tokens=ANSWER_TOKENS)
+  predictions = [a.text for a in answers]
   und = scores.understanding_scores(predictions, items["answers"], items["questions"])
   und["seconds"] = time.time() - t0
   und["examples"] = [{"question": items["questions"][i], "answer": items["answers"][i],
