@@ -125,8 +125,9 @@ class Service:
     """(group, rows, seed) of a chat request; ApiError for a bad one."""
     defaults = self.config.defaults
     image, question = self.chat_inputs(req)
-    max_tokens = req.max_completion_tokens or req.max_tokens or defaults.max_tokens
     limit = max(self.engine.config.max_tokens_buckets)
+    max_tokens = (req.max_completion_tokens or req.max_tokens
+                  or min(defaults.max_tokens, limit))
     if max_tokens > limit:
       raise errors.ApiError(400, f"max_tokens: {max_tokens} is over the limit of {limit}",
                             "max_tokens")
