@@ -3,7 +3,8 @@ tiny checkpoint, driven by the official `openai` client, raw HTTP and a headless
 
 The server and `sample.py` run as subprocesses on one CPU device with the same
 environment, so their outputs can be compared bit for bit. Buckets are small (batch 1 and
-8, one prompt length each) so startup compiles four shapes.
+8; the smallest default prompt and answer buckets, which sample.py uses too) so startup
+compiles four shapes.
 """
 
 import base64
@@ -35,8 +36,8 @@ SIZE = config_defaults.model_tiny().latent_size  # pixel space: images are laten
 MAX_QUEUE, MAX_N, MAX_BODY, MAX_PIXELS = 40, 8, 300_000, 64 * 64
 SERVER_FLAGS = [
     "--vae=identity", f"--api_key={KEY}", "--config.max_wait_ms=200",
-    "--config.engine.batch_buckets=(1, 8)", "--config.engine.gen_prompt_buckets=(32,)",
-    "--config.engine.und_prompt_buckets=(128,)", "--config.engine.max_tokens_buckets=(16,)",
+    "--config.engine.batch_buckets=(1, 8)", "--config.engine.gen_prompt_buckets=(64,)",
+    "--config.engine.und_prompt_buckets=(128,)", "--config.engine.max_tokens_buckets=(64,)",
     f"--config.limits.max_queue={MAX_QUEUE}", f"--config.limits.max_n={MAX_N}",
     f"--config.limits.max_body_bytes={MAX_BODY}",
     f"--config.limits.max_image_pixels={MAX_PIXELS}"]
@@ -262,8 +263,8 @@ BAD_REQUESTS = [
      400, "only data: URLs", "messages[0].content[0].image_url"),
     ("too many pixels", "/v1/chat/completions", {"json": _chat_body(messages=_chat_messages(
         _png(2, (100, 100, 3)), "what?"))}, 413, "over the limit", None),
-    ("max_tokens over the limit", "/v1/chat/completions", {"json": _chat_body(max_tokens=17)},
-     400, "limit of 16", "max_tokens"),
+    ("max_tokens over the limit", "/v1/chat/completions", {"json": _chat_body(max_tokens=65)},
+     400, "limit of 64", "max_tokens"),
     ("body too large", "/v1/chat/completions",
      {"content": b"x" * (MAX_BODY + 1), "headers": {"Content-Type": "application/json"}},
      413, "body is over the limit", None),
@@ -356,7 +357,7 @@ def test_demo_page_in_headless_chromium(server, client, tmp_path):
     answer = driver.find_element(By.ID, "answer")
     wait.until(lambda d: answer.get_attribute("data-done") == "true")
     assert "error" not in answer.get_attribute("class"), answer.text
-    want = _ask(client, png, QUESTIONS[0], max_tokens=16)  # the server's default: its limit
+    want = _ask(client, png, QUESTIONS[0], max_tokens=64)  # the server's default
     assert want and answer.text == want
   finally:
     driver.quit()

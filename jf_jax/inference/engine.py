@@ -49,10 +49,11 @@ ROW_AXES = ("data", "fsdp")  # the mesh axes batch rows split over (`act_batch`)
 def default_config() -> ml_collections.ConfigDict:
   """The engine's buckets and solver (`python -m jf_jax.serve` exposes them as flags)."""
   return ml_collections.ConfigDict(dict(
-      batch_buckets=(1, 2, 4, 8, 16),
-      gen_prompt_buckets=(32, 64, 128, 256),
-      und_prompt_buckets=(128, 256, 512, 768, 1024, 2048),
-      max_tokens_buckets=(16, 64, 256, 512),
+      # Few buckets: the server compiles every combination at startup.
+      batch_buckets=(1, 4, 16),
+      gen_prompt_buckets=(64, 128),
+      und_prompt_buckets=(128, 256, 768),  # the release: 576 image tokens + the template
+      max_tokens_buckets=(64, 512),
       solver="euler",
   ))
 

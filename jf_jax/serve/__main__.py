@@ -9,6 +9,7 @@ requests in flight. Endpoints, limits and examples: docs/serving.md.
 """
 
 import os
+import signal
 import threading
 import time
 
@@ -66,7 +67,12 @@ def main(argv):
   server = uvicorn.Server(uvicorn.Config(
       app_lib.create_app(service), host=config.host, port=config.port, log_level="warning",
       timeout_graceful_shutdown=int(config.shutdown_timeout_s)))
-  server.run()  # returns after SIGTERM once the requests in flight are answered
+  # uvicorn answers the requests in flight on SIGTERM / SIGINT, then raises the signal
+  # again for the handler it found: this one, so the process can still close the queue
+  # and exit 0.
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, lambda *_: None)
+  server.run()
   service.batcher.close(timeout=config.shutdown_timeout_s)
   print("stopped", flush=True)
 
