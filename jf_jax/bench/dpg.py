@@ -10,7 +10,6 @@ import functools
 import glob
 import os
 
-import jax
 import numpy as np
 
 from jf_jax.bench import devices

@@ -11,7 +11,6 @@ import functools
 import json
 import os
 
-import jax
 import numpy as np
 from PIL import Image
 
