@@ -15,6 +15,7 @@ from jf_jax.inference import grid
 from jf_jax.inference import inputs
 from jf_jax.inference import loader
 from jf_jax.models import config as model_config
+from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.sampling import image as image_sampling
 from jf_jax.shapes import vocabulary
 import tiny_checkpoint
@@ -124,6 +125,22 @@ def test_answers_do_not_depend_on_their_batch(engine):
   assert all(a.completion_tokens <= n for a, n in zip(together, settings["max_new_tokens"]))
   assert all(a.finish_reason in ("stop", "length") for a in together)
   assert engine.device_calls >= 4
+
+
+def test_params_follow_the_logical_rules_on_a_sharded_mesh(engine):
+  """On an fsdp mesh the engine shards params by the logical rules (embed over fsdp) and
+  the rows over the devices (batch bucket 1 rounds up to 2); answers stay the same."""
+  mesh = mesh_lib.make_mesh({"data": 1, "fsdp": 2, "tensor": 1}, jax.local_devices()[:2])
+  config = engine_lib.default_config()
+  config.batch_buckets = (1,)
+  sharded = engine_lib.Engine(engine.loaded, config, mesh)
+  assert sharded.batch_buckets == (2,)
+  embedding = sharded.params["language_model"]["model"]["embed_tokens"]["embedding"]
+  vocab, embed = embedding.shape  # ('vocab', 'embed'): embed split over fsdp
+  assert [s.data.shape for s in embedding.addressable_shards] == [(vocab, embed // 2)] * 2
+  images, keys = _images(3, seed=1), engine_lib.request_keys(5, 3)
+  assert ([a.text for a in sharded.answer(images, QUESTIONS, keys=keys, max_new_tokens=3)] ==
+          [a.text for a in engine.answer(images, QUESTIONS, keys=keys, max_new_tokens=3)])
 
 
 def test_buckets_and_batches():
