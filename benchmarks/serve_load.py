@@ -33,6 +33,7 @@ import httpx
 import numpy as np
 import openai
 from PIL import Image
+from prometheus_client import parser as prom_parser
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -120,9 +121,21 @@ def load(clients: int, duration: float, request) -> dict:
   with concurrent.futures.ThreadPoolExecutor(clients) as pool:
     list(pool.map(client, range(clients)))
   elapsed = time.perf_counter() - start
-  return {"clients": clients, "requests": len(latencies),
+  return {"clients": clients, "requests": len(latencies), "elapsed_s": elapsed,
           "requests_per_s": len(latencies) / elapsed,
           "p50_ms": 1e3 * percentile(latencies, 50), "p99_ms": 1e3 * percentile(latencies, 99)}
+
+
+def server_counters(base: str, kind: str) -> dict[str, float]:
+  """The server's batch-row sum/count and device seconds for `kind` (from /metrics)."""
+  wanted = {"jf_batch_rows_sum": "rows", "jf_batch_rows_count": "batches",
+            "jf_device_seconds_total": "device_s"}
+  out = dict.fromkeys(wanted.values(), 0.0)
+  for family in prom_parser.text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
+    for s in family.samples:
+      if s.name in wanted and s.labels.get("kind") == kind:
+        out[wanted[s.name]] += s.value
+  return out
 
 
 def measure_server(args, checkpoint: str) -> tuple[dict, dict]:
@@ -164,10 +177,17 @@ def measure_server(args, checkpoint: str) -> tuple[dict, dict]:
     for kind, fn in (("image", image), ("chat", chat)):
       fn(0)  # first request outside the timing
       for clients in [int(c) for c in args.clients.split(",")]:
+        before = server_counters(base, kind)
         row = load(clients, args.duration, fn)
+        after = server_counters(base, kind)
+        batches = max(after["batches"] - before["batches"], 1)
+        row["mean_batch_rows"] = (after["rows"] - before["rows"]) / batches
+        row["device_share"] = (after["device_s"] - before["device_s"]) / row["elapsed_s"]
         out[kind].append(row)
         print(f"server {kind}: {clients:2d} clients: {row['requests_per_s']:.2f} req/s, "
-              f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms", flush=True)
+              f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, mean batch "
+              f"{row['mean_batch_rows']:.1f} rows, device busy "
+              f"{100 * row['device_share']:.0f}% of the time", flush=True)
     metrics = httpx.get(f"{base}/metrics").text
     return out, {"image_size": size, "metrics_lines": len(metrics.splitlines())}
   finally:

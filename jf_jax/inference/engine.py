@@ -68,11 +68,20 @@ class Answer:
   finish_reason: str
 
 
+@jax.jit
+def _fold_keys(seeds: jax.Array, indices: jax.Array) -> jax.Array:
+  return jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seeds, indices)
+
+
+def row_keys(seeds: Sequence[int], indices: Sequence[int]) -> jax.Array:
+  """[n] keys fold_in(key(seeds[r]), indices[r]): row r is image (or answer) indices[r] of
+  a request with seed seeds[r] (seeds below 2**31). One jitted dispatch for all rows."""
+  return _fold_keys(np.asarray(seeds, np.uint32), np.asarray(indices, np.uint32))
+
+
 def request_keys(seed: int, n: int, start: int = 0) -> jax.Array:
   """[n] keys fold_in(key(seed), i) for i in start..start+n-1 (row i of a request)."""
-  base = jax.random.key(seed)
-  return jax.vmap(lambda i: jax.random.fold_in(base, i))(
-      jnp.arange(start, start + n, dtype=jnp.uint32))
+  return row_keys(np.full(n, seed), np.arange(start, start + n))
 
 
 def bucket(value: int, buckets: Sequence[int]) -> int:

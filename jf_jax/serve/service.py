@@ -11,7 +11,6 @@ import threading
 import time
 from typing import Any, Hashable, Sequence
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -79,8 +78,7 @@ class Service:
       raise errors.ApiError(400, f"prompt: {int(mask.sum())} tokens is over the limit of "
                             f"{longest}", "prompt")
     seed = fresh_seed() if req.seed is None else req.seed
-    keys = engine_lib.request_keys(seed, req.n)
-    rows = [(ids, mask, keys[i]) for i in range(req.n)]
+    rows = [(ids, mask, seed, i) for i in range(req.n)]  # image i: fold_in(key(seed), i)
     return (IMAGE, len(ids), steps, float(guidance)), rows, seed
 
   def image_response(self, images: Sequence[np.ndarray], seed: int, steps: int,
@@ -140,8 +138,7 @@ class Service:
     temperature = defaults.temperature if req.temperature is None else req.temperature
     top_p = defaults.top_p if req.top_p is None else req.top_p
     budget = engine_lib.bucket(max_tokens, self.engine.config.max_tokens_buckets)
-    key = engine_lib.request_keys(seed, 1)[0]
-    return (CHAT, len(row["ids"]), budget), [(row, key, max_tokens, temperature, top_p)], seed
+    return (CHAT, len(row["ids"]), budget), [(row, seed, max_tokens, temperature, top_p)], seed
 
   def answer(self, req: schemas.ChatRequest, result: tuple[np.ndarray, int]) -> dict:
     """{'text', 'pieces' (streamed deltas), 'finish_reason', 'completion_tokens'}."""
@@ -172,12 +169,14 @@ class Service:
       _, _, steps, guidance = group
       images = self.engine.generate_rows(
           np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
-          jnp.stack([r[2] for r in rows]), steps=steps, guidance=guidance)
+          engine_lib.row_keys([r[2] for r in rows], [r[3] for r in rows]), steps=steps,
+          guidance=guidance)
       return list(images)
     _, _, budget = group
     stacked = {k: np.stack([r[0][k] for r in rows]) for k in rows[0][0]}
     tokens, lengths = self.engine.answer_rows(
-        stacked, jnp.stack([r[1] for r in rows]), max_new_tokens=budget,
+        stacked, engine_lib.row_keys([r[1] for r in rows], [0] * len(rows)),
+        max_new_tokens=budget,
         limits=np.array([r[2] for r in rows]), temperature=np.array([r[3] for r in rows]),
         top_p=np.array([r[4] for r in rows]))
     return list(zip(tokens, lengths))
