@@ -12,11 +12,11 @@ The model config comes from the checkpoint unless --config is given. The tokeniz
 checkpoint directory's `tokenizer.json` (or --tokenizer DIR, e.g. the official
 JanusFlow-1.3B download), else the one the run's config names (e.g. the shapes world's
 word-level tokenizer). The image decoder is the SDXL-VAE from --vae (diffusers layout) or
-DIR/vae; a pixel-space model (config `vae.kind='identity'` or `data.gen_space='pixel'`, or
---vae=identity) needs none. Loading: `jf_jax/inference/loader.py`; sampling runs on the
-inference engine (`jf_jax/inference/engine.py`, the one `python -m jf_jax.serve` uses):
-image i of --num starts from the noise of fold_in(key(--seed), i), so it is the same
-image the server returns for the same prompt and seed.
+DIR/vae; a pixel-space model (`data.gen_space='pixel'` in its run config or its params
+dir's generation.json) needs none. Loading: `jf_jax/inference/loader.py`; sampling runs on
+the inference engine (`jf_jax/inference/engine.py`, the one `python -m jf_jax.serve`
+uses): image i of --num starts from the noise of fold_in(key(--seed), i), so it is the
+same image the server returns for the same prompt and seed.
 """
 
 import os
@@ -50,8 +50,8 @@ _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 512, "Answer length limit.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0: greedy decoding.")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass when sampling.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Directory with tokenizer.json.")
-_VAE = flags.DEFINE_string("vae", None, "SDXL-VAE weights (diffusers dir or file), or "
-                           "'identity' for a pixel-space model.")
+_VAE = flags.DEFINE_string("vae", None, "SDXL-VAE weights (diffusers dir or file); "
+                           "pixel-space models need none.")
 
 
 def main(argv):

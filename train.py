@@ -1,7 +1,9 @@
 r"""Trains JanusFlow. With no flags: the default job on CPU, about 15 minutes:
 the tiny model on the built-in shapes world (configs/default.py), then a PNG grid of
 samples for test captions, a few test questions with the model's answers, and both scores
-(workdir/main_job.json; docs/benchmarks.md, docs/experiments.md).
+(workdir/main_job.json; docs/benchmarks.md, docs/experiments.md). The config names the
+plug-ins (`config.init`: a fresh run's first state; `config.after_training`: the job run
+when training ends); this file knows no project.
 
   python train.py                                     # configs/default.py, ./workdir
   python train.py --config configs/tiny.py            # synthetic data, no evaluation
@@ -26,6 +28,7 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from jf_jax.data import plugins
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.train import loop
 
@@ -38,14 +41,10 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
-def _initialise(config):
-  """A fresh run's first state, when the config asks for one (else None: `loop.setup`'s)."""
-  if config.get("encoder_pretrain") is not None and config.encoder_pretrain.steps > 0:
-    # Imported only then: it reads the shapes world through tfds, which a run on other
-    # data (e.g. the GPU benchmarks) need not have installed.
-    from jf_jax.shapes import encoder_pretrain  # pylint: disable=g-import-not-at-top
-    return encoder_pretrain.initialise
-  return None
+def _plugin(config, key: str, function: str):
+  """`function` of the module `config.<key>` names (`data/plugins.py`), or None for ""."""
+  name = config.get(key) or ""
+  return getattr(plugins.import_named(name, f"config.{key}", function), function) if name else None
 
 
 def main(argv):
@@ -53,19 +52,18 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   mesh_lib.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                         _PROCESS_ID.value)
-  jax.config.update("jax_transfer_guard", "allow")
   config = _CONFIG.value
+  # Both plug-ins resolve before training, so a misspelt name fails at once.
+  initialise = _plugin(config, "init", "initialise")
+  after_training = _plugin(config, "after_training", "run")
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; workdir "
         f"{os.path.abspath(_WORKDIR.value)}", flush=True)
-  metrics = loop.train(config, _WORKDIR.value, initialise=_initialise(config))
+  metrics = loop.train(config, _WORKDIR.value, initialise=initialise)
   train_seconds = time.time() - _START
   print(f"done at step {metrics['final_step']} ({train_seconds / 60:.1f} min)", flush=True)
-  if config.get("eval") is not None and config.eval.get("after_training", False):
-    if jax.process_index() == 0:
-      # The evaluation after training is the shapes world's (its scores and test split).
-      from jf_jax.shapes import main_job  # pylint: disable=g-import-not-at-top
-      main_job.run(config, _WORKDIR.value, metrics, start_time=_START, extra=dict(
-          train_seconds=train_seconds, command=" ".join(["python"] + sys.argv)))
+  if after_training is not None and jax.process_index() == 0:
+    after_training(config, _WORKDIR.value, metrics, start_time=_START, extra=dict(
+        train_seconds=train_seconds, command=" ".join(["python"] + sys.argv)))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$OUTDIR/gpu.txt"
-BENCH="python3 benchmarks/train_step.py --config configs/janusflow_1p3b.py --config.stage=2
+BENCH="python3 benchmarks/train_step.py --config configs/janusflow_1p3b.py --config.stage=2 --random_vae
   --config.batch.und_seq_len=640 --config.batch.text_seq_len=640 --config.batch.gen_prompt_len=${GEN_PROMPT:-64}
   --steps ${STEPS:-8} --warmup 2"
 B64="--config.batch.und_rows=16 --config.batch.text_rows=8 --config.batch.gen_rows=40"

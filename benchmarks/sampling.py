@@ -27,8 +27,10 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from jf_jax import testing  # pylint: disable=wrong-import-position
 from jf_jax.models import config as model_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jf_jax.models import janusflow  # pylint: disable=wrong-import-position
+from jf_jax.models import latent_space  # pylint: disable=wrong-import-position
 from jf_jax.sampling import common  # pylint: disable=wrong-import-position
 from jf_jax.sampling import image  # pylint: disable=wrong-import-position
 from jf_jax.sampling import text  # pylint: disable=wrong-import-position
@@ -62,21 +64,19 @@ def _time_calls(fn, repeats: int) -> tuple[float, list[float]]:
 
 
 def _vae_decoder(config, cfg):
-  """(decode_fn, params) of the config's VAE with random weights, or (None, None)."""
+  """(decode_fn, params) of the config's generation space (the SDXL-VAE's decoder with
+  random weights; the identity in pixel space), or (None, None) without --vae_decode."""
   if not _VAE_DECODE.value:
     return None, None
-  from jf_jax.models import vae as vae_lib  # pylint: disable=g-import-not-at-top
-  vcfg = (vae_lib.config_from_dict(config.vae) if config.get("vae") else
-          vae_lib.VAEConfig() if cfg.latent_size * 8 >= 256 else
-          vae_lib.identity_config(latent_channels=cfg.gen_encoder.in_channels))
-  module = vae_lib.make_vae(vcfg, dtype=cfg.dtype)
-  abstract = vae_lib.abstract_variables(module).get("params", {})
+  space = latent_space.from_config(config, cfg)
+  abstract = space.abstract_params(parts=("decoder", "post_quant_conv"))
   leaves, treedef = jax.tree.flatten(abstract)
   keys = jax.random.split(jax.random.key(1), max(len(leaves), 1))
   params = jax.tree.unflatten(treedef, [
       (0.02 * jax.random.normal(k, x.shape)).astype(cfg.dtype) for k, x in zip(keys, leaves)])
-  print(f"vae: {vcfg.kind}, {sum(x.size for x in leaves):,} params", flush=True)
-  return vae_lib.make_decode_fn(module), params
+  print(f"generation space: {space.kind}, {sum(x.size for x in leaves):,} decoder params",
+        flush=True)
+  return space.decode, params
 
 
 def bench_text_to_image(config, cfg, params) -> None:
@@ -125,7 +125,7 @@ def main(argv):
   cfg = model_config.from_config_dict(config.model)
   print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}) x "
         f"{jax.device_count()}; compute dtype {jnp.dtype(cfg.dtype).name}", flush=True)
-  params = common.cast_floating(common.random_params(cfg), cfg.dtype)
+  params = common.cast_floating(testing.random_params(cfg), cfg.dtype)
   if not _SKIP_T2I.value:
     bench_text_to_image(config, cfg, params)
   if not _SKIP_DECODE.value:

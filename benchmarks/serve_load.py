@@ -6,8 +6,8 @@ server's largest batch, measured in the same run.
   python benchmarks/serve_load.py --checkpoint /ckpt/jf_1p3b --vae /ckpt/sdxl-vae \
       --steps 30 --max_tokens 64 --duration 60                       # a real checkpoint
 
-Without --checkpoint a tiny random checkpoint (tests/tiny_checkpoint.py) is written to a
-temporary folder and served in pixel space. Each client is a thread sending one request
+Without --checkpoint a tiny random pixel-space checkpoint (tests/tiny_checkpoint.py) is
+written to a temporary folder. Each client is a thread sending one request
 after another (closed loop) for --duration seconds through the official openai client.
 The engine figure runs the same rows through `Engine.generate_rows` / `answer_rows` in
 this process after the server has stopped (the two never share the CPUs), at the largest
@@ -41,7 +41,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def parse() -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--checkpoint", default=None, help="default: a tiny random checkpoint")
-  p.add_argument("--vae", default=None, help="default: identity for the tiny checkpoint")
+  p.add_argument("--vae", default=None, help="SDXL-VAE of a latent-space checkpoint")
   p.add_argument("--clients", default="1,4,16")
   p.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
   p.add_argument("--steps", type=int, default=10, help="ODE steps per image")
@@ -200,7 +200,7 @@ def measure_engine(args, checkpoint: str) -> dict:
   from jf_jax.inference import engine as engine_lib  # pylint: disable=g-import-not-at-top
   from jf_jax.inference import loader  # pylint: disable=g-import-not-at-top
   from jf_jax.serve import media  # pylint: disable=g-import-not-at-top
-  loaded = loader.load(checkpoint, vae=args.vae or "identity")
+  loaded = loader.load(checkpoint, vae=args.vae)
   engine = engine_lib.Engine(loaded, engine_config(args), engine_lib.local_mesh(args.devices))
   b = args.batch
   (ids, mask), = engine.generation_rows(["a red circle to the left of a blue square"])
@@ -236,8 +236,6 @@ def main():
   args = parse()
   with tempfile.TemporaryDirectory() as tmp:
     checkpoint = args.checkpoint or tiny_checkpoint(tmp)
-    if args.checkpoint is None and args.vae is None:
-      args.vae = "identity"
     server, info = measure_server(args, checkpoint)
     engine = measure_engine(args, checkpoint)
   summary = {"server": server, "engine": engine, **info}

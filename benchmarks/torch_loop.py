@@ -42,9 +42,9 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 from jf_jax import config_defaults  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jf_jax import testing  # pylint: disable=wrong-import-position
 from jf_jax.models import config as model_config  # pylint: disable=wrong-import-position
 from jf_jax.models import janusflow  # pylint: disable=wrong-import-position
-from jf_jax.sampling import common  # pylint: disable=wrong-import-position
 from jf_jax.sampling import image  # pylint: disable=wrong-import-position
 import test_parity  # pylint: disable=wrong-import-position  (the PyTorch references)
 from transformers import LlamaConfig  # pylint: disable=wrong-import-position
@@ -155,7 +155,7 @@ def main(argv):
         f"image tokens", flush=True)
   fns = {}
   if not _SKIP_JAX.value:
-    params = common.random_params(cfg)
+    params = testing.random_params(cfg)
     sampler = image.make_sampler(janusflow.JanusFlow(cfg), pad_id=PAD)
     jids, jmask = jnp.asarray(ids, jnp.int32), jnp.ones((1, lp), bool)
     keys = iter(range(10_000))

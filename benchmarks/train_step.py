@@ -45,12 +45,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from jf_jax.checkpoint import convert_hf  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jf_jax.checkpoint import vae_map  # pylint: disable=wrong-import-position
-from jf_jax.data import layout  # pylint: disable=wrong-import-position
 from jf_jax.data import pipeline  # pylint: disable=wrong-import-position
 from jf_jax.models import vae as vae_lib  # pylint: disable=wrong-import-position
 from jf_jax.tools import chips  # pylint: disable=wrong-import-position
 from jf_jax.tools import flops as flops_lib  # pylint: disable=wrong-import-position
-from jf_jax.train import latents  # pylint: disable=wrong-import-position
 from jf_jax.train import loop  # pylint: disable=wrong-import-position
 from jf_jax.train import step as step_lib  # pylint: disable=wrong-import-position
 
@@ -107,31 +105,31 @@ def main(argv):
     atexit.register(shutil.rmtree, config.vae.path, ignore_errors=True)
   t0 = time.perf_counter()
   s = loop.setup(config)
-  source = pipeline.make_source(config, s.cfg)
+  source = pipeline.make_source(config, s.cfg, pixel_size=s.space.pixel_size)
   batch_sh = step_lib.batch_sharding(s.mesh)
   batches = [next(source) for _ in range(2)]  # alternate two batches: no host work timed
   tokens, images = pipeline.batch_stats(batches[0], s.cfg)
   tokens, images = tokens * jax.process_count(), images * jax.process_count()
   global_batches = [pipeline.global_batch(b, batch_sh) for b in batches]
   state = s.state
-  state, metrics = s.step_fn(state, global_batches[0])
+  state, metrics = s.step(state, global_batches[0])
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
   for i in range(_WARMUP.value):
-    state, metrics = s.step_fn(state, global_batches[i % 2])
+    state, metrics = s.step(state, global_batches[i % 2])
   jax.block_until_ready(metrics)
   times = []
   for i in range(_STEPS.value):
     t = time.perf_counter()
-    state, metrics = s.step_fn(state, global_batches[i % 2])
+    state, metrics = s.step(state, global_batches[i % 2])
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t)
   step_s = float(np.median(times))
   if _PROFILE_DIR.value:
-    state, metrics = _profile(s.step_fn, state, global_batches)
-  vae_params = latents.abstract_params(s.encoder) if s.encoder is not None else None
+    state, metrics = _profile(s.step, state, global_batches)
+  vae_params = s.space.abstract_params() if s.space.has_params else None
   flops = flops_lib.train_step_flops(config, s.cfg, s.abstract.params, s.trainable_mask,
-                                     vae_params, layout.gen_pixel_size(config, s.cfg))
+                                     vae_params, s.space.pixel_size)
   device = jax.devices()[0]
   n = jax.device_count()
   peak = _peak_tflops(device)
@@ -148,11 +146,11 @@ def main(argv):
         f"{flops['total']:.3e} per step -> {achieved:.4f} TFLOP/s per device; MFU {mfu}")
   if "vae_encode" in flops:
     rest = flops["total"] - flops["vae_encode"]
-    print(f"VAE encoding ({b.gen_rows} images of {s.encoder.pixel_size} px, "
-          f"{s.encoder.latent_mode}): {flops['vae_encode']:.3e} FLOPs per step = "
+    print(f"VAE encoding ({b.gen_rows} images of {s.space.pixel_size} px, "
+          f"{s.space.latent_mode}): {flops['vae_encode']:.3e} FLOPs per step = "
           f"{100 * flops['vae_encode'] / rest:.1f}% of the model's other {rest:.3e}; VAE "
           f"params {sum(x.size for x in jax.tree.leaves(vae_params)):,} in "
-          f"{np.dtype(s.encoder.param_dtype).name} (replicated, not in the train state)")
+          f"{np.dtype(s.space.module.param_dtype).name} (replicated, not in the train state)")
   print(f"loss {float(metrics['loss']):.4f}")
 
 

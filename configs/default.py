@@ -48,45 +48,30 @@ def get_config():
   # conv has a null space whose noise is never removed (a residual noise floor).
   config.model.gen_encoder.channels = 64
   # Stage 2: the understanding tower is frozen, as in the paper, after a supervised
-  # object-presence pre-training on the training images (no pretrained tiny SigLIP
-  # exists offline).
+  # object-presence pre-training on the training images (config.init).
   config.stage = 2
   config.encoder_pretrain.update(dict(steps=1500, batch_size=32, learning_rate=1.5e-3))
-  # Question/answer turns per understanding row (random order), and the row length that
-  # holds them (65 image slots + ~12 tokens per turn).
+  # Question/answer turns per understanding row, and the row length that holds them
+  # (65 image slots + ~12 tokens per turn).
   config.data.und_turns = 6
   config.batch.und_seq_len = 160
-  # The mixture changes once (config.batch.switch), as the paper's stage 2 starts
-  # understanding-heavier: understanding rows only, then understanding + generation.
-  # No text rows: the shapes world's text rows describe whole training scenes, which
-  # teaches object co-occurrence the test pairs break; the text task stays available
-  # (text_rows > 0).
-  # After the switch most rows are generation rows: a row of either task costs the same
-  # (~8.6 ms here), and the flow needs far more images than understanding needs rows
-  # (generation-only, this model reaches 0.8 on the test captions only after ~65,000;
-  # understanding saturates at ~20,000 rows). docs/experiments.md, runs XL and C1.
+  # Understanding rows only for the first 200 steps, then mostly generation rows (a row of
+  # either task costs the same; the flow needs far more images than understanding needs
+  # rows); no text rows (scene descriptions teach object co-occurrence the test pairs
+  # break). Why, with the runs: docs/experiments.md ("The default's settings").
   config.batch.update(dict(und_rows=16, text_rows=0, gen_rows=0))
   config.batch.switch.update(dict(step=200, und_rows=5, text_rows=0, gen_rows=16))
-  # Generation: the decoder predicts the clean image (x-prediction; the flow loss and the
-  # sampler still see a velocity), which spares the 64-wide model copying the noise into
-  # its output (the speckle of velocity prediction); times drawn towards noise, where the
-  # picture is composed (logit-normal around t = 0.27); and the flow loss weighted up so
-  # that Adam, normalising each shared LLM parameter by its summed gradients, does not
-  # shrink the flow's steps under the ~7x larger next-token gradient. docs/experiments.md.
-  # REPA off: here its target is the frozen presence tower's features, and aligning the
-  # 4-layer LLM's layer 2 to them cost generation (0.245 off vs 0.145 on at equal steps in
-  # run D4's mixture, understanding equal; docs/experiments.md), the reverse of the
-  # paper's 1.3B ablation. On the present mixture it is neutral (0.435 on vs 0.400 off).
+  # Generation: x-prediction, times drawn towards noise (logit-normal around t = 0.27), the
+  # flow loss weighted 8x against the next-token loss, REPA off.
   config.model.gen_decoder.prediction = "data"
   config.loss.update(dict(t_loc=-1.0, flow_weight=8.0, repa_weight=0.0))
   config.optim.update(dict(learning_rate=1.5e-3, warmup_steps=100, schedule="cosine",
                            end_learning_rate=1e-5))
-  # 3,300 steps keep the whole job near 13 minutes with room for a slower machine (the
-  # step time varies by ~15% here); longer runs draw better (run C1: 4,000 steps, 0.495).
+  # 3,300 steps keep the whole job near 13 minutes on 2 cores, with room for a slower machine.
   config.train.update(dict(num_steps=3300, log_every=300, checkpoint_every=825,
                            keep_checkpoints=1))
+  config.after_training = "jf_jax.shapes.main_job"  # train.py runs its evaluation at the end
   config.eval = ml_collections.ConfigDict(dict(
-      after_training=True,  # run the main job's evaluation when training ends
       split="test",
       num_gen=200,          # test captions to draw (GenEval-style score)
       num_und=500,          # test questions to answer (exact match)

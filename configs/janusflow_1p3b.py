@@ -22,7 +22,11 @@ def get_config():
   # DeepSeek tokenizer ids (checked against the checkpoint's tokenizer.json when a
   # tokenizer is loaded: set config.data.tokenizer to the checkpoint directory).
   config.tokens = config_defaults.tokens_deepseek()
-  config.data.update(dict(tokenizer="", system_prompt=templates.SYSTEM_PROMPT))
+  config.data.update(dict(tokenizer="", system_prompt=templates.SYSTEM_PROMPT,
+                          gen_space="sdxl_vae"))
+  # The SDXL-VAE encodes the generation images inside the step: set config.vae.path
+  # (stabilityai/sdxl-vae, diffusers layout) to train; plans and AOT compiles need none.
+  config.vae = config_defaults.vae_defaults()
   # Stage 2 (unified pre-training; base_config's learning rate, warmup and 390,000 steps).
   # The paper's global batch of 512 rows mixes und:gen:text 30:50:20 for the first 10,000
   # steps, then 14:80:6. Rows per task are rounded to multiples of 64, so that they split

@@ -12,6 +12,7 @@ Sequence lengths fit the longest shapes-world examples (und 86 with 65 image slo
 """
 
 from jf_jax import config_defaults
+from jf_jax.shapes import config as shapes_config
 
 
 def get_config():
@@ -21,8 +22,8 @@ def get_config():
   # generation tokens = 64 SigLIP patches (REPA aligns them position by position).
   config_defaults.use_pixel_space(config.model, image_size=32, patch_size=4)
   config.stage = 3
-  config.data.update(dict(source="shapes", tokenizer="shapes", system_prompt="",
-                          gen_space="pixel", image_size=32))
+  shapes_config.add_world(config)  # the world's data keys, tokenizer and pre-training
+  config.data.update(dict(system_prompt="", gen_space="pixel", image_size=32))
   config.batch.update(dict(und_rows=4, text_rows=2, gen_rows=10, und_seq_len=88,
                            text_seq_len=52, gen_prompt_len=24))
   config.optim.update(dict(learning_rate=1e-3, warmup_steps=20))

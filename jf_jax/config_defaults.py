@@ -16,9 +16,8 @@ def model_1p3b() -> ml_collections.ConfigDict:
                remat_policy="full", attention_impl="xla"),  # "cudnn": fused GPU kernel
       und_encoder=dict(image_size=384, patch_size=16, width=1024, depth=24, num_heads=16,
                        mlp_dim=4096, layer_norm_eps=1e-6, attn_pool=True,
-                       remat_policy="full", llm_position_embedding=False),
-      gen_encoder=dict(in_channels=4, patch_size=2, channels=768, num_blocks=2, norm_eps=1e-6,
-                       position_embedding=False),
+                       remat_policy="full"),
+      gen_encoder=dict(in_channels=4, patch_size=2, channels=768, num_blocks=2, norm_eps=1e-6),
       gen_decoder=dict(out_channels=4, patch_size=2, num_blocks=2, norm_eps=1e-6,
                        prediction="velocity", min_one_minus_t=0.05),
       repa=dict(layer=6, hidden_dim=2048, num_layers=3),
@@ -40,10 +39,8 @@ def model_tiny() -> ml_collections.ConfigDict:
                num_kv_heads=2, head_dim=16, rms_norm_eps=1e-6, rope_theta=10000.0,
                remat_policy="none", attention_impl="xla"),
       und_encoder=dict(image_size=32, patch_size=8, width=48, depth=2, num_heads=4,
-                       mlp_dim=96, layer_norm_eps=1e-6, attn_pool=True, remat_policy="none",
-                       llm_position_embedding=False),
-      gen_encoder=dict(in_channels=4, patch_size=2, channels=32, num_blocks=2, norm_eps=1e-6,
-                       position_embedding=False),
+                       mlp_dim=96, layer_norm_eps=1e-6, attn_pool=True, remat_policy="none"),
+      gen_encoder=dict(in_channels=4, patch_size=2, channels=32, num_blocks=2, norm_eps=1e-6),
       gen_decoder=dict(out_channels=4, patch_size=2, num_blocks=2, norm_eps=1e-6,
                        prediction="velocity", min_one_minus_t=0.05),
       repa=dict(layer=2, hidden_dim=64, num_layers=3),
@@ -86,22 +83,16 @@ def tokens_deepseek() -> ml_collections.ConfigDict:
 def data_defaults() -> ml_collections.ConfigDict:
   """`config.data`: every input-pipeline key (docs/data.md), source "synthetic"."""
   return ml_collections.ConfigDict(dict(
-      source="synthetic",     # synthetic | shapes | files
-      tokenizer="shapes",     # "shapes" (word level) or a directory holding tokenizer.json
+      source="synthetic",     # synthetic | files | a project package's name (plugins.py)
+      tokenizer="",           # a directory holding tokenizer.json, or a project package
+                              # (plugins.py); synthetic data uses config.tokens' ids
       system_prompt="",       # understanding SYS; the official one is templates.SYSTEM_PROMPT
-      gen_space="pixel",      # generation target: the image itself in [-1, 1] (tiny models)
+      gen_space="pixel",      # pixel | sdxl_vae (+ config.vae): models/latent_space.py
       image_size=32,          # stored image size; other sizes are bad examples ...
       resize_images=False,    # ... unless True (user data of mixed sizes)
       shuffle=True,           # seeded by config.seed, a new order every epoch
       workers=0,              # grain worker processes building batches (0 = in-process)
       prefetch=2,             # batches each worker keeps ready
-      # source = "shapes": the generated tfds dataset (jf_jax/shapes/world.py).
-      data_dir="",            # tfds data_dir; '' = ~/tensorflow_datasets
-      split="train",
-      world_layout="columns",  # columns | free (jf_jax/shapes/scene.py)
-      world_seed=0, num_train=20_000, num_validation=1_000, num_test=1_000,
-      und_turns=1,            # question/answer turns per understanding row (0 = all)
-      rank_questions=False,   # training rows also ask "how many shapes are left of the X?"
       # source = "files": user data (jf_jax/data/user_data.py).
       und_files=(),           # LLaVA-style JSON files
       gen_files=(),           # folders of image + .txt, or .jsonl of {"image", "caption"}
@@ -112,7 +103,7 @@ def data_defaults() -> ml_collections.ConfigDict:
 
 
 def vae_defaults() -> ml_collections.ConfigDict:
-  """`config.vae` of a latent-space run (`data.gen_space = "sdxl_vae"`).
+  """`config.vae` of an SDXL-VAE latent-space run (`data.gen_space = "sdxl_vae"`).
 
   The sizes are those of `stabilityai/sdxl-vae` (`models/vae.py` `VAEConfig`; any of its
   fields may be set here; the layout keys below are listed so that `--config.vae.*` flags
@@ -130,9 +121,14 @@ def vae_defaults() -> ml_collections.ConfigDict:
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Everything but the model sizes, with defaults; config files fill in `model`."""
+  """Everything but the model sizes, with defaults; config files fill in `model`.
+
+  The default model is the tiny one in pixel space (32 px RGB latents, 8 px patches on
+  both towers: 16 generation tokens = 16 SigLIP patches), matching `data.gen_space`.
+  """
   config = ml_collections.ConfigDict()
   config.model = model_tiny()
+  use_pixel_space(config.model, image_size=32, patch_size=8)
   config.seed = 0
   config.stage = 2  # 1 adaptation, 2 unified pre-training, 3 SFT (the paper's stages)
   config.tokens = tokens_tiny()
@@ -161,12 +157,11 @@ def base_config() -> ml_collections.ConfigDict:
       init_params_from="",  # converted official weights or an earlier stage's checkpoint
   ))
   config.data = data_defaults()
-  # Object-presence pre-training of the understanding tower before step 0 of a fresh run
-  # (jf_jax/shapes/encoder_pretrain.py, called by train.py). 0 steps = off.
-  config.encoder_pretrain = ml_collections.ConfigDict(dict(
-      steps=0, batch_size=32, learning_rate=1.5e-3, warmup_steps=100, weight_decay=1e-4,
-      readout="max", log_every=500,
-      # > 0: also a per-patch head predicting each patch's column and row (cross-entropy,
-      # this weight), so the frozen tower's tokens keep their position.
-      position_weight=0.0))
+  # Plug-ins train.py loads by name (data/plugins.py; "" = none): `init` provides
+  # `initialise(setup, config) -> state`, a fresh run's first state (e.g.
+  # "jf_jax.shapes.encoder_pretrain"); `after_training` provides `run(config, workdir, metrics,
+  # start_time=..., extra=...)`, called on process 0 when training ends (e.g.
+  # "jf_jax.shapes.main_job").
+  config.init = ""
+  config.after_training = ""
   return config

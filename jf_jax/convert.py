@@ -67,7 +67,8 @@ def official_to_ours(src: str, dst: str, config, seed: int = 0, overwrite: bool 
         f"(stored as {sorted({str(x.dtype) for x in leaves})})", flush=True)
   _move_to_device(params)
   params["repa_projector"] = params_io.init_repa_projector(cfg, jax.random.key(seed))
-  params_io.save_params(dst, params, config.model.to_dict(), overwrite=overwrite)
+  params_io.save_params(dst, params, config.model.to_dict(), overwrite=overwrite,
+                        generation=params_io.generation_config(config))
   print(f"wrote {dst} in {time.time() - t0:.1f}s; peak resident memory "
         f"{peak_memory_gib():.2f} GiB", flush=True)
 

@@ -2,7 +2,7 @@
 files on 1 and 8 devices and after an interrupted run, bad input lines, no overwriting.
 
 The checkpoint is random tiny params written like `python -m jf_jax.convert` writes them
-plus the shapes world's tokenizer; images are decoded in pixel space (--vae=identity).
+plus a word-level tokenizer; its generation.json names pixel space (no VAE to decode).
 The CLI runs in-process (`cli.run(argv)`); conftest.py gives 8 fake CPU devices.
 """
 
@@ -13,13 +13,12 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from jf_jax import config_defaults
 from jf_jax.bench import cli
 from jf_jax.bench import images
 from jf_jax.sampling import image as image_sampling
 import tiny_checkpoint
 
-SIZE = config_defaults.model_tiny().latent_size  # pixel space: images are latent-sized
+SIZE = tiny_checkpoint.config().model.latent_size  # pixel space: images are latent-sized
 PROMPTS = ["a red circle", "a blue square to the left of a green triangle", "a red square"]
 RUN_KEYS = {"task", "checkpoint", "checkpoint_step", "config_sha256", "dtype", "seed",
             "batch_per_device", "resolution"}
@@ -63,7 +62,7 @@ def _bench(root, task, out, *extra):
     inputs = [f"--questions={root / 'questions.jsonl'}", f"--image_root={root / 'images'}",
               "--max_new_tokens=3"]
   else:
-    inputs = ["--vae=identity", "--steps=2", {
+    inputs = ["--steps=2", {
         "geneval": f"--metadata={root / 'geneval.jsonl'}",
         "dpg": f"--prompts={root / 'dpg'}",
         "mjhq": f"--meta={root / 'meta_data.json'}"}[task]]

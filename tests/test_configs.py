@@ -5,6 +5,7 @@ import types
 
 import pytest
 
+from jf_jax import config_defaults
 from jf_jax.train import loop
 from jf_jax.train import optim
 import config_files
@@ -68,3 +69,17 @@ def test_1p3b_carries_the_stage2_batch():
   loop.check_batch_config(config, _fake_mesh(fsdp=64))
   with pytest.raises(ValueError, match="config.batch"):
     loop.check_batch_config(config, _fake_mesh(fsdp=256))
+
+
+def test_checkpoints_with_removed_options_off_still_load():
+  """Model configs saved before 2026-12-03 carry the removed position-embedding options
+  switched off: they load; one switched on is refused, naming it."""
+  from jf_jax.models import config as model_config  # pylint: disable=g-import-not-at-top
+  old = config_defaults.model_tiny().to_dict()
+  old["und_encoder"]["llm_position_embedding"] = False
+  old["gen_encoder"]["position_embedding"] = False
+  assert model_config.from_config_dict(old) == model_config.from_config_dict(
+      config_defaults.model_tiny())
+  old["gen_encoder"]["position_embedding"] = True
+  with pytest.raises(ValueError, match="GenEncoderConfig.position_embedding=True"):
+    model_config.from_config_dict(old)

@@ -17,7 +17,6 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from jf_jax import config_defaults
 from jf_jax import convert
 from jf_jax.checkpoint import convert_hf
 from jf_jax.checkpoint import param_map
@@ -27,7 +26,8 @@ import config_files
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 OFFICIAL_KEYS = REPO_ROOT / "tests" / "data" / "official_keys_janusflow_1p3b.tsv"
-TINY = model_config.from_config_dict(config_defaults.model_tiny())
+# The model of configs/tiny.py (the CLI tests convert with that file): tiny, pixel space.
+TINY = model_config.from_config_dict(config_files.load("tiny").model)
 
 LLM_LAYERS = ("language_model", "model", "layers")
 VIT = ("vision_und_enc_model", "vision_tower")
@@ -349,6 +349,8 @@ def test_cli_writes_restorable_params_with_repa(cli_round_trip, tiny_state, tiny
   _, ours, _ = cli_round_trip
   model_json = json.loads((ours / "model.json").read_text())
   assert model_config.from_config_dict(model_json) == TINY
+  # The generation space travels with the params (configs/tiny.py: pixel space).
+  assert json.loads((ours / "generation.json").read_text()) == {"data": {"gen_space": "pixel"}}
   params = params_io.load_params(str(ours), tiny_abstract)
   assert jax.tree.structure(params) == jax.tree.structure(tiny_abstract)
   repa = params["repa_projector"]

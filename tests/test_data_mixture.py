@@ -18,10 +18,11 @@ from jf_jax.data import layout
 from jf_jax.data import loader
 from jf_jax.data import mixture
 from jf_jax.data import pipeline
-from jf_jax.shapes import scene as shapes_scene
-from jf_jax.shapes import world as shapes_world
 from jf_jax.data import tfds_source
 from jf_jax.models import config as model_config
+from jf_jax.shapes import config as shapes_config
+from jf_jax.shapes import scene as shapes_scene
+from jf_jax.shapes import world as shapes_world
 
 SIZES = dict(num_train=300, num_validation=30, num_test=200)
 SWITCH = dict(step=2, und_rows=2, text_rows=0, gen_rows=4)
@@ -36,8 +37,7 @@ def data_dir(tmp_path_factory):
 
 def _config(data_dir, switch=None, workers=0, **batch):
   """A tiny pixel-space config on the test dataset (16 SigLIP patches -> short rows)."""
-  config = config_defaults.base_config()
-  config_defaults.use_pixel_space(config.model, image_size=32, patch_size=8)
+  config = shapes_config.add_world(config_defaults.base_config())  # tiny, pixel space
   config.data.update(dict(source="shapes", data_dir=data_dir, workers=workers, **SIZES))
   config.batch.update({**dict(und_rows=4, text_rows=2, gen_rows=6, und_seq_len=40,
                               text_seq_len=52, gen_prompt_len=24), **batch})
@@ -108,7 +108,7 @@ def test_switch_continues_each_task_stream(data_dir):
   _assert_same(switched[:2], plain[:2])
   after = switched[2]
   layout.check_batch(after, layout.with_rows(config.batch, layout.rows_at(config.batch, 2)),
-                     cfg)
+                     cfg, cfg.latent_size)  # pixel space: P = L
   assert after["text_ids"].shape[0] == 0
   np.testing.assert_array_equal(after["und_ids"], plain[2]["und_ids"][:2])
   np.testing.assert_array_equal(after["gen_prompt_ids"], plain[2]["gen_prompt_ids"][:4])
@@ -187,7 +187,7 @@ def test_bad_examples_are_skipped_and_counted(data_dir):
   und_rows = np.concatenate([b["und_weights"] for b in batches]).sum(1) > 0
   assert und_rows.tolist() == [True, False, False] * 10
   for b in batches:
-    layout.check_batch(b, config.batch, cfg)
+    layout.check_batch(b, config.batch, cfg, cfg.latent_size)
   restored = pipeline.make_source(config, cfg, tasks=tasks)
   restored.set_state(_json(source.get_state()))
   assert restored.stats() == source.stats()

@@ -5,7 +5,6 @@ Small datasets (a few hundred examples, built in about a second) keep the file f
 
 import json
 import os
-import re
 
 import numpy as np
 from PIL import Image
@@ -22,15 +21,16 @@ from jf_jax.data import packing
 from jf_jax.data import pipeline
 from jf_jax.data import preprocess
 from jf_jax.data import processor
-from jf_jax.shapes import scene as shapes_scene
-from jf_jax.shapes import vocabulary
-from jf_jax.shapes import world as shapes_world
-from jf_jax.shapes import task_data as shapes_tasks
 from jf_jax.data import templates
 from jf_jax.data import tokenizer as tok_lib
 from jf_jax.data import user_data
 from jf_jax.data.records import BadExample
 from jf_jax.models import config as model_config
+from jf_jax.shapes import config as shapes_config
+from jf_jax.shapes import scene as shapes_scene
+from jf_jax.shapes import task_data as shapes_tasks
+from jf_jax.shapes import vocabulary
+from jf_jax.shapes import world as shapes_world
 import config_files
 
 SIZES = dict(num_train=300, num_validation=30, num_test=200)
@@ -50,8 +50,7 @@ def splits(data_dir):
 
 def _config(data_dir, **batch):
   """A tiny pixel-space config on the test dataset (16 SigLIP patches -> short rows)."""
-  config = config_defaults.base_config()
-  config_defaults.use_pixel_space(config.model, image_size=32, patch_size=8)
+  config = shapes_config.add_world(config_defaults.base_config())  # tiny, pixel space
   config.data.update(dict(source="shapes", data_dir=data_dir, **SIZES))
   config.batch.update({**dict(und_rows=4, text_rows=2, gen_rows=6, und_seq_len=40,
                               text_seq_len=52, gen_prompt_len=24), **batch})
@@ -163,9 +162,9 @@ def test_preprocess_ranges_and_padding():
   np.testing.assert_allclose(und[16, 16], [1, -1, -1])
   crop = preprocess.center_crop(np.arange(40 * 20 * 3, dtype=np.uint8).reshape(40, 20, 3), 10)
   assert crop.shape == (10, 10, 3)
-  pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)
-  np.testing.assert_array_equal(preprocess.from_pixel_latent(preprocess.to_pixel_latent(pixels)),
-                                pixels)
+  pixels = np.arange(256, dtype=np.uint8)
+  latent = preprocess.to_pixel_latent(pixels)
+  assert latent.dtype == np.float32 and latent[0] == -1.0 and latent[-1] == 1.0
 
 
 # ------------------------------------------------------------------------ mixture source
@@ -173,12 +172,12 @@ def test_shapes_source_layout_and_config_keys(data_dir):
   config, cfg = _config(data_dir)
   source = pipeline.make_source(config, cfg)
   batch = next(source)
-  layout.check_batch(batch, config.batch, cfg)
-  for key, (shape, dtype) in layout.batch_shapes(config.batch, cfg).items():
+  layout.check_batch(batch, config.batch, cfg, cfg.latent_size)  # pixel space: P = L
+  for key, (shape, dtype) in layout.batch_shapes(config.batch, cfg, cfg.latent_size).items():
     assert batch[key].dtype == dtype, key
   assert batch["gen_weights"].tolist() == [1.0] * 6
-  # Pixel space: the latent and the REPA image are the same uint8 picture at 32 px.
-  np.testing.assert_array_equal(batch["gen_latents"], batch["gen_images"])
+  # Pixel space: one uint8 picture at 32 px, the flow's latent and (at S = P) SigLIP's.
+  assert batch["gen_pixels"].shape == (6, 32, 32, 3)
   assert (batch["und_image_mask"].sum(1) == cfg.num_und_tokens).all()
 
 
@@ -229,7 +228,7 @@ def test_user_data_readers(data_dir, tmp_path):
                           text_files=(str(text),)))
   source = pipeline.make_source(config, cfg)
   batch = next(source)
-  layout.check_batch(batch, config.batch, cfg)
+  layout.check_batch(batch, config.batch, cfg, cfg.latent_size)
   stats = source.stats()
   assert stats["rows"] == {"und": 1, "text": 2, "gen": 2}
   assert stats["skipped"] == {"gen/missing_caption": 1, "gen/bad_record": 1,
@@ -246,7 +245,7 @@ def test_und_turns_packs_that_many_question_answer_turns(data_dir, splits, und_t
   config, cfg = _config(data_dir, und_seq_len=200)  # 16 image slots + up to 11 turns
   config.data.und_turns = und_turns
   data, convert = shapes_tasks.tasks(config.data)["und"]
-  builder = processor.RowBuilder(tok_lib.make_tokenizer(config), config, cfg)
+  builder = processor.RowBuilder(tok_lib.make_tokenizer(config), config, cfg, cfg.latent_size)
   rng = np.random.default_rng(0)
   for i in range(20):
     example = splits["train"][i]
@@ -260,37 +259,3 @@ def test_und_turns_packs_that_many_question_answer_turns(data_dir, splits, und_t
   config.data.und_turns = -1
   with pytest.raises(ValueError, match="und_turns"):
     shapes_tasks.tasks(config.data)
-
-
-def test_rank_questions_add_each_objects_rank_to_training_rows(data_dir, splits):
-  """`data.rank_questions`: every object's rank from the left or right is asked on top of
-  the stored questions, with the count word of the objects on that side."""
-  config, cfg = _config(data_dir, und_seq_len=260)  # every turn: up to 11 + 3 of them
-  config.data.und_turns = 0
-  config.data.rank_questions = True
-  data, convert = shapes_tasks.tasks(config.data)["und"]
-  tok = tok_lib.make_tokenizer(config)
-  builder = processor.RowBuilder(tok, config, cfg)
-  rng = np.random.default_rng(0)
-  sides = set()
-  for i in range(20):
-    example = splits["train"][i]
-    scene = shapes_world.scene_of(example)
-    record = convert(data[i], rng)
-    stored = set(zip(example["questions"], example["answers"]))
-    extra = [(q.decode(), a.decode()) for q, a in record["turns"] if (q, a) not in stored]
-    assert len(extra) == len(scene) and len(record["turns"]) == len(stored) + len(scene)
-    for question, answer in extra:
-      side, name = re.fullmatch(r"how many shapes are (left|right) of the (.+)\?",
-                                question).groups()
-      matches = [k for k, o in enumerate(scene)
-                 if name in (o.name, shapes_scene.SHAPE_NAMES[o.shape])]
-      assert len(matches) == 1, (question, scene)  # the descriptor names one object
-      k = matches[0]
-      beside = k if side == "left" else len(scene) - 1 - k
-      assert answer == shapes_scene.COUNT_WORDS[beside]
-      sides.add(side)
-      assert tok.decode(tok.encode(question)) == question  # every word is in the vocab
-    row = builder.build("und", record)
-    assert row["weights"].sum() == 2 * len(record["turns"])
-  assert sides == {"left", "right"}

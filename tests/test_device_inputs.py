@@ -43,15 +43,13 @@ def test_pipeline_ships_uint8_and_device_normalisation_equals_host_float32():
   source = pipeline.make_source(config, cfg, tasks=tasks)
   batch = next(source)
   source.close()
-  layout.check_batch(batch, config.batch, cfg)
-  for key in ("und_images", "gen_images", "gen_latents"):
+  layout.check_batch(batch, config.batch, cfg, cfg.latent_size)  # pixel space: P = L
+  for key in ("und_images", "gen_pixels"):
     assert batch[key].dtype == np.uint8, key
-  # The float32 arrays the host built before images travelled as uint8.
+  # The float32 arrays the host would build: SigLIP inputs, [-1, 1] generation pixels.
   want = {
       "und_images": np.stack([preprocess.und_image(im, 32)[None] for im in images]),
-      "gen_latents": np.stack([preprocess.to_pixel_latent(preprocess.center_crop(im, 32))
-                               for im in images]),
-      "gen_images": np.stack([preprocess.siglip_normalize(preprocess.center_crop(im, 32))
+      "gen_pixels": np.stack([preprocess.to_pixel_latent(preprocess.center_crop(im, 32))
                               for im in images]),
   }
   mesh = jax.make_mesh((len(jax.devices()) // 2,), ("data",), devices=jax.devices()[:4])
@@ -68,11 +66,11 @@ def test_pipeline_ships_uint8_and_device_normalisation_equals_host_float32():
 
 
 def test_float_keys_pass_through():
-  latents = np.random.default_rng(0).standard_normal((2, 8, 8, 4)).astype(np.float32)
-  images = np.full((2, 32, 32, 3), 255, np.uint8)
-  out = device_inputs.normalize({"gen_latents": latents, "gen_images": images})
-  assert out["gen_latents"] is latents
-  np.testing.assert_array_equal(out["gen_images"], np.ones((2, 32, 32, 3), np.float32))
+  pixels = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  images = np.full((2, 1, 32, 32, 3), 255, np.uint8)
+  out = device_inputs.normalize({"gen_pixels": pixels, "und_images": images})
+  assert out["gen_pixels"] is pixels
+  np.testing.assert_array_equal(out["und_images"], np.ones((2, 1, 32, 32, 3), np.float32))
 
 
 def test_train_step_normalises_uint8_images():
@@ -81,15 +79,16 @@ def test_train_step_normalises_uint8_images():
   config.batch.text_rows = 2
   config.mesh.update(dict(data=1, fsdp=1, tensor=1))
   s = loop.setup(config, devices=jax.devices()[:1])
-  batch = synthetic.make_batch(config.batch, config.tokens, s.cfg, config.seed, 0)
-  assert batch["gen_latents"].dtype == np.uint8 and batch["und_images"].dtype == np.uint8
+  batch = synthetic.make_batch(config.batch, config.tokens, s.cfg, config.seed, 0,
+                               s.space.pixel_size)
+  assert batch["gen_pixels"].dtype == np.uint8 and batch["und_images"].dtype == np.uint8
   host_float = {k: np.asarray(v) for k, v in device_inputs.normalize(batch).items()}
-  assert host_float["gen_latents"].dtype == np.float32
+  assert host_float["gen_pixels"].dtype == np.float32
   start = jax.device_get(s.state)
   metrics = []
   for b in (batch, host_float):
     state = jax.device_put(start, s.shardings)
-    metrics.append(jax.device_get(s.step_fn(state, b)[1]))
+    metrics.append(jax.device_get(s.step(state, b)[1]))
   for key in ("loss", "und_loss", "rf_loss", "repa_loss", "grad_norm"):
     np.testing.assert_allclose(metrics[0][key], metrics[1][key], rtol=1e-5, err_msg=key)
   assert metrics[0]["nonfinite"] == 0

@@ -1,6 +1,8 @@
 """The inference layer: loading a params checkpoint, prompt rows, batching, grids, and the
 tokenizer a config names."""
 
+import os
+
 import jax
 import numpy as np
 from PIL import Image
@@ -16,8 +18,6 @@ from jf_jax.inference import inputs
 from jf_jax.inference import loader
 from jf_jax.models import config as model_config
 from jf_jax.parallel import mesh as mesh_lib
-from jf_jax.sampling import image as image_sampling
-from jf_jax.shapes import vocabulary
 import tiny_checkpoint
 
 CAPTIONS = ["a red circle", "a blue square to the left of a green triangle", "a red square"]
@@ -26,7 +26,7 @@ QUESTIONS = ["what color is the circle?", "how many shapes are there?", "is ther
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-  """A params dir as `python -m jf_jax.convert` writes it, with the shapes tokenizer."""
+  """A params dir as `python -m jf_jax.convert` writes it (pixel space, word tokenizer)."""
   return tiny_checkpoint.write_params_dir(
       str(tmp_path_factory.mktemp("inference") / "ckpt"))
 
@@ -36,17 +36,27 @@ def _images(n, seed=0):
 
 
 def test_load_params_dir(checkpoint):
-  loaded = loader.load(checkpoint, vae="identity", dtype="bfloat16")
+  loaded = loader.load(checkpoint, dtype="bfloat16")
   assert params_io.checkpoint_kind(checkpoint) == params_io.PARAMS and loaded.step is None
   assert loaded.cfg.llm.embed_dim == config_defaults.model_tiny().llm.embed_dim
   dtypes = {x.dtype for x in jax.tree.leaves(loaded.params)}
   assert dtypes == {np.dtype(jax.numpy.bfloat16)}  # cast to the requested compute dtype
-  assert loaded.decode_fn is image_sampling.pixel_space_decode
+  # generation.json names pixel space: the decoder is the identity, with no params.
+  latents = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_array_equal(loaded.decode_fn(loaded.decode_params, latents), latents)
+  assert loaded.decode_params == {}
   assert loaded.tok.special_ids() == {k: config_defaults.tokens_tiny()[k]
                                       for k in tok_lib.SPECIAL_TOKENS}
   assert loader.load(checkpoint, image_decoder=False).decode_fn is None
-  with pytest.raises(FileNotFoundError, match="no VAE at"):
-    loader.load(checkpoint)  # SDXL latents (4 channels, no data config) need a VAE
+
+
+def test_params_dir_without_generation_file_is_in_the_release_space(checkpoint, tmp_path):
+  """No generation.json: the release's SDXL-VAE space, whose 4 latent channels do not fit
+  this RGB model (the error names the keys)."""
+  for name in ("params", "model.json", "tokenizer.json"):
+    os.symlink(os.path.join(checkpoint, name), tmp_path / name)
+  with pytest.raises(ValueError, match="config.vae.latent_channels=4"):
+    loader.load(str(tmp_path))
 
 
 def test_load_names_what_is_missing(tmp_path):
@@ -57,7 +67,7 @@ def test_load_names_what_is_missing(tmp_path):
 
 
 def test_generation_prompts_are_the_training_rows():
-  tok = vocabulary.tokenizer(config_defaults.tokens_tiny())
+  tok = tiny_checkpoint.tokenizer()
   ids, mask = inputs.generation_prompts(tok, CAPTIONS)
   longest = max(len(packing.gen_prompt_ids(tok, c)) for c in CAPTIONS)
   assert ids.shape == mask.shape == (3, longest)
@@ -69,7 +79,7 @@ def test_generation_prompts_are_the_training_rows():
 
 def test_understanding_prompts_left_pad_one_image_block():
   cfg = model_config.from_config_dict(config_defaults.model_tiny())
-  tok = vocabulary.tokenizer(config_defaults.tokens_tiny())
+  tok = tiny_checkpoint.tokenizer()
   rows = inputs.understanding_prompts(tok, cfg, QUESTIONS, _images(3), "")
   n, seq = rows["ids"].shape
   size = cfg.und_encoder.image_size
@@ -90,7 +100,7 @@ def engine(checkpoint):
   bench tests compare 1 and 8)."""
   config = engine_lib.default_config()
   config.batch_buckets = (1, 4)
-  return engine_lib.Engine(loader.load(checkpoint, vae="identity"), config,
+  return engine_lib.Engine(loader.load(checkpoint), config,
                            engine_lib.local_mesh(1))
 
 

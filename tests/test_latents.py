@@ -21,6 +21,7 @@ from jf_jax.data import processor
 from jf_jax.data import synthetic
 from jf_jax.data import tokenizer as tok_lib
 from jf_jax.models import config as model_config
+from jf_jax.models import latent_space
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.parallel import rules as rules_lib
 from jf_jax.train import latents
@@ -35,6 +36,7 @@ ATOL = 1e-4
 def latent_config(vae_path: str, **batch):
   """The tiny model in latent space: 8x8x4 latents from 64 px images, SigLIP at 32 px."""
   config = config_defaults.base_config()
+  config.model = config_defaults.model_tiny()  # 4-channel 8x8 latents
   config.stage = 3
   config.batch.update({**dict(und_rows=4, text_rows=4, gen_rows=4, und_seq_len=32,
                               text_seq_len=16, gen_prompt_len=8), **batch})
@@ -60,21 +62,21 @@ def vae_dir(tmp_path_factory):
   return directory, model
 
 
-def _encoder_and_params(config):
+def _space_and_params(config):
   cfg = model_config.from_config_dict(config.model)
-  encoder = latents.make_encoder(config, cfg)
+  space = latent_space.from_config(config, cfg)
   mesh = mesh_lib.make_mesh(config.mesh, jax.devices()[:1])
   rules = rules_lib.default_rules()
-  params = latents.load_params(config, encoder, latents.param_shardings(encoder, mesh, rules))
-  return cfg, encoder, params
+  params = latents.load_frozen(config, space, latents.frozen_shardings(space, mesh, rules))
+  return cfg, space, params
 
 
 def test_encode_equals_diffusers_posterior_times_scaling_factor(vae_dir):
   directory, torch_vae = vae_dir
   assert sorted(os.listdir(directory)) == ["config.json", "diffusion_pytorch_model.safetensors"]
   config = latent_config(str(directory))
-  cfg, encoder, params = _encoder_and_params(config)
-  assert encoder.pixel_size == 64 and cfg.dtype == jnp.float32
+  cfg, space, params = _space_and_params(config)
+  assert space.pixel_size == 64 and cfg.dtype == jnp.float32
   pixels = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
   with torch.no_grad():
     posterior = torch_vae.encode(_nchw(pixels)).latent_dist
@@ -82,8 +84,7 @@ def test_encode_equals_diffusers_posterior_times_scaling_factor(vae_dir):
     ref_sample = _nhwc(posterior.sample(generator=torch.Generator().manual_seed(7)))
   # diffusers draws the sample's noise as randn(mean.shape) from the generator: same noise.
   eps = _nhwc(torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(7)))
-  run = jax.jit(lambda p, x, e: (latents.encode_pixels(encoder, p, x),
-                                 latents.encode_pixels(encoder, p, x, e)))
+  run = jax.jit(lambda p, x, e: (space.encode(p, x), space.encode(p, x, e)))
   mean, sample = run(params, pixels, eps)
   assert mean.shape == sample.shape == (2, 8, 8, 4) and mean.dtype == sample.dtype == jnp.float32
   for name, ours, ref in (("mean", mean, ref_mean), ("sample", sample, ref_sample)):
@@ -99,10 +100,10 @@ def test_missing_vae_directory_is_a_startup_error_naming_the_key(tmp_path):
     loop.setup(config, devices=jax.devices()[:1])
   config.vae.path = ""
   with pytest.raises(FileNotFoundError, match=r"config\.vae\.path=''"):
-    _encoder_and_params(config)
+    _space_and_params(config)
   del config.vae
   with pytest.raises(ValueError, match="needs config.vae"):
-    latents.make_encoder(config, model_config.from_config_dict(config.model))
+    latent_space.from_config(config, model_config.from_config_dict(config.model))
 
 
 def test_bad_keys_are_named(vae_dir):
@@ -110,18 +111,22 @@ def test_bad_keys_are_named(vae_dir):
   cfg = model_config.from_config_dict(config.model)
   config.vae.latent_mode = "mode"
   with pytest.raises(ValueError, match="config.vae.latent_mode='mode'"):
-    latents.make_encoder(config, cfg)
+    latent_space.from_config(config, cfg)
   config.vae.latent_mode = "mean"
   config.data.gen_space = "sdxl"
   with pytest.raises(ValueError, match="config.data.gen_space='sdxl'"):
-    latents.make_encoder(config, cfg)
+    latent_space.from_config(config, cfg)
+  config.data.gen_space = "pixel"  # the 4-channel model cannot have RGB latents
+  with pytest.raises(ValueError, match="gen_encoder.in_channels=3"):
+    latent_space.from_config(config, cfg)
 
 
 def test_rows_carry_the_centre_crop_and_its_siglip_view_is_the_same_crop(vae_dir):
   config = latent_config(str(vae_dir[0]))
   config.data.resize_images = True
   cfg = model_config.from_config_dict(config.model)
-  builder = processor.RowBuilder(tok_lib.load("shapes", config.tokens), config, cfg)
+  builder = processor.RowBuilder(tok_lib.load("shapes", config.tokens), config, cfg,
+                                 latent_space.from_config(config, cfg).pixel_size)
   rng = np.random.default_rng(1)
   # Mixed size (upscaled to a 64 px short side), smooth so resampling differences stay small.
   yy, xx = np.mgrid[0:50, 0:90]
@@ -143,16 +148,46 @@ def test_rows_carry_the_centre_crop_and_its_siglip_view_is_the_same_crop(vae_dir
   assert small.shape == (32, 32, 3) and np.abs(small - host).mean() < 0.05
 
 
-def test_layout_swaps_latents_for_pixels(vae_dir):
-  config = latent_config(str(vae_dir[0]))
-  cfg = model_config.from_config_dict(config.model)
-  p = layout.gen_pixel_size(config, cfg)
-  shapes = layout.batch_shapes(config.batch, cfg, p)
-  assert p == 64 and shapes["gen_pixels"][0] == (4, 64, 64, 3)
-  assert "gen_latents" not in shapes and "gen_images" not in shapes
-  batch = synthetic.make_batch(config.batch, config.tokens, cfg, 0, 0, p)
-  layout.check_batch(batch, config.batch, cfg, p)
-  assert batch["gen_pixels"].dtype == np.uint8  # normalised to [-1, 1] in the step
+def test_pixel_and_latent_space_batches_have_one_schema(vae_dir):
+  """Both generation spaces send the same keys and dtypes; only P differs (the pixel
+  space's latent side, or the latent side x the VAE's downsample factor)."""
+  latent = latent_config(str(vae_dir[0]))
+  pixel = config_files.load("tiny")
+  pixel.batch.update(latent.batch.to_dict())
+  schemas = {}
+  for name, config in (("latent", latent), ("pixel", pixel)):
+    cfg = model_config.from_config_dict(config.model)
+    space = latent_space.from_config(config, cfg)
+    batch = synthetic.make_batch(config.batch, config.tokens, cfg, 0, 0, space.pixel_size)
+    layout.check_batch(batch, config.batch, cfg, space.pixel_size)
+    schemas[name] = {k: (v.dtype, v.shape[0]) for k, v in batch.items()}
+    assert batch["gen_pixels"].shape == (4, space.pixel_size, space.pixel_size, 3), name
+    assert batch["gen_pixels"].dtype == np.uint8  # normalised to [-1, 1] in the step
+  assert schemas["latent"] == schemas["pixel"]
+  assert {"gen_pixels", "gen_weights"} <= set(schemas["pixel"])
+  assert not {"gen_latents", "gen_images"} & set(schemas["pixel"])
+
+
+def test_the_same_batch_keys_reach_the_step_in_both_spaces(vae_dir, monkeypatch):
+  """The jitted step of a pixel-space run and of a latent-space run receive the same batch
+  keys (recorded at trace time inside the real step)."""
+  from jf_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  seen = {}
+  encode = latents.encode_generation_rows
+
+  def recording(space, frozen, batch, *args, **kw):
+    seen[space.kind] = sorted(batch)
+    return encode(space, frozen, batch, *args, **kw)
+  monkeypatch.setattr(step_lib.latents, "encode_generation_rows", recording)
+  latent = latent_config(str(vae_dir[0]))
+  pixel = config_files.load("tiny")
+  pixel.batch.update(latent.batch.to_dict())
+  for config in (latent, pixel):
+    config.mesh.update(dict(data=1, fsdp=1, tensor=1))
+    s = loop.plan(config, devices=jax.devices()[:1])
+    batch = layout.abstract_batch(config.batch, s.cfg, s.space.pixel_size)
+    s.jitted.lower(s.frozen, s.abstract, batch)
+  assert seen["pixel"] == seen["sdxl_vae"] and "gen_pixels" in seen["pixel"]
 
 
 @pytest.fixture(scope="module")
@@ -164,10 +199,9 @@ def latent_runs(vae_dir):
     config.train.microbatches = micro
     config.mesh.update(dict(data=1, fsdp=2, tensor=1))
     s = loop.setup(config, devices=jax.devices()[:2])
-    p = layout.gen_pixel_size(config, s.cfg)
-    batch = synthetic.make_batch(config.batch, config.tokens, s.cfg, 0, 0, p)
-    vae_before = jax.device_get(s.step_fn.frozen)
-    state, metrics = s.step_fn(s.state, batch)
+    batch = synthetic.make_batch(config.batch, config.tokens, s.cfg, 0, 0, s.space.pixel_size)
+    vae_before = jax.device_get(s.frozen)
+    state, metrics = s.step(s.state, batch)
     out[micro] = (s, jax.device_get(state.params), jax.device_get(metrics), vae_before)
   return out
 
@@ -177,11 +211,11 @@ def test_latent_step_trains_the_model_and_never_the_vae(latent_runs):
   for key in ("loss", "rf_loss", "repa_loss", "ar_loss"):
     assert np.isfinite(metrics[key]) and metrics[key] > 0, key
   # The VAE is an argument, not state: same arrays after the step, nothing of it in state.
-  for a, b in zip(jax.tree.leaves(jax.device_get(s.step_fn.frozen)), jax.tree.leaves(vae_before)):
+  for a, b in zip(jax.tree.leaves(jax.device_get(s.frozen)), jax.tree.leaves(vae_before)):
     np.testing.assert_array_equal(a, b)
   assert "encoder" not in params and "decoder" not in params
   # The VAE params are laid out by the logical rules (conv kernels: replicated).
-  leaf = jax.tree.leaves(s.step_fn.frozen)[0]
+  leaf = jax.tree.leaves(s.frozen)[0]
   assert leaf.sharding.is_fully_replicated and leaf.dtype == jnp.float32
 
 
@@ -195,19 +229,18 @@ def test_microbatched_encoding_is_the_same_step(latent_runs):
 
 def test_sample_and_mean_modes_differ_only_by_the_posterior_noise(vae_dir):
   config = latent_config(str(vae_dir[0]))
-  cfg, encoder, params = _encoder_and_params(config)
+  cfg, space, params = _space_and_params(config)
   batch = {"gen_pixels": np.random.default_rng(2).uniform(-1, 1, (2, 64, 64, 3))
                          .astype(np.float32)}
   config.vae.latent_mode = "mean"
-  mean_encoder = latents.make_encoder(config, cfg)
-  rng = jax.random.key(0)
-  sampled = latents.encode_generation_rows(encoder, params, batch, rng)
-  again = latents.encode_generation_rows(encoder, params, batch, rng)
-  mean = latents.encode_generation_rows(mean_encoder, params, batch, rng)
+  mean_space = latent_space.from_config(config, cfg)
+  rng, und_size = jax.random.key(0), cfg.und_encoder.image_size
+  sampled = latents.encode_generation_rows(space, params, batch, rng, und_size)
+  again = latents.encode_generation_rows(space, params, batch, rng, und_size)
+  mean = latents.encode_generation_rows(mean_space, params, batch, rng, und_size)
   assert sorted(sampled) == ["gen_images", "gen_latents"]
   np.testing.assert_array_equal(sampled["gen_latents"], again["gen_latents"])  # seeded
-  np.testing.assert_allclose(mean["gen_latents"],
-                             latents.encode_pixels(encoder, params, batch["gen_pixels"]),
+  np.testing.assert_allclose(mean["gen_latents"], space.encode(params, batch["gen_pixels"]),
                              atol=1e-6)
   assert float(jnp.abs(sampled["gen_latents"] - mean["gen_latents"]).max()) > 1e-3
   assert mean["gen_images"].shape == (2, 32, 32, 3)
@@ -235,9 +268,9 @@ def test_finetune_recipe_plans_at_full_size():
   assert (config.stage, config.data.source, config.data.gen_space) == (3, "files", "sdxl_vae")
   s = loop.plan(config)  # shapes only: the 1.3B model over the 8 fake devices
   # The SigLIP input of the REPA target is the VAE's own 384 px crop, unresized.
-  assert s.encoder.pixel_size == s.encoder.und_size == 384
-  assert s.encoder.latent_mode == "sample" and s.cfg.dtype == jnp.bfloat16
-  abstract = latents.abstract_params(s.encoder)
+  assert s.space.pixel_size == s.cfg.und_encoder.image_size == 384
+  assert s.space.latent_mode == "sample" and s.cfg.dtype == jnp.bfloat16
+  abstract = s.space.abstract_params()
   assert {x.dtype for x in jax.tree.leaves(abstract)} == {jnp.dtype(jnp.bfloat16)}
   # The encoder half only (the decoder is never read by the step).
   assert sorted(abstract) == ["encoder", "quant_conv"]

@@ -102,11 +102,6 @@ def test_velocity_is_path_derivative():
   np.testing.assert_allclose(dz, losses.velocity_target(noise, data), rtol=1e-6)
 
 
-def test_time_for_model():
-  np.testing.assert_allclose(losses.time_for_model(jnp.array([0.0, 0.5, 1.0])),
-                             [0.0, 500.0, 1000.0])
-
-
 def test_flow_loss_matches_numpy():
   rng = np.random.default_rng(1)
   v_pred = rng.normal(size=(3, 2, 2, 4)).astype(np.float32)

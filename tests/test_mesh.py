@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from jf_jax import config_defaults
+from jf_jax import testing
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
 from jf_jax.parallel import mesh as mesh_lib
@@ -106,7 +107,7 @@ def test_init_sharded_and_fraction():
   mesh = mesh_lib.make_mesh(_mesh_config(data=1, fsdp=4, tensor=2))
   rules = rules_lib.default_rules()
   init_fn, _ = _init_fn()
-  variables, shardings = partition.init_sharded(init_fn, mesh, rules, jax.random.key(0))
+  variables, shardings = testing.init_sharded(init_fn, mesh, rules, jax.random.key(0))
   kernel = variables["params"]["Dense_0"]["kernel"]
   assert not isinstance(kernel, nn.LogicallyPartitioned)
   assert kernel.sharding == shardings["params"]["Dense_0"]["kernel"]
@@ -147,7 +148,7 @@ def test_apply_under_mesh_with_constraints():
   mesh = mesh_lib.make_mesh(_mesh_config(data=2, fsdp=2, tensor=2))
   rules = rules_lib.default_rules()
   init_fn, x = _init_fn()
-  variables, _ = partition.init_sharded(init_fn, mesh, rules, jax.random.key(0))
+  variables, _ = testing.init_sharded(init_fn, mesh, rules, jax.random.key(0))
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     y = jax.jit(_Toy().apply)(variables, x)
   ref = _Toy().apply(jax.device_get(variables), np.asarray(x))
@@ -159,7 +160,7 @@ def test_opt_state_shardings_follow_params():
   mesh = mesh_lib.make_mesh(_mesh_config(data=1, fsdp=4, tensor=2))
   rules = rules_lib.default_rules()
   init_fn, _ = _init_fn()
-  variables, _ = partition.init_sharded(init_fn, mesh, rules, jax.random.key(0))
+  variables, _ = testing.init_sharded(init_fn, mesh, rules, jax.random.key(0))
   abstract = jax.eval_shape(init_fn, jax.random.key(0))["params"]
   cfg = ml_collections.ConfigDict(dict(learning_rate=1e-3, freeze=("LayerNorm_0/.*",)))
   tx, _ = optim.make_optimizer(cfg, nn.unbox(abstract))
@@ -178,9 +179,9 @@ def test_train_state_shardings_follow_params_with_frozen_towers():
   model = janusflow.JanusFlow(model_config.from_config_dict(config.model))
   mesh = mesh_lib.make_mesh(_mesh_config(data=1, fsdp=4, tensor=2))
   rules = rules_lib.default_rules()
-  abstract_params = nn.unbox(janusflow.abstract_params(model))["params"]
-  tx, mask = optim.make_optimizer(optim.from_config(config), abstract_params)
-  abstract, sh = state_lib.state_shardings(model, tx, mesh, rules, use_ema=True)
+  boxed = janusflow.abstract_params(model)["params"]
+  tx, mask = optim.make_optimizer(optim.from_config(config), nn.unbox(boxed))
+  abstract, sh = state_lib.state_shardings(tx, boxed, mesh, rules, use_ema=True)
   is_masked = lambda x: isinstance(x, optax.MaskedNode)
   trainable = jax.tree.leaves(mask)
   assert any(trainable) and not all(trainable)

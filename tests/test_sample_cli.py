@@ -2,10 +2,11 @@
 
 The checkpoint is random tiny params written like `python -m jf_jax.convert` writes them
 (params/ + model.json) plus the shapes world's tokenizer saved as `tokenizer.json`; images
-are decoded in pixel space (--vae=identity). Runs as subprocesses, like a user would (and
+are decoded in pixel space (its generation.json). Runs as subprocesses, like a user would (and
 because sample.py's absl flags would clash with other CLIs imported by the test session).
 """
 
+import json
 import os
 import pathlib
 import subprocess
@@ -15,7 +16,6 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from jf_jax import config_defaults
 import tiny_checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -40,10 +40,10 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_prompt_writes_a_grid(checkpoint):
   out = checkpoint / "grid.png"
   proc = _run(f"--checkpoint={checkpoint / 'ckpt'}", "--prompt=a red circle", f"--out={out}",
-              "--num=3", "--steps=2", "--cfg=2.0", "--seed=1", "--vae=identity")
+              "--num=3", "--steps=2", "--cfg=2.0", "--seed=1")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "sampled in" in proc.stdout and "wrote" in proc.stdout
-  size = config_defaults.model_tiny().latent_size
+  size = tiny_checkpoint.config().model.latent_size
   assert Image.open(out).size == (2 * size, 2 * size)  # 3 images: 2 x 2 grid
 
 
@@ -61,5 +61,9 @@ def test_missing_tokenizer_and_vae_are_named(checkpoint, tmp_path):
   os.symlink(checkpoint / "ckpt" / "model.json", bare / "model.json")
   proc = _run(f"--checkpoint={bare}", "--prompt=a red circle")
   assert proc.returncode != 0 and "no tokenizer.json" in proc.stderr
-  proc = _run(f"--checkpoint={checkpoint / 'ckpt'}", "--prompt=a red circle")
+  # A latent-space params dir (its generation.json) without its VAE.
+  os.symlink(checkpoint / "ckpt" / "tokenizer.json", bare / "tokenizer.json")
+  (bare / "generation.json").write_text(json.dumps(
+      {"data": {"gen_space": "sdxl_vae"}, "vae": {"latent_channels": 3}}))
+  proc = _run(f"--checkpoint={bare}", "--prompt=a red circle")
   assert proc.returncode != 0 and "no VAE at" in proc.stderr and "--vae" in proc.stderr

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from jf_jax import config_defaults
+from jf_jax import testing
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
-from jf_jax.sampling import common
 from jf_jax.sampling import image
 from jf_jax.sampling import text
 
@@ -53,7 +53,7 @@ def _jit(fn, **kwargs):
 
 @pytest.fixture(scope="module")
 def params():
-  return common.numpy_random_params(CFG, seed=0, std=0.1)
+  return testing.numpy_random_params(CFG, seed=0, std=0.1)
 
 
 def _prompts(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -72,7 +72,7 @@ def _prompts(seed: int) -> tuple[jax.Array, jax.Array]:
 def sample_fn():
   """The production pipeline (Euler), jitted once for every test in this file."""
   return _jit(image.make_sample_fn(MODEL, pad_id=TOK.pad_id, solver="euler",
-                                   decode_fn=image.pixel_space_decode))
+                                   decode_fn=lambda _, z: z[..., :3]))  # RGB stand-in
 
 
 @pytest.fixture(scope="module")
@@ -348,53 +348,3 @@ def test_data_prediction_gives_the_velocity_towards_the_predicted_data(params):
   with pytest.raises(ValueError, match="prediction"):
     model_config.validate(dataclasses.replace(
         CFG, gen_decoder=dataclasses.replace(CFG.gen_decoder, prediction="eps")))
-
-
-def test_generation_position_embedding_is_added_per_token():
-  """`gen_encoder.position_embedding`: a [h/p, w/p, C] parameter (absent by default, as in
-  the release) that the encoder's features depend on."""
-  from jf_jax.models import gen_encoder  # pylint: disable=g-import-not-at-top
-  enc_cfg = dataclasses.replace(CFG.gen_encoder, position_embedding=True)
-  encoder = gen_encoder.ShallowUViTEncoder(enc_cfg, CFG.llm.embed_dim)
-  z = jnp.ones(LATENT_SHAPE, jnp.float32)
-  t = jnp.full((B,), 500.0, jnp.float32)
-  variables = encoder.init(jax.random.key(0), z, t)
-  grid = CFG.latent_size // enc_cfg.patch_size
-  pos = variables["params"]["pos_embed"]
-  pos = getattr(pos, "value", pos)
-  assert pos.shape == (grid, grid, enc_cfg.channels)
-  plain = gen_encoder.ShallowUViTEncoder(CFG.gen_encoder, CFG.llm.embed_dim)
-  assert "pos_embed" not in plain.init(jax.random.key(0), z, t)["params"]
-  feats, _ = encoder.apply(variables, z, t)
-  shifted = jax.tree.map(lambda x: x, variables)
-  shifted["params"]["pos_embed"] = jax.tree.map(lambda p: p + 1.0,
-                                                variables["params"]["pos_embed"])
-  feats_shifted, _ = encoder.apply(shifted, z, t)
-  assert np.abs(np.asarray(feats) - np.asarray(feats_shifted)).max() > 1e-3
-
-
-def test_understanding_position_embedding_is_added_after_the_aligner():
-  """`und_encoder.llm_position_embedding`: a [patches, embed] parameter (absent by default,
-  as in the release) added to each image token the LLM sees, not to the tower's output."""
-  und_cfg = dataclasses.replace(CFG.und_encoder, llm_position_embedding=True)
-  model = janusflow.JanusFlow(dataclasses.replace(CFG, und_encoder=und_cfg))
-  plain = janusflow.JanusFlow(CFG)
-  size = CFG.und_encoder.image_size
-  images = jax.random.uniform(jax.random.key(1), (B, 1, size, size, 3), jnp.float32, -1, 1)
-  params = model.init(jax.random.key(0), images,
-                      method=janusflow.JanusFlow.encode_und_images)["params"]
-  params = jax.tree.map(lambda p: getattr(p, "value", p), params,
-                        is_leaf=lambda p: hasattr(p, "value"))
-  assert params["und_pos_embed"].shape == (CFG.und_encoder.num_patches, CFG.llm.embed_dim)
-  plain_params = {k: v for k, v in params.items() if k != "und_pos_embed"}
-  tokens = model.apply({"params": params}, images,
-                       method=janusflow.JanusFlow.encode_und_images)
-  without = plain.apply({"params": plain_params}, images,
-                        method=janusflow.JanusFlow.encode_und_images)
-  # Slot 0 is <begin_of_image>; the patches follow, each shifted by its own embedding.
-  np.testing.assert_allclose(tokens[:, 0], without[:, 0])
-  np.testing.assert_allclose(tokens[:, 1:] - without[:, 1:],
-                             np.broadcast_to(params["und_pos_embed"], without[:, 1:].shape),
-                             rtol=1e-5, atol=1e-6)
-  assert "und_pos_embed" not in plain.init(
-      jax.random.key(0), images, method=janusflow.JanusFlow.encode_und_images)["params"]

@@ -26,16 +26,15 @@ from PIL import Image
 from prometheus_client import parser as prom_parser
 import pytest
 
-from jf_jax import config_defaults
 from jf_jax.serve import media
 import tiny_checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 KEY = "test-key"
-SIZE = config_defaults.model_tiny().latent_size  # pixel space: images are latent-sized
+SIZE = tiny_checkpoint.config().model.latent_size  # pixel space: images are latent-sized
 MAX_QUEUE, MAX_N, MAX_BODY, MAX_PIXELS = 40, 8, 300_000, 64 * 64
 SERVER_FLAGS = [
-    "--vae=identity", f"--api_key={KEY}", "--config.max_wait_ms=200",
+    f"--api_key={KEY}", "--config.max_wait_ms=200",
     "--config.engine.batch_buckets=(1, 8)", "--config.engine.gen_prompt_buckets=(64,)",
     "--config.engine.und_prompt_buckets=(128,)", "--config.engine.max_tokens_buckets=(64,)",
     f"--config.limits.max_queue={MAX_QUEUE}", f"--config.limits.max_n={MAX_N}",
@@ -144,7 +143,7 @@ def test_images_match_sample_py(server, client):
   _, _, root = server
   out = root / "grid.png"
   _sample_py(f"--checkpoint={root / 'ckpt'}", "--prompt=a red circle", f"--out={out}",
-             "--num=2", "--steps=2", "--cfg=2.0", "--seed=7", "--vae=identity")
+             "--num=2", "--steps=2", "--cfg=2.0", "--seed=7")
   grid = np.asarray(Image.open(out).convert("RGB"))  # 2 images: one row of two tiles
   served = _generate(client, "a red circle", seed=7, n=2)
   assert served.shape == (2, SIZE, SIZE, 3)

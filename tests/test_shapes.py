@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jf_jax.sampling import common
+from jf_jax import testing
 
 from jf_jax import config_defaults
 from jf_jax.models import attention
@@ -68,7 +68,7 @@ def _causal(query_slots: np.ndarray, num_keys: int) -> jax.Array:
 
 def _random_like(abstract, seed: int = 0, std: float = 0.1):
   """Random arrays for an (unboxed) abstract variable tree; norm scales near one."""
-  return common.random_like(abstract, seed, std)
+  return testing.random_like(abstract, seed, std)
 
 
 def _variables(module: nn.Module, *args, method=None, seed: int = 0, **kwargs):
@@ -619,4 +619,6 @@ def test_config_rejects_unknown_keys():
 
 
 def test_tiny_config_file_matches_defaults():
-  assert model_config.from_config_dict(config_files.load("tiny").model) == TINY
+  # configs/tiny.py's model is base_config()'s: model_tiny() in pixel space.
+  assert model_config.from_config_dict(config_files.load("tiny").model) == (
+      model_config.from_config_dict(config_defaults.base_config().model))

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from jf_jax import config_defaults
+from jf_jax import testing
 from jf_jax.data import preprocess
 from jf_jax.data import tokenizer as tok_lib
 from jf_jax.inference import loader
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
-from jf_jax.sampling import common
-from jf_jax.sampling import image as image_sampling
+from jf_jax.models import latent_space
 from jf_jax.shapes import diagnostics
 from jf_jax.shapes import scene as shapes_scene
 from jf_jax.shapes import world as shapes_world
@@ -27,9 +27,10 @@ def tiny():
   config.model.gen_encoder.channels = 16
   config.data.update(dict(tokenizer="shapes", gen_space="pixel"))
   cfg = model_config.from_config_dict(config.model)
-  params = common.numpy_random_params(cfg, std=0.05)
+  params = testing.numpy_random_params(cfg, std=0.05)
   loaded = loader.Loaded(config, cfg, janusflow.JanusFlow(cfg), params,
-                         tok_lib.make_tokenizer(config), 0, image_sampling.pixel_space_decode)
+                         tok_lib.make_tokenizer(config), 0,
+                         latent_space.pixel_space(cfg).decode, {})
   holdout = shapes_scene.holdout_pairs(0)
   examples = [shapes_world.make_example(0, "train", i, 32, holdout) for i in range(N)]
   return (loaded, [ex["caption"] for ex in examples],

@@ -6,8 +6,8 @@ import pytest
 
 from jf_jax import config_defaults
 from jf_jax.models import config as model_config
+from jf_jax.shapes import config as shapes_config
 from jf_jax.shapes import encoder_pretrain
-from jf_jax.shapes import probe
 from jf_jax.shapes import scene as shapes_scene
 from jf_jax.shapes import world as shapes_world
 from jf_jax.train import loop
@@ -17,8 +17,7 @@ SIZES = dict(num_train=200, num_validation=20, num_test=20)
 
 def _config(data_dir, steps=80):
   """A small pixel-space stage-2 config on a 200-image shapes world (16 SigLIP patches)."""
-  config = config_defaults.base_config()
-  config_defaults.use_pixel_space(config.model, image_size=32, patch_size=8)
+  config = shapes_config.add_world(config_defaults.base_config())  # tiny, pixel space
   config.data.update(dict(source="shapes", data_dir=data_dir, **SIZES))
   config.encoder_pretrain.update(dict(steps=steps, batch_size=16, log_every=steps))
   config.batch.update(dict(und_rows=8, text_rows=8, gen_rows=8))  # split over 8 devices
@@ -74,61 +73,9 @@ def test_readouts_share_the_tower_layout():
   for readout in encoder_pretrain.READOUTS:
     model = encoder_pretrain.PresenceModel(und, readout)
     params = model.init(jax.random.key(0), images)
-    presence, position = model.apply(params, images)
-    assert presence.shape == (2, encoder_pretrain.NUM_OBJECTS) and position is None
+    presence = model.apply(params, images)
+    assert presence.shape == (2, encoder_pretrain.NUM_OBJECTS)
     trees[readout] = jax.tree.map(np.shape, params["params"][encoder_pretrain.ENCODER])
   assert trees["max"] == trees["pool"]
   with pytest.raises(ValueError, match="readout must be one of"):
     encoder_pretrain.PresenceModel(und, "mean").init(jax.random.key(0), images)
-
-
-def test_patch_positions_are_raster_order():
-  positions = encoder_pretrain.patch_positions(3)
-  assert positions.tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1],
-                                [0, 2], [1, 2], [2, 2]]
-
-
-def test_position_head_is_pretraining_only():
-  cfg = config_defaults.model_tiny()
-  cfg.und_encoder.update(dict(image_size=32, patch_size=8))
-  und = model_config.from_config_dict(cfg).und_encoder
-  images = np.zeros((2, 32, 32, 3), np.float32)
-  model = encoder_pretrain.PresenceModel(und, position_head=True)
-  params = model.init(jax.random.key(0), images)["params"]
-  _, position = model.apply({"params": params}, images)
-  assert position.shape == (2, 16, 2, 4)  # 4 x 4 patches: column and row logits
-  plain = encoder_pretrain.PresenceModel(und).init(jax.random.key(0), images)["params"]
-  # The extra head sits beside the tower: the tower (what stage 2 gets) keeps its layout.
-  assert set(params) == {encoder_pretrain.ENCODER, "head", "position_head"}
-  assert (jax.tree.map(np.shape, params[encoder_pretrain.ENCODER])
-          == jax.tree.map(np.shape, plain[encoder_pretrain.ENCODER]))
-
-
-def test_position_loss_prefers_the_true_positions():
-  grid = 4
-  true = encoder_pretrain.patch_positions(grid)  # [16, 2]
-  right = 10.0 * np.eye(grid)[true][None]  # [1, 16, 2, grid], peaked on the truth
-  wrong = 10.0 * np.eye(grid)[(true + 1) % grid][None]
-  assert float(encoder_pretrain.position_loss(right)) < 1e-3
-  assert float(encoder_pretrain.position_loss(wrong)) > 5.0
-
-
-def test_position_weight_keeps_each_patch_column_in_its_own_vector(tmp_path):
-  """The presence objective alone leaves a patch's column barely readable from its own
-  features; the position head makes it readable (linear probe, held-out test images)."""
-  accuracy = {}
-  for weight in (0.0, 1.0):
-    config = _config(str(tmp_path), steps=120)
-    config.encoder_pretrain.position_weight = weight
-    cfg = model_config.from_config_dict(config.model)
-    encoder, metrics = encoder_pretrain.pretrain(config, cfg, ())
-    assert ("last_position_loss" in metrics) == (weight > 0)
-    feats = {}
-    for split, limit in (("train", 100), ("test", 20)):
-      images, _ = probe.load_split(config.data, split, limit)
-      feats[split] = probe.tower_features(cfg.und_encoder, encoder, images)
-    accuracy[weight] = probe.patch_column_probe(feats["train"], feats["test"], 4, 1e-3)
-  # Chance is 0.25 (4 columns); the head's own loss asks for exactly this read-out (about
-  # 0.91 against 0.46 without it at this size).
-  assert accuracy[1.0]["test"] > 0.8, accuracy
-  assert accuracy[1.0]["test"] > accuracy[0.0]["test"] + 0.3, accuracy

@@ -7,6 +7,7 @@ import numpy as np
 from jf_jax import config_defaults
 from jf_jax.models import config as model_config
 from jf_jax.models import siglip
+from jf_jax.shapes import config as shapes_config
 from jf_jax.shapes import probe
 from jf_jax.shapes import scene as shapes_scene
 from jf_jax.shapes import world as shapes_world
@@ -57,8 +58,7 @@ def test_patch_column_probe_separates_informative_from_blind_features():
 
 
 def test_run_on_a_tiny_world(tmp_path):
-  config = config_defaults.base_config()
-  config_defaults.use_pixel_space(config.model, image_size=32, patch_size=8)
+  config = shapes_config.add_world(config_defaults.base_config())  # tiny, pixel space
   config.data.update(dict(source="shapes", data_dir=str(tmp_path), num_train=200,
                           num_validation=10, num_test=40))
   und = model_config.from_config_dict(config.model).und_encoder

@@ -18,10 +18,15 @@ from diffusers import AutoencoderKL as TorchAutoencoderKL
 
 from jf_jax.checkpoint import convert_hf
 from jf_jax.checkpoint import vae_map
+from jf_jax import config_defaults
+from jf_jax.models import config as model_config
+from jf_jax.models import latent_space
 from jf_jax.models import vae
+from jf_jax.sampling import image as image_sampling
 
 ATOL = 1e-4
-TINY = vae.tiny_config()
+# A ~0.3M-parameter AutoencoderKL (2 levels, downsample 2).
+TINY = vae.VAEConfig(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)
 
 
 def _torch_vae(cfg: vae.VAEConfig) -> TorchAutoencoderKL:
@@ -81,12 +86,15 @@ def test_encode_and_decode_match_diffusers(torch_tiny, tiny_params):
   images = rng.uniform(-1, 1, (2, 16, 24, 3)).astype(np.float32)  # H != W catches swaps
   latents = rng.normal(size=(2, 8, 12, TINY.latent_channels)).astype(np.float32)
   model = vae.AutoencoderKL(TINY)
+  # The generation space over this VAE: scaled latents in, scaled latents out.
+  space = latent_space.LatentSpace("sdxl_vae", 16, 8, TINY.latent_channels,
+                                   vae.SDXL_SCALING_FACTOR, "mean", model)
 
   @jax.jit
   def run(params):  # the raw methods and the scaled entry points, in one compile
     mean, logvar = model.apply({"params": params}, images, method="encode")
-    return (mean, logvar, vae.encode_to_latents(model, params, images),
-            vae.make_decode_fn(model)(params, vae.scale_latents(latents)))
+    return (mean, logvar, space.encode(params, images),
+            space.decode(params, latents * vae.SDXL_SCALING_FACTOR))
 
   mean, logvar, scaled, decoded = run(tiny_params)
   with torch.no_grad():
@@ -186,69 +194,46 @@ def test_load_vae_reads_the_diffusers_file(tmp_path, tiny_state, tiny_params):
       jax.tree.structure(tiny_params)
   with pytest.raises(FileNotFoundError):
     vae_map.load_vae(str(tmp_path / "nope"), TINY)
-  assert vae_map.load_vae(str(tmp_path / "nope"), vae.identity_config()) == {}
 
 
 # -------------------------------------------------------------- configs and helpers
 def test_configs_select_the_module_and_validate():
   assert isinstance(vae.make_vae(vae.VAEConfig()), vae.AutoencoderKL)
-  ident = vae.config_from_dict({"kind": "identity", "latent_channels": 4, "scaling_factor": 1})
-  assert isinstance(vae.make_vae(ident), vae.IdentityVAE)
   assert vae.config_from_dict({"block_out_channels": [32, 64]}).downsample_factor == 2
   assert vae.VAEConfig().downsample_factor == 8
   with pytest.raises(ValueError, match="unknown keys for VAEConfig"):
     vae.config_from_dict({"chans": 3})
   with pytest.raises(ValueError, match="norm_num_groups"):
     vae.config_from_dict({"block_out_channels": [30], "norm_num_groups": 8})
-  with pytest.raises(ValueError, match="latent_channels"):
-    vae.make_vae(vae.identity_config(patch_size=2, latent_channels=4))
   with pytest.raises(ValueError, match="multiples of 2"):
     vae.AutoencoderKL(TINY).init(jax.random.key(0), jnp.zeros((1, 15, 16, 3)))
 
 
-def test_identity_vae_is_an_exact_reshape():
-  cfg = vae.identity_config(patch_size=2, latent_channels=14)
-  model = vae.make_vae(cfg)
-  images = np.random.default_rng(3).uniform(-1, 1, (2, 8, 6, 3)).astype(np.float32)
-  assert jax.eval_shape(model.init, jax.random.key(0), images) == {}
-
-  @jax.jit
-  def run(images):
-    mean, logvar = model.apply({}, images, method="encode")
-    latents = vae.encode_to_latents(model, None, images)
-    return (mean, logvar, model.apply({}, mean, method="decode"),
-            vae.make_decode_fn(model)(None, latents))
-
-  mean, logvar, decoded, decoded_scaled = run(images)
-  assert mean.shape == logvar.shape == (2, 4, 3, 14)
-  np.testing.assert_array_equal(mean[0, 1, 2, :3], images[0, 2, 4])  # pixel (2y, 2x)
-  np.testing.assert_array_equal(mean[..., 12:], 0.0)
-  np.testing.assert_array_equal(logvar, vae.LOGVAR_MIN)
-  np.testing.assert_array_equal(decoded, images)
-  np.testing.assert_array_equal(decoded_scaled, images)
-  assert cfg.scaling_factor == 1.0
+def test_pixel_space_is_the_identity_without_params():
+  config = config_defaults.base_config()
+  cfg = model_config.from_config_dict(config.model)
+  space = latent_space.from_config(config, cfg)
+  assert (space.kind, space.pixel_size, space.latent_size, space.channels) == (
+      "pixel", cfg.latent_size, cfg.latent_size, 3)
+  assert not space.has_params and space.abstract_params() == {}
+  images = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_array_equal(space.encode({}, images), images)
+  np.testing.assert_array_equal(space.decode({}, images), images)
+  with pytest.raises(ValueError, match="gen_encoder.in_channels=3"):
+    latent_space.pixel_space(model_config.from_config_dict(config_defaults.model_tiny()))
 
 
 def test_latent_helpers():
   @jax.jit
   def run():
-    z = jnp.array([1.0, -2.0])
     mean = jnp.full((4, 64, 64, 4), 3.0)
-    sample = vae.sample_posterior(jax.random.key(0), mean, jnp.full_like(mean, np.log(4.0)))
+    eps = jax.random.normal(jax.random.key(0), mean.shape)
+    sample = vae.posterior_sample(mean, jnp.full_like(mean, np.log(4.0)), eps)
     images = jnp.array([-3.0, -1.0, 0.0, 0.5, 1.0, 7.0, -0.998])
     assert sample.shape == mean.shape and sample.dtype == jnp.float32
-    # The rng path of encode_to_latents samples too (identity VAE: std exp(-15) ~ 3e-7).
-    ident = vae.make_vae(vae.identity_config(latent_channels=3))
-    noisy = vae.encode_to_latents(ident, None, images.reshape(1, 1, 7, 1).repeat(3, -1),
-                                  jax.random.key(1))
-    return (vae.scale_latents(z), vae.unscale_latents(vae.scale_latents(z)), sample.mean(),
-            sample.std(), vae.decode_to_uint8(images), noisy)
+    return sample.mean(), sample.std(), image_sampling.to_uint8(images)
 
-  scaled, back, mean, std, pixels, noisy = run()
-  np.testing.assert_allclose(noisy[0, 0, :, 0], [-3.0, -1.0, 0.0, 0.5, 1.0, 7.0, -0.998],
-                             atol=2e-6)
-  np.testing.assert_allclose(scaled, [0.13025, -0.2605])
-  np.testing.assert_allclose(back, [1.0, -2.0], rtol=1e-6)
+  mean, std, pixels = run()
   assert abs(float(mean) - 3.0) < 0.05 and abs(float(std) - 2.0) < 0.05
   np.testing.assert_array_equal(pixels, [0, 0, 128, 191, 255, 255, 0])
   assert pixels.dtype == jnp.uint8

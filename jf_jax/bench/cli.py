@@ -39,7 +39,7 @@ def _common_arguments() -> argparse.ArgumentParser:
                       help="params dir (python -m jf_jax.convert) or training workdir")
   common.add_argument("--out", required=True, help="output folder")
   common.add_argument("--vae", default=None,
-                      help="SDXL-VAE (diffusers dir or file); 'identity' for pixel space")
+                      help="SDXL-VAE (diffusers dir or file); pixel-space models need none")
   common.add_argument("--tokenizer", default=None, help="folder holding tokenizer.json")
   common.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
                       help="compute dtype (default: the checkpoint config's)")

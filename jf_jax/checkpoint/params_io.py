@@ -3,6 +3,8 @@
 Layout of a params directory:
   DIR/params/        Orbax StandardCheckpointer tree of the model params (scanned layout)
   DIR/model.json     the model config it was written for
+  DIR/generation.json  its generation space: `{"data": {"gen_space": ...}, "vae": {...}}`
+                     (`models/latent_space.py`; absent: the release's SDXL-VAE space)
 
 `restore_any` reads params from either a params directory or a training workdir (its
 train checkpoints, `manager.py`): inference and a new stage's initialisation take both.
@@ -45,8 +47,21 @@ def _check_writable(directory: str, overwrite: bool) -> None:
                           "it (nothing was written)")
 
 
-def save_params(directory: str, params: Any, model_config: dict, overwrite: bool = False):
-  """Writes params (+ model.json) to `directory`; refuses to clobber unless `overwrite`."""
+GENERATION_FILE = "generation.json"
+
+
+def generation_config(config: Any) -> dict:
+  """The keys of a run config that define its generation space, for `generation.json`."""
+  out = {"data": {"gen_space": config.data.get("gen_space", "pixel")}}
+  if config.get("vae") is not None:
+    out["vae"] = config.vae.to_dict()
+  return out
+
+
+def save_params(directory: str, params: Any, model_config: dict, overwrite: bool = False,
+                generation: dict | None = None):
+  """Writes params + model.json (+ `generation`, from `generation_config`, as
+  generation.json) to `directory`; refuses to clobber unless `overwrite`."""
   directory = os.path.abspath(directory)
   _check_writable(directory, overwrite)
   os.makedirs(directory, exist_ok=True)
@@ -55,6 +70,9 @@ def save_params(directory: str, params: Any, model_config: dict, overwrite: bool
   ckptr.wait_until_finished()
   with open(os.path.join(directory, "model.json"), "w") as f:
     json.dump(model_config, f, indent=2, sort_keys=True)
+  if generation is not None:
+    with open(os.path.join(directory, GENERATION_FILE), "w") as f:
+      json.dump(generation, f, indent=2, sort_keys=True)
 
 
 def load_params(directory: str, target: Any | None = None) -> Any:

@@ -72,9 +72,7 @@ def _tower_rules(part: str, cfg: VAEConfig) -> Iterator[Rule]:
 
 
 def rules(cfg: VAEConfig) -> list[Rule]:
-  """All rules of a VAE config (none for the parameter-free identity VAE)."""
-  if cfg.kind == "identity":
-    return []
+  """All rules of a VAE config."""
   table = [*_tower_rules("encoder", cfg), *_tower_rules("decoder", cfg)]
   if cfg.use_quant_conv:
     table += conv_rules("quant_conv", ("quant_conv",))
@@ -148,10 +146,5 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def load_vae(directory: str, cfg: VAEConfig = VAEConfig(), dtype=np.float32) -> dict:
-  """Reads diffusers VAE weights (file or directory) into our params tree.
-
-  Returns {} for the identity VAE without touching the filesystem.
-  """
-  if cfg.kind == "identity":
-    return {}
+  """Reads diffusers VAE weights (file or directory) into our params tree."""
   return to_params(read_state_dict(directory), cfg, dtype, source=directory)

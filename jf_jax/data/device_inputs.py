@@ -11,20 +11,18 @@ import numpy as np
 
 from jf_jax.data import preprocess
 
-# Batch key -> its uint8 -> float32 normalisation (SigLIP inputs, pixel-space latents).
+# Batch key -> its uint8 -> float32 normalisation.
 NORMALIZERS = {
     "und_images": preprocess.siglip_normalize,  # [und_rows, 1, S, S, 3]
-    "gen_images": preprocess.siglip_normalize,  # [gen_rows, S, S, 3] (REPA target)
-    "gen_latents": preprocess.to_pixel_latent,  # [gen_rows, L, L, 3] in pixel space
-    "gen_pixels": preprocess.to_pixel_latent,   # [gen_rows, P, P, 3] the VAE encodes
+    "gen_pixels": preprocess.to_pixel_latent,   # [gen_rows, P, P, 3] in [-1, 1]
 }
 
 
 def normalize(batch: dict) -> dict:
   """A copy of `batch` with its uint8 image keys as float32 model inputs, same shapes.
 
-  Keys that are already floating point (latents of a latent-space model, batches built
-  by hand) pass through unchanged, as does everything else.
+  Keys that are already floating point (batches built by hand) pass through unchanged,
+  as does everything else.
   """
   return {k: NORMALIZERS[k](v) if k in NORMALIZERS and v.dtype == np.uint8 else v
           for k, v in batch.items()}

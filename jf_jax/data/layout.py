@@ -13,18 +13,14 @@ lengths with masks, so the jitted step never recompiles. Keys and shapes:
   text_ids / text_valid / text_targets / text_weights   [text_rows, text_seq]
   gen_prompt_ids  [gen_rows, prompt_len] int32  BOS + prompt, left-padded
   gen_prompt_mask [gen_rows, prompt_len] bool
-  gen_latents     [gen_rows, L, L, C] f32   clean (scaled) latents x_res; in pixel space
-                                            (C = 3) the image itself, uint8
-  gen_images      [gen_rows, S, S, 3] uint8 the same image for SigLIP (REPA target)
+  gen_pixels      [gen_rows, P, P, 3] uint8  the image's centre crop, P =
+                                            `LatentSpace.pixel_size` (models/latent_space.py)
   gen_weights     [gen_rows] f32            1 for real rows, 0 for padding rows
 
-Images travel as uint8 pixels (4x less to build, copy between processes and send to the
-accelerators than float32); the train step turns them into the float32 model inputs
-(SigLIP-normalised, pixel latents in [-1, 1]) on the devices (`device_inputs.py`).
-
-In latent space (`config.data.gen_space = "sdxl_vae"`) the train step encodes the images
-itself (`train/latents.py`): `gen_latents` and `gen_images` are replaced by
-  gen_pixels      [gen_rows, P, P, 3] uint8  the centre crop, P = L x VAE factor
+One schema for every generation space: images travel as uint8 pixels (4x less to build,
+copy between processes and send to the accelerators than float32); the train step turns
+them into float32 model inputs on the devices (`device_inputs.py`) and then into the
+flow's latents and SigLIP's REPA view (`train/latents.py`).
 """
 
 from typing import Any
@@ -32,39 +28,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from jf_jax.models import vae
 from jf_jax.models.config import JanusFlowConfig
 
-GEN_SPACES = ("pixel", "sdxl_vae")
 
-
-def pixel_latents(cfg: JanusFlowConfig) -> bool:
-  """Whether generation latents are RGB pixels (pixel space, 3 channels: `processor.py`
-  requires them for `config.data.gen_space="pixel"`) and so travel as uint8."""
-  return cfg.gen_encoder.in_channels == 3
-
-
-def gen_pixel_size(config: Any, cfg: JanusFlowConfig) -> int:
-  """P, the side of the generation images the step encodes; 0 in pixel space (the batch
-  then holds the latents themselves). Raises naming the key on a bad `gen_space`."""
-  space = config.data.get("gen_space", "pixel")
-  if space not in GEN_SPACES:
-    raise ValueError(f"config.data.gen_space={space!r}; expected one of {GEN_SPACES}")
-  if space == "pixel":
-    return 0
-  if config.get("vae") is None:
-    raise ValueError("config.data.gen_space='sdxl_vae' needs config.vae (at least "
-                     "config.vae.path: the diffusers-layout SDXL-VAE directory)")
-  return cfg.latent_size * vae.config_from_dict(config.vae).downsample_factor
-
-
-def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig, gen_pixels: int = 0
+def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig, pixel_size: int
                  ) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """Key -> (shape, numpy dtype) of a global batch (`gen_pixels` = `gen_pixel_size`)."""
+  """Key -> (shape, numpy dtype) of a global batch; `pixel_size` = P of the run's
+  `LatentSpace`."""
   u, t, g = batch_cfg.und_rows, batch_cfg.text_rows, batch_cfg.gen_rows
-  s = cfg.und_encoder.image_size
-  lat = cfg.latent_size
-  latent_dtype = np.uint8 if pixel_latents(cfg) else np.float32
+  s, p = cfg.und_encoder.image_size, pixel_size
   us, ts, pl = batch_cfg.und_seq_len, batch_cfg.text_seq_len, batch_cfg.gen_prompt_len
   shapes = {
       "und_ids": ((u, us), np.int32), "und_images": ((u, 1, s, s, 3), np.uint8),
@@ -73,19 +45,15 @@ def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig, gen_pixels: int = 0
       "text_ids": ((t, ts), np.int32), "text_valid": ((t, ts), np.bool_),
       "text_targets": ((t, ts), np.int32), "text_weights": ((t, ts), np.float32),
       "gen_prompt_ids": ((g, pl), np.int32), "gen_prompt_mask": ((g, pl), np.bool_),
-      "gen_latents": ((g, lat, lat, cfg.gen_encoder.in_channels), latent_dtype),
-      "gen_images": ((g, s, s, 3), np.uint8), "gen_weights": ((g,), np.float32),
+      "gen_pixels": ((g, p, p, 3), np.uint8), "gen_weights": ((g,), np.float32),
   }
-  if gen_pixels:
-    del shapes["gen_latents"], shapes["gen_images"]
-    shapes["gen_pixels"] = ((g, gen_pixels, gen_pixels, 3), np.uint8)
   return shapes
 
 
-def abstract_batch(batch_cfg: Any, cfg: JanusFlowConfig, gen_pixels: int = 0
+def abstract_batch(batch_cfg: Any, cfg: JanusFlowConfig, pixel_size: int
                    ) -> dict[str, jax.ShapeDtypeStruct]:
   return {k: jax.ShapeDtypeStruct(shape, dtype)
-          for k, (shape, dtype) in batch_shapes(batch_cfg, cfg, gen_pixels).items()}
+          for k, (shape, dtype) in batch_shapes(batch_cfg, cfg, pixel_size).items()}
 
 
 def rows_per_task(batch_cfg: Any) -> dict[str, int]:
@@ -133,10 +101,10 @@ def slots_before(batch_cfg: Any, step: int) -> dict[str, int]:
   return {task: n * start + later[task] * (step - start) for task, n in first.items()}
 
 
-def check_batch(batch: dict, batch_cfg: Any, cfg: JanusFlowConfig, gen_pixels: int = 0
+def check_batch(batch: dict, batch_cfg: Any, cfg: JanusFlowConfig, pixel_size: int
                 ) -> None:
   """Raises naming the key when a batch does not have the configured layout."""
-  expected = batch_shapes(batch_cfg, cfg, gen_pixels)
+  expected = batch_shapes(batch_cfg, cfg, pixel_size)
   missing = sorted(set(expected) - set(batch))
   if missing:
     raise ValueError(f"batch is missing keys {missing}")

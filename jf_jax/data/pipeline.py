@@ -18,6 +18,7 @@ from jf_jax.data import plugins
 from jf_jax.data import processor
 from jf_jax.data import synthetic
 from jf_jax.data import tokenizer as tok_lib
+from jf_jax.models import latent_space
 from jf_jax.models.config import JanusFlowConfig
 
 
@@ -25,16 +26,16 @@ class SyntheticBatches:
   """step -> synthetic rows of this process (`synthetic.make_batch`), with the step's rows
   per task (`config.batch.switch`)."""
 
-  def __init__(self, config: Any, cfg: JanusFlowConfig, process_index: int = 0,
-               process_count: int = 1):
+  def __init__(self, config: Any, cfg: JanusFlowConfig, pixel_size: int,
+               process_index: int = 0, process_count: int = 1):
     self._batch_cfg, self._tokens, self._cfg = config.batch, config.tokens, cfg
     self._seed, self._index, self._count = config.seed, process_index, process_count
-    self._gen_pixels = layout.gen_pixel_size(config, cfg)  # 0 in pixel space
+    self._pixel_size = pixel_size
 
   def __call__(self, step: int) -> dict:
     batch_cfg = layout.with_rows(self._batch_cfg, layout.rows_at(self._batch_cfg, step))
     batch = synthetic.make_batch(batch_cfg, self._tokens, self._cfg, self._seed, step,
-                                 self._gen_pixels)
+                                 self._pixel_size)
     return {"step": step, "rows": {}, "skips": [],
             "batch": {k: _process_rows(v, self._index, self._count) for k, v in batch.items()}}
 
@@ -59,21 +60,26 @@ def default_tasks(config: Any) -> dict:
 
 
 def make_source(config: Any, cfg: JanusFlowConfig, tasks: Mapping | None = None,
-                process_index: int | None = None, process_count: int | None = None
-                ) -> loader.Loader:
+                process_index: int | None = None, process_count: int | None = None,
+                pixel_size: int | None = None) -> loader.Loader:
   """The configured input pipeline for this process.
 
+  `pixel_size`: P of the run's `LatentSpace` (`models/latent_space.py`), the side of the
+  uint8 `gen_pixels` every generation row carries; None: resolved from the config (the
+  train loop passes the one it built).
   `tasks` ({task: (random-access data, converter)}, e.g. `tfds_source.split_source` items
   with converters to `records.py` records) replaces the data `config.data.source` names.
   """
+  if pixel_size is None:
+    pixel_size = latent_space.from_config(config, cfg).pixel_size
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
   data = config.data
   workers, prefetch = data.get("workers", 0), data.get("prefetch", 2)
   if tasks is None and data.source == "synthetic":
-    return loader.Loader(SyntheticBatches(config, cfg, index, count), workers, prefetch,
-                         counts_examples=False)
-  builder = processor.RowBuilder(tok_lib.make_tokenizer(config), config, cfg)
+    return loader.Loader(SyntheticBatches(config, cfg, pixel_size, index, count), workers,
+                         prefetch, counts_examples=False)
+  builder = processor.RowBuilder(tok_lib.make_tokenizer(config), config, cfg, pixel_size)
   batches = mixture.MixtureBatches(default_tasks(config) if tasks is None else tasks,
                                    builder, config.batch, seed=config.seed,
                                    shuffle=data.shuffle, process_index=index,

@@ -94,6 +94,4 @@ def to_pixel_latent(image: np.ndarray) -> np.ndarray:
   return image.astype(np.float32) / 127.5 - 1.0
 
 
-def from_pixel_latent(x: np.ndarray) -> np.ndarray:
-  """[-1, 1] float -> uint8 (clipped, rounded): generated pixels back to an image."""
-  return np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+

@@ -3,8 +3,7 @@
 Deterministic in (seed, step). Content is random but well formed: understanding rows are
 [BOS, prompt, BOI, placeholders, EOI, question, answer, EOS, pad...] with loss only on the
 answer and EOS; text rows are fully supervised up to their random length; generation rows
-have a left-padded prompt and random latents/images (uniform uint8 pixels where the layout
-holds pixels, standard-normal float latents otherwise).
+have a left-padded prompt and uniform uint8 pixels.
 """
 
 from typing import Any
@@ -66,12 +65,12 @@ def _gen_rows(rng, b, prompt_len, tok, vocab):
 
 
 def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: int,
-               gen_pixels: int = 0) -> dict[str, np.ndarray]:
-  """One global batch (numpy) with the layout of `layout.batch_shapes`: uint8 keys uniform,
-  float ones standard normal (`gen_pixels` > 0: latent space, the step encodes images)."""
+               pixel_size: int) -> dict[str, np.ndarray]:
+  """One global batch (numpy) with the layout of `layout.batch_shapes` (`pixel_size`: P of
+  the run's `LatentSpace`); images uniform uint8."""
   rng = np.random.default_rng([seed, step])
-  shapes = layout.batch_shapes(batch_cfg, cfg, gen_pixels)
-  vocab = min(cfg.llm.vocab_size, tok.get("synthetic_vocab", cfg.llm.vocab_size))
+  shapes = layout.batch_shapes(batch_cfg, cfg, pixel_size)
+  vocab = cfg.llm.vocab_size
   u, us = shapes["und_ids"][0]
   und_ids, und_image_mask, und_weights = _und_rows(rng, u, us, cfg.num_und_tokens, tok, vocab)
   t, ts = shapes["text_ids"][0]
@@ -79,10 +78,7 @@ def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: 
   g, pl = shapes["gen_prompt_ids"][0]
   gen_ids, gen_mask = _gen_rows(rng, g, pl, tok, vocab)
   def random(key):
-    shape, dtype = shapes[key]
-    if dtype == np.uint8:
-      return rng.integers(0, 256, shape, dtype=np.uint8)
-    return rng.standard_normal(shape).astype(dtype)
+    return rng.integers(0, 256, shapes[key][0], dtype=np.uint8)
   batch = {
       "und_ids": und_ids, "und_images": random("und_images"),
       "und_image_mask": und_image_mask, "und_valid": und_ids != tok.pad_id,
@@ -90,9 +86,7 @@ def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: 
       "text_ids": text_ids, "text_valid": text_ids != tok.pad_id,
       "text_targets": _shift(text_ids, tok.pad_id), "text_weights": text_weights,
       "gen_prompt_ids": gen_ids, "gen_prompt_mask": gen_mask,
-      "gen_weights": np.ones((g,), np.float32),
+      "gen_pixels": random("gen_pixels"), "gen_weights": np.ones((g,), np.float32),
   }
-  gen_keys = ("gen_pixels",) if gen_pixels else ("gen_latents", "gen_images")
-  batch.update({key: random(key) for key in gen_keys})
   return batch
 

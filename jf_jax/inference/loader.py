@@ -6,11 +6,13 @@
 A checkpoint is either a params directory written by `python -m jf_jax.convert` (params/ +
 model.json) or a training workdir (checkpoints/: the latest step's params and the run's
 saved config). The tokenizer is the checkpoint's `tokenizer.json` (or `tokenizer=DIR`),
-else the one the run's `config.data.tokenizer` names. The image decoder is the SDXL-VAE
-from `vae` (diffusers layout) or the checkpoint's vae/; a pixel-space model
-(`config.vae.kind='identity'`, `config.data.gen_space='pixel'` or `vae='identity'`) needs
-none. `python sample.py`, the shapes world's evaluation, `jf_jax.bench` and `jf_jax.serve` all
-load through here (and then build an `engine.Engine`).
+else the one the run's `config.data.tokenizer` names. The image decoder is the run's
+generation space's (`models/latent_space.py`, `config.data.gen_space`): nothing to read in
+pixel space; the SDXL-VAE from `vae` (diffusers layout), the run's `config.vae.path` or the
+checkpoint's vae/ otherwise. A params dir stores only the model, so it is in the release's
+SDXL-VAE space unless `config` says otherwise. `python sample.py`, the shapes world's
+evaluation, `jf_jax.bench` and `jf_jax.serve` all load through here (and then build an
+`engine.Engine`).
 """
 
 import dataclasses
@@ -23,12 +25,13 @@ import ml_collections
 
 from jf_jax.checkpoint import manager as ckpt
 from jf_jax.checkpoint import params_io
+from jf_jax import config_defaults
 from jf_jax.checkpoint import vae_map
 from jf_jax.data import templates
 from jf_jax.data import tokenizer as tok_lib
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
-from jf_jax.models import vae as vae_lib
+from jf_jax.models import latent_space
 from jf_jax.sampling import common
 from jf_jax.sampling import image as image_sampling
 
@@ -53,13 +56,20 @@ class Loaded:
 
 def load_config(checkpoint: str) -> tuple[ml_collections.ConfigDict, int | None]:
   """(config, step): a workdir's saved config and latest step, or a params dir's
-  model.json as `{"model": ...}` and None."""
+  model.json as `{"model": ...}` plus its generation.json (without one: the release's
+  SDXL-VAE space, `{"data": {"gen_space": "sdxl_vae"}, "vae": vae_defaults()}`) and None."""
   if params_io.checkpoint_kind(checkpoint) == params_io.PARAMS:
     path = os.path.join(checkpoint, "model.json")
     if not os.path.exists(path):
       raise FileNotFoundError(f"{path} is missing; give the config explicitly (--config)")
     with open(path) as f:
-      return ml_collections.ConfigDict({"model": json.load(f)}), None
+      config = {"model": json.load(f), "data": {"gen_space": "sdxl_vae"},
+                "vae": config_defaults.vae_defaults().to_dict()}
+    generation = os.path.join(checkpoint, params_io.GENERATION_FILE)
+    if os.path.exists(generation):
+      with open(generation) as f:
+        config.update(json.load(f))
+    return ml_collections.ConfigDict(config), None
   config, step = ckpt.restore_config(checkpoint)
   return ml_collections.ConfigDict(config), step
 
@@ -97,29 +107,19 @@ def load_tokenizer(checkpoint: str, config: ml_collections.ConfigDict,
 def load_image_decoder(config: ml_collections.ConfigDict, cfg: model_config.JanusFlowConfig,
                        checkpoint: str, vae: str | None = None
                        ) -> tuple[image_sampling.DecodeFn, Any]:
-  """(decode_fn(params, latents) -> images in [-1, 1], its params) for the sampler.
-
-  `vae`: a diffusers-layout SDXL-VAE directory (or file), 'identity' for a pixel-space
-  model, or None: pixel space if the run trained there, else the run's `config.vae.path`,
-  else the checkpoint's vae/ directory.
-  """
-  vae_cfg = vae_lib.config_from_dict(config.vae) if config.get("vae") else None
-  pixel_space = (config.get("data") or {}).get("gen_space") == "pixel"
-  if vae_cfg is None and (vae == "identity" or (vae is None and pixel_space)):
-    return image_sampling.pixel_space_decode, None
-  if vae_cfg is not None and vae_cfg.kind == "identity":
-    params = {}
-  else:
-    vae_cfg = vae_cfg or vae_lib.VAEConfig()
-    # `vae`, else the run's own config.vae.path (a latent-space run), else DIR/vae.
-    path = vae or (config.get("vae") or {}).get("path") or os.path.join(checkpoint, "vae")
-    if not os.path.exists(path):
-      raise FileNotFoundError(
-          f"no VAE at {path}: this model generates SDXL-VAE latents; pass --vae DIR "
-          "(stabilityai/sdxl-vae, diffusers layout) or put it in the checkpoint's vae/ "
-          "(--vae=identity only for pixel-space models)")
-    params = common.cast_floating(jax.device_put(vae_map.load_vae(path, vae_cfg)), cfg.dtype)
-  return vae_lib.make_decode_fn(vae_lib.make_vae(vae_cfg, dtype=cfg.dtype)), params
+  """(decode_fn(params, latents) -> images in [-1, 1], its params) for the sampler: the
+  run's `LatentSpace.decode`, with {} in pixel space, else the SDXL-VAE from `vae` (a
+  diffusers-layout directory or file), the run's `config.vae.path` or DIR/vae."""
+  space = latent_space.from_config(config, cfg)
+  if not space.has_params:
+    return space.decode, {}
+  path = vae or config.vae.get("path") or os.path.join(checkpoint, "vae")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"no VAE at {path}: this model generates SDXL-VAE latents; pass --vae DIR "
+        "(stabilityai/sdxl-vae, diffusers layout) or put it in the checkpoint's vae/")
+  params = vae_map.load_vae(path, space.module.cfg)
+  return space.decode, common.cast_floating(jax.device_put(params), cfg.dtype)
 
 
 def load(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,

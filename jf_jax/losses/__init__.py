@@ -7,12 +7,11 @@ micro-batches, so gradient accumulation is exactly equivalent to one large batch
 from jf_jax.losses.flow import flow_loss
 from jf_jax.losses.flow import interpolate
 from jf_jax.losses.flow import sample_t
-from jf_jax.losses.flow import time_for_model
 from jf_jax.losses.flow import velocity_target
 from jf_jax.losses.next_token import next_token_loss
 from jf_jax.losses.repa import repa_loss
 
 __all__ = [
     "flow_loss", "interpolate", "next_token_loss", "repa_loss", "sample_t",
-    "time_for_model", "velocity_target",
+    "velocity_target",
 ]

@@ -2,16 +2,15 @@
 
 Conventions (pinned by tests/test_losses.py): t = 0 is noise, t = 1 is data,
 z_t = t * data + (1 - t) * noise, velocity target = data - noise, and the model's time
-embedding is fed 1000 * t (as in the official demo). Integrating dz/dt = v from t = 0 to 1
-therefore goes from noise to data, the same direction as the sampler.
+embedding is fed 1000 * t (`models/janusflow.TIME_SCALE`, as in the official demo).
+Integrating dz/dt = v from t = 0 to 1 therefore goes from noise to data, the same direction
+as the sampler.
 """
 
 import jax
 import jax.numpy as jnp
 
 T_KINDS = ("logit_normal", "uniform")
-TIME_SCALE = 1000.0
-
 
 def sample_t(rng: jax.Array, batch: int, kind: str = "logit_normal", loc: float = 0.0,
              scale: float = 1.0) -> jax.Array:
@@ -32,7 +31,7 @@ def sample_t(rng: jax.Array, batch: int, kind: str = "logit_normal", loc: float 
     return jax.nn.sigmoid(loc + scale * jax.random.normal(rng, (batch,), jnp.float32))
   if kind == "uniform":
     return jax.random.uniform(rng, (batch,), jnp.float32)
-  raise ValueError(f"unknown t sampling kind {kind!r} (config.flow.t_sampling); expected "
+  raise ValueError(f"unknown t sampling kind {kind!r} (config.loss.t_distribution); expected "
                    f"one of {T_KINDS}")
 
 
@@ -60,11 +59,6 @@ def interpolate(noise: jax.Array, data: jax.Array, t: jax.Array) -> jax.Array:
 def velocity_target(noise: jax.Array, data: jax.Array) -> jax.Array:
   """d z_t / dt = data - noise, [batch, ...] (independent of t for straight paths)."""
   return data - noise
-
-
-def time_for_model(t: jax.Array) -> jax.Array:
-  """Time as the official model consumes it: 1000 * t (same shape, float32)."""
-  return TIME_SCALE * t.astype(jnp.float32)
 
 
 def flow_loss(v_pred: jax.Array, v_target: jax.Array,

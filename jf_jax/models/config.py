@@ -56,12 +56,6 @@ class SigLIPConfig:
   # its parameters so the checkpoint round-trips exactly and the parameter count matches.
   attn_pool: bool = True
   remat_policy: str = "none"
-  # A learned embedding of each patch's place in the grid, added to the image tokens after
-  # `vision_und_enc_aligner` (parameter `und_pos_embed`, [num_patches, llm embed]); not in
-  # the release (False there). The LLM sees image tokens in raster order with 1-D RoPE and
-  # the frozen tower's output need not say where a token is; with it, every token carries
-  # its row and column in the LLM's own embedding space, trained by the LLM's losses.
-  llm_position_embedding: bool = False
 
   @property
   def num_patches(self) -> int:
@@ -76,11 +70,6 @@ class GenEncoderConfig:
   channels: int = 768
   num_blocks: int = 2
   norm_eps: float = 1e-6
-  # A learned embedding of each token's (row, column) added after the patchify conv; not in
-  # the release (False there). The LLM sees generation tokens in raster order with 1-D
-  # RoPE, from which a small LLM hardly recovers a token's column; with it each token
-  # says where it is.
-  position_embedding: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +118,17 @@ class JanusFlowConfig:
     return self.und_encoder.num_patches + 1
 
 
+# Options removed on 2026-12-03 (docs/architecture.md). Checkpoints written before then
+# store them switched off; those load, a model that had one switched on does not.
+_REMOVED = {"SigLIPConfig": "llm_position_embedding", "GenEncoderConfig": "position_embedding"}
+
+
 def _sub(cls, values: Mapping[str, Any]):
+  removed = _REMOVED.get(cls.__name__)
+  if removed in values:
+    if values.pop(removed):
+      raise ValueError(f"{cls.__name__}.{removed}=True: this option was removed "
+                       "(docs/architecture.md); such a model cannot be loaded")
   known = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - known)
   if unknown:

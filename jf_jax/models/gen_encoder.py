@@ -48,10 +48,5 @@ class ShallowUViTEncoder(nn.Module):
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                        ("gen_embed",)),
                 name="in_conv", **kw)(z.astype(self.dtype))
-    if cfg.position_embedding:
-      pos = self.param("pos_embed", nn.with_logical_partitioning(
-          nn.initializers.normal(0.02), (None, None, "gen_embed")), x.shape[1:],
-                       self.param_dtype)
-      x = x + jnp.asarray(pos, self.dtype)[None]
     x = convnext.UVitBlock(cfg.num_blocks, cfg.norm_eps, name="mid_block", **kw)(x, t_emb)
     return x, t_emb

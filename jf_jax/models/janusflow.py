@@ -49,11 +49,6 @@ class JanusFlow(nn.Module):
     self.vision_gen_dec_aligner_norm = layers.RMSNorm(cfg.llm.rms_norm_eps, axis_name="embed",
                                                       **kw)
     self.vision_gen_dec_aligner = layers.dense(gen_width, ("embed", "gen_embed"), **kw)
-    if cfg.und_encoder.llm_position_embedding:
-      self.und_pos_embed = self.param(
-          "und_pos_embed", nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                        (None, "embed")),
-          (cfg.und_encoder.num_patches, embed), cfg.param_dtype)
     self.repa_projector = repa.RepaProjector(cfg.repa.hidden_dim, cfg.und_encoder.width,
                                              cfg.repa.num_layers, **kw)
 
@@ -71,8 +66,6 @@ class JanusFlow(nn.Module):
     b, n = images.shape[:2]
     feats = self.und_features(images.reshape((b * n,) + images.shape[2:]))
     tokens = self.vision_und_enc_aligner(feats)
-    if self.cfg.und_encoder.llm_position_embedding:
-      tokens = tokens + jnp.asarray(self.und_pos_embed, tokens.dtype)[None]
     boi = jnp.broadcast_to(jnp.asarray(self.beg_of_und_embed, tokens.dtype)[None],
                            (b * n, 1, tokens.shape[-1]))
     tokens = jnp.concatenate([boi, tokens], axis=1)

@@ -6,10 +6,8 @@ Module and parameter names mirror diffusers (`down_blocks_0/resnets_1/norm1` for
 `down_blocks.0.resnets.1.norm1`), so `checkpoint/vae_map.py` stays a dumb table. Numerics
 follow diffusers: GroupNorm eps 1e-6, SiLU, single-head mid-block self-attention, downsample
 by zero padding (bottom, right) then a stride-2 3x3 conv, upsample by nearest 2x then a 3x3
-conv, posterior log-variance clamped to [-30, 20].
-
-`IdentityVAE` (config `kind='identity'`) is the pixel-space stand-in for tiny configs: the
-same interface, no parameters, latents = a space-to-depth reshape of the image.
+conv, posterior log-variance clamped to [-30, 20]. How latents are scaled, sampled and
+decoded for the flow model: `models/latent_space.py`.
 """
 
 import dataclasses
@@ -25,7 +23,6 @@ Dtype = Any
 
 SDXL_SCALING_FACTOR = 0.13025
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0  # diffusers `DiagonalGaussianDistribution` clamp
-KINDS = ("autoencoder_kl", "identity")
 # Keys of `config.vae` that are not sizes: where the diffusers weights live, and which value
 # of the posterior becomes the training latent ("sample": mean + std * noise, the spec's
 # recommendation; "mean": deterministic). `config_from_dict` ignores them.
@@ -37,7 +34,6 @@ _BATCH_NHWC = ("act_batch", None, None, None)
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
   """Sizes of the image autoencoder; the defaults are `stabilityai/sdxl-vae`."""
-  kind: str = "autoencoder_kl"  # or 'identity' (pixel space, no parameters)
   in_channels: int = 3
   out_channels: int = 3
   block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
@@ -49,39 +45,15 @@ class VAEConfig:
   use_quant_conv: bool = True
   use_post_quant_conv: bool = True
   mid_block_add_attention: bool = True
-  patch_size: int = 1  # identity only: space-to-depth factor
 
   @property
   def downsample_factor(self) -> int:
     """Image size / latent size (8 for the SDXL-VAE)."""
-    if self.kind == "identity":
-      return self.patch_size
     return 2 ** (len(self.block_out_channels) - 1)
-
-
-def tiny_config() -> VAEConfig:
-  """A ~0.3M-parameter AutoencoderKL (2 levels, downsample 2) for CPU tests."""
-  return VAEConfig(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)
-
-
-def identity_config(patch_size: int = 1, latent_channels: int = 4) -> VAEConfig:
-  """Pixel-space stand-in: latents = image space-to-depth, zero-padded to `latent_channels`."""
-  return VAEConfig(kind="identity", patch_size=patch_size, latent_channels=latent_channels,
-                   scaling_factor=1.0)
 
 
 def validate(cfg: VAEConfig) -> None:
   """Fails early, naming the field, on sizes that cannot work."""
-  if cfg.kind not in KINDS:
-    raise ValueError(f"vae.kind={cfg.kind!r}; expected one of {KINDS}")
-  if cfg.kind == "identity":
-    if cfg.out_channels != cfg.in_channels:
-      raise ValueError(f"identity VAE needs vae.out_channels={cfg.out_channels} == "
-                       f"vae.in_channels={cfg.in_channels}")
-    if cfg.latent_channels < cfg.in_channels * cfg.patch_size ** 2:
-      raise ValueError(f"identity VAE: vae.latent_channels={cfg.latent_channels} < "
-                       f"in_channels * patch_size**2 = {cfg.in_channels * cfg.patch_size ** 2}")
-    return
   for ch in cfg.block_out_channels:
     if ch % cfg.norm_num_groups:
       raise ValueError(f"vae.block_out_channels entry {ch} is not divisible by "
@@ -320,100 +292,21 @@ class AutoencoderKL(nn.Module):
     return self.decode(mean)
 
 
-class IdentityVAE(nn.Module):
-  """Pixel-space stand-in with the `AutoencoderKL` interface and no parameters.
-
-  encode: space-to-depth by `patch_size`, zero-padded to `latent_channels`; logvar is the
-  clamp floor (-30), so a posterior sample equals the mean to ~3e-7. decode drops the padding
-  channels and undoes the reshape, so decode(encode(x)[0]) == x exactly.
-  """
-  cfg: VAEConfig = identity_config()
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  def encode(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """[b, H, W, C] -> (mean, logvar), each [b, H/p, W/p, latent_channels] float32."""
-    p, cfg = self.cfg.patch_size, self.cfg
-    _check_spatial(images, p, "images")
-    b, h, w, c = images.shape
-    x = images.astype(jnp.float32).reshape(b, h // p, p, w // p, p, c)
-    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // p, w // p, p * p * c)
-    mean = jnp.pad(x, ((0, 0),) * 3 + ((0, cfg.latent_channels - p * p * c),))
-    return mean, jnp.full_like(mean, LOGVAR_MIN)
-
-  def decode(self, latents: jax.Array) -> jax.Array:
-    """[b, h, w, latent_channels] -> [b, h*p, w*p, C] float32."""
-    p, c = self.cfg.patch_size, self.cfg.in_channels
-    b, h, w, _ = latents.shape
-    x = latents[..., :p * p * c].astype(jnp.float32).reshape(b, h, w, p, p, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * p, w * p, c)
-
-  def __call__(self, images: jax.Array) -> jax.Array:
-    return self.decode(self.encode(images)[0])
-
-
 def make_vae(cfg: VAEConfig, dtype: Dtype = jnp.bfloat16,
              param_dtype: Dtype = jnp.float32) -> nn.Module:
-  """The module a config selects (`kind`): `AutoencoderKL` or `IdentityVAE`."""
+  """The `AutoencoderKL` of a config (checked)."""
   validate(cfg)
-  cls = IdentityVAE if cfg.kind == "identity" else AutoencoderKL
-  return cls(cfg, dtype=dtype, param_dtype=param_dtype)
+  return AutoencoderKL(cfg, dtype=dtype, param_dtype=param_dtype)
 
 
 def abstract_variables(module: nn.Module, image_size: int | None = None):
-  """Boxed `eval_shape` variables of a VAE module (nothing allocated; {} for identity)."""
+  """Boxed `eval_shape` variables of a VAE module (nothing allocated)."""
   size = image_size or 8 * module.cfg.downsample_factor
   images = jax.ShapeDtypeStruct((1, size, size, module.cfg.in_channels), jnp.float32)
   return jax.eval_shape(lambda x: module.init(jax.random.key(0), x), images)
-
-
-# ------------------------------------------------------------------------- helpers
-def encode_to_latents(module: nn.Module, params: Any, images: jax.Array,
-                      rng: jax.Array | None = None) -> jax.Array:
-  """Images [b, H, W, 3] in [-1, 1] -> flow-model data latents (scaled), float32.
-
-  The posterior mean when `rng` is None, else a posterior sample (the paper does not say
-  which one JanusFlow trained on).
-  """
-  mean, logvar = module.apply({"params": params or {}}, images, method="encode")
-  z = mean if rng is None else sample_posterior(rng, mean, logvar)
-  return scale_latents(z, module.cfg.scaling_factor)
-
-
-def make_decode_fn(module: nn.Module):
-  """`fn(params, latents) -> images` for scaled flow-model latents (the sampler's decode)."""
-  def decode_fn(params, latents: jax.Array) -> jax.Array:
-    z = unscale_latents(latents, module.cfg.scaling_factor)
-    return module.apply({"params": params or {}}, z, method="decode")
-  return decode_fn
-
-
-def scale_latents(z: jax.Array, scaling_factor: float = SDXL_SCALING_FACTOR) -> jax.Array:
-  """VAE latents (mean or sample) -> the flow model's data space: `scaling_factor * z`."""
-  return z * scaling_factor
-
-
-def unscale_latents(z: jax.Array, scaling_factor: float = SDXL_SCALING_FACTOR) -> jax.Array:
-  """Flow-model latents -> VAE decoder input: `z / scaling_factor`."""
-  return z / scaling_factor
-
-
-def sample_posterior(rng: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
-  """`mean + exp(logvar / 2) * eps`, eps ~ N(0, I) in float32; same shape as `mean`."""
-  return posterior_sample(mean, logvar, jax.random.normal(rng, mean.shape, jnp.float32))
 
 
 def posterior_sample(mean: jax.Array, logvar: jax.Array, eps: jax.Array) -> jax.Array:
   """The posterior sample for given standard-normal noise `eps` (diffusers'
   `DiagonalGaussianDistribution.sample`), float32; all three [b, h, w, latent_channels]."""
   return mean.astype(jnp.float32) + jnp.exp(0.5 * logvar.astype(jnp.float32)) * eps
-
-
-def decode_to_uint8(images: jax.Array) -> jax.Array:
-  """Decoder output in [-1, 1] -> uint8 pixels: clip, then round((x + 1) / 2 * 255).
-
-  Rounds half up like torchvision's `save_image` (the official README path); the official
-  demo truncates instead. Shape is unchanged ([b, H, W, 3]).
-  """
-  x = (jnp.clip(images.astype(jnp.float32), -1.0, 1.0) + 1.0) * 127.5
-  return jnp.floor(x + 0.5).astype(jnp.uint8)

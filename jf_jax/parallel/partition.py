@@ -2,12 +2,12 @@
 
 State shardings never come from real arrays. `jax.eval_shape(init)` gives a tree whose
 parameters are `nn.LogicallyPartitioned` boxes carrying logical axis names; the rules of
-`jf_jax.parallel.rules` turn those into mesh shardings, and `init_sharded` materialises the
+`jf_jax.parallel.rules` turn those into mesh shardings, and `jf_jax.testing.init_sharded` materialises the
 variables directly in that layout. `assert_params_sufficiently_sharded` then guards against
 a forgotten annotation silently replicating a large tensor on every device.
 """
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -89,24 +89,3 @@ def assert_params_sufficiently_sharded(shardings_or_arrays: Any, abstract: Any,
         f"a logical name mapped to a mesh axis of size > 1 (config.logical_axis_rules) "
         f"or lower the threshold. Largest unsharded:\n{top}")
   return fraction
-
-
-def init_sharded(init_fn: Callable[..., Any], mesh: Mesh, rules: Sequence[tuple[str, Any]],
-                 *args: Any) -> tuple[Any, Any]:
-  """Runs `init_fn(*args)` under jit with out_shardings derived from `jax.eval_shape`.
-
-  Args:
-    init_fn: e.g. `functools.partial(model.init, method=...)` returning boxed variables.
-    mesh: the device mesh.
-    rules: logical axis rules.
-    *args: positional arguments of `init_fn` (PRNG keys, example inputs).
-
-  Returns:
-    (variables, shardings): unboxed variables laid out on `mesh` and their NamedShardings.
-  """
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract = jax.eval_shape(init_fn, *args)
-    shardings = mesh_shardings(abstract, mesh, rules)
-    unboxed_init = lambda *a: nn.unbox(init_fn(*a))
-    variables = jax.jit(unboxed_init, out_shardings=shardings)(*args)
-  return variables, shardings

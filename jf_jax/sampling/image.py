@@ -195,13 +195,8 @@ def to_uint8(images: jax.Array) -> jax.Array:
   return jnp.floor(x + 0.5).astype(jnp.uint8)
 
 
-def pixel_space_decode(decode_params, latents: jax.Array) -> jax.Array:
-  """Identity 'VAE' for tiny configs whose latents are pixels: first 3 channels as RGB."""
-  del decode_params
-  return latents[..., :3]
-
-
-DecodeFn = Callable[[Any, jax.Array], jax.Array]  # (params, latents) -> images in [-1, 1]
+# (params, latents) -> images in [-1, 1], e.g. `models.latent_space.LatentSpace.decode`.
+DecodeFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def make_sample_fn(model: janusflow.JanusFlow, *, pad_id: int, solver: str = "euler",

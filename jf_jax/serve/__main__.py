@@ -29,8 +29,8 @@ _CONFIG = config_flags.DEFINE_config_dict("config", config_lib.default_config(),
                                           "Server settings (jf_jax/serve/config.py).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params dir or training workdir.",
                                   required=True)
-_VAE = flags.DEFINE_string("vae", None, "SDXL-VAE (diffusers dir or file); 'identity' for "
-                           "a pixel-space model.")
+_VAE = flags.DEFINE_string("vae", None, "SDXL-VAE (diffusers dir or file) of a latent-space "
+                           "model (default: the run's config.vae.path or DIR/vae).")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Directory with tokenizer.json.")
 _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Compute dtype.")
 _NO_IMAGES = flags.DEFINE_bool("no_images", False, "Serve chat only (no image decoder).")

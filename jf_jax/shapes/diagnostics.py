@@ -17,7 +17,7 @@ Image i's noise is the inference engine's for image i of a request with `seed`
 (`engine.request_keys`), whatever the batch size.
 
 `mass`: the share of training times in each t bucket (between the midpoints of `times`)
-under the logit-normal and uniform t distributions. `benchmarks/flow_by_time.py` is the
+under the logit-normal and uniform t distributions. `jf_jax/shapes/lab/flow_by_time.py` is the
 command line.
 """
 

@@ -13,18 +13,12 @@ over to the held-out object pairs of the test split. A single attention-pooled v
 image fits the training scenes too but learns pair-level shortcuts instead: with the
 default run's tower, 2,000 steps, it gets the object set of 0.10 of the test images
 exactly right against 0.78 for the per-patch readout, 0.88 and 0.96 of training images
-(`benchmarks/encoder_probe.py`, docs/experiments.md).
+(`jf_jax/shapes/lab/encoder_probe.py`, docs/experiments.md).
 
-The presence objective is translation-invariant (a max over patches), so nothing in it asks
-a token to keep its position embedding, and the LLM, whose attention retrieves token
-contents without their positions, cannot compare two objects' columns. With
-`position_weight > 0` a second per-patch linear head reads each patch's own column and row
-in the patch grid from its feature vector (cross-entropy, added to the presence loss with
-that weight), so every token the frozen tower hands on says where it is. Both heads are
-pre-training only: `pretrain` returns the tower's params alone. Measured on the default
-run's recipe (docs/experiments.md): the tokens then name their column (linear probe 0.975
-at weight 0.1, 0.25 without), but the tiny LLM still answers position questions at chance,
-and the presence features lose some accuracy; hence off by default.
+The presence objective is translation-invariant (a max over patches). The head is
+pre-training only: `pretrain` returns the tower's params alone. (A per-patch position head
+was tried and removed: the tokens then named their column, but the tiny LLM still
+answered position questions at chance; docs/experiments.md.)
 
 Config: `config.encoder_pretrain` (steps = 0 turns it off); only `data.source = "shapes"`
 has the object labels it needs. train.py hands `initialise` to `loop.train`, which calls
@@ -54,26 +48,17 @@ READOUTS = ("max", "pool")
 
 
 class PresenceModel(nn.Module):
-  """The understanding tower + object presence logits (+ per-patch position logits).
+  """The understanding tower + object presence logits.
 
   readout "max": per-patch logits, max over patches (the default); "pool": logits of the
   tower's attention-pooled vector (`attn_pool`, the MAP head), for comparison.
-  position_head: also a per-patch linear head giving each patch's column and row logits.
   """
   cfg: model_config.SigLIPConfig
   readout: str = "max"
-  position_head: bool = False
-
-  @property
-  def grid(self) -> int:
-    """Patches per side of the image."""
-    return self.cfg.image_size // self.cfg.patch_size
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-    """[batch, H, W, 3] SigLIP-normalised -> ([batch, NUM_OBJECTS] presence logits,
-    [batch, patches, 2, grid] column (index 0) and row (1) logits of each patch, or None
-    without `position_head`)."""
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """[batch, H, W, 3] SigLIP-normalised -> [batch, NUM_OBJECTS] presence logits."""
     if self.readout not in READOUTS:
       raise ValueError(f"config.encoder_pretrain.readout must be one of {READOUTS}, got "
                        f"{self.readout!r}")
@@ -82,28 +67,9 @@ class PresenceModel(nn.Module):
     if self.readout == "pool":
       if not self.cfg.attn_pool:
         raise ValueError("readout 'pool' needs model.und_encoder.attn_pool=True")
-      patches, pooled = encoder(images, pool=True)
-      presence = head(pooled)
-    else:
-      patches = encoder(images)
-      presence = head(patches).max(axis=1)
-    if not self.position_head:
-      return presence, None
-    position = nn.Dense(2 * self.grid, name="position_head")(patches)
-    return presence, position.reshape(*patches.shape[:2], 2, self.grid)
-
-
-def patch_positions(grid: int) -> np.ndarray:
-  """int [grid * grid, 2]: (column, row) of each patch in raster order (the tower's)."""
-  rows, cols = np.divmod(np.arange(grid * grid), grid)
-  return np.stack([cols, rows], -1)
-
-
-def position_loss(position_logits: jax.Array) -> jax.Array:
-  """Mean cross-entropy of each patch's column and row: [batch, patches, 2, grid] -> []."""
-  targets = patch_positions(position_logits.shape[-1])
-  return optax.softmax_cross_entropy_with_integer_labels(
-      position_logits, targets[None]).mean()
+      _, pooled = encoder(images, pool=True)
+      return head(pooled)
+    return head(encoder(images)).max(axis=1)
 
 
 def presence_labels(example: dict) -> np.ndarray:
@@ -135,9 +101,8 @@ def pretrain(config: Any, cfg: model_config.JanusFlowConfig,
   """Trains the understanding tower on object presence.
 
   Returns:
-    (the tower's params subtree, {"first_loss", "last_loss", "exact_set/<split>"}, with
-    "first_position_loss", "last_position_loss" when `position_weight > 0`): the losses
-    are the presence (and position) losses of the first and last step; the exact-set
+    (the tower's params subtree, {"first_loss", "last_loss", "exact_set/<split>"}): the
+    losses are the presence losses of the first and last step; the exact-set
     accuracy is the fraction of a split's first 1,000 images whose predicted
     object set is exactly right, for each of `eval_splits`.
   """
@@ -148,11 +113,7 @@ def pretrain(config: Any, cfg: model_config.JanusFlowConfig,
   splits = shapes_world.load(config.data.data_dir, **shapes_world.config_kwargs(config.data))
   train = splits["train"]
   size = cfg.und_encoder.image_size
-  position_weight = pcfg.position_weight
-  if position_weight < 0:
-    raise ValueError("config.encoder_pretrain.position_weight must be >= 0, got "
-                     f"{position_weight}")
-  model = PresenceModel(cfg.und_encoder, pcfg.get("readout", "max"), position_weight > 0)
+  model = PresenceModel(cfg.und_encoder, pcfg.get("readout", "max"))
   rng = np.random.default_rng([config.seed, 11])
   params = nn.unbox(model.init(jax.random.key(config.seed),
                               _batch(train, [0], size)[0])["params"])
@@ -165,22 +126,16 @@ def pretrain(config: Any, cfg: model_config.JanusFlowConfig,
   @jax.jit
   def step(params, opt_state, images, labels):
     def loss_fn(p):
-      presence, position = model.apply({"params": p}, images)
+      presence = model.apply({"params": p}, images)
       losses = dict(presence=optax.sigmoid_binary_cross_entropy(presence, labels).mean())
-      total = losses["presence"]
-      if position is not None:
-        losses["position"] = position_loss(position)
-        total = total + position_weight * losses["position"]
-      return total, losses
+      return losses["presence"], losses
     (_, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, losses
 
-  predict = jax.jit(lambda p, x: model.apply({"params": p}, x)[0] > 0)
+  predict = jax.jit(lambda p, x: model.apply({"params": p}, x) > 0)
   start = time.time()
-  objective = "object presence" + (f" + {position_weight:g} x patch position"
-                                    if position_weight > 0 else "")
-  print(f"pre-training the understanding encoder on {objective}: {pcfg.steps} steps "
+  print(f"pre-training the understanding encoder on object presence: {pcfg.steps} steps "
         f"of {pcfg.batch_size} training images", flush=True)
   metrics = {}
   for i in range(1, pcfg.steps + 1):
@@ -206,7 +161,11 @@ def pretrain(config: Any, cfg: model_config.JanusFlowConfig,
 
 
 def initialise(setup: Any, config: Any) -> Any:
-  """A fresh train state whose understanding tower is `pretrain`ed (optimizer reset)."""
+  """A fresh train state whose understanding tower is `pretrain`ed (optimizer reset); the
+  `config.init` plug-in of the shapes configs (`shapes/config.py`). `setup.state`
+  unchanged when `config.encoder_pretrain.steps` is 0."""
+  if config.encoder_pretrain.steps <= 0:
+    return setup.state
   encoder = jax.device_get(pretrain(config, setup.cfg)[0])  # host arrays: placed below
   # The model's params stay where they are (with several processes they are not all
   # addressable here); every process pre-trains the same tower (same seed and data), so

@@ -15,8 +15,9 @@ training):
 Steps 1-3 are `evaluate.evaluate`; this adds the printout, the training metrics and the
 job's wall clock.
 
-Keys of `config.eval` (configs/default.py): after_training, split, num_gen, num_und,
-steps, cfg, seed, batch_size, grid_size, show_questions. `python -m jf_jax.shapes
+`train.py` runs it as the `config.after_training = "jf_jax.shapes.main_job"` plug-in. Keys of
+`config.eval` (configs/default.py): split, num_gen, num_und, steps, cfg, seed,
+batch_size, grid_size, show_questions. `python -m jf_jax.shapes
 --checkpoint DIR` computes the same scores for any finished run.
 """
 

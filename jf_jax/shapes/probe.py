@@ -20,7 +20,7 @@ regression onto one-hot targets (argmax = prediction):
 `run` probes one tower (params, e.g. a run's frozen `vision_und_enc_model` or
 `encoder_pretrain.pretrain`'s result) or, with `encoder_params=None`, the raw pixels
 cut into the same patches (a baseline that knows colours and places but not shapes).
-`benchmarks/position_probe.py` is the command line.
+`jf_jax/shapes/lab/position_probe.py` is the command line.
 """
 
 from typing import Any, Sequence

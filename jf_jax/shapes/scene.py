@@ -236,24 +236,6 @@ def questions(scene: list[Obj], rng: np.random.Generator) -> list[tuple[str, str
   return qa
 
 
-def rank_questions(scene: list[Obj], rng: np.random.Generator) -> list[tuple[str, str]]:
-  """'how many shapes are left of the circle?' -> 'one', once per object (left or right
-  at random).
-
-  A first-order position question: the answer is the named object's own rank from one
-  side, where "is the circle left of the square?" compares two ranks. Not in the stored
-  dataset (so the test split's questions are unchanged); training rows add them when
-  `config.data.rank_questions` is on, as a curriculum for the relative questions.
-  """
-  qa = []
-  for i, obj in enumerate(scene):
-    left = bool(rng.integers(2))
-    rank = i if left else len(scene) - 1 - i
-    qa.append((f"how many shapes are {'left' if left else 'right'} of the "
-               f"{_descriptor(obj, scene)}?", COUNT_WORDS[rank]))
-  return qa
-
-
 def description(scene: list[Obj]) -> str:
   """Text-only sentences about the scene (for the text task)."""
   n = len(scene)

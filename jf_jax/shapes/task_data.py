@@ -17,17 +17,14 @@ import numpy as np
 
 from jf_jax.data import tfds_source
 from jf_jax.data.records import BadExample
-from jf_jax.shapes import scene as shapes_scene
 from jf_jax.shapes import world as shapes_world
 
 
-def und_converter(num_turns: int, rank_questions: bool = False):
+def und_converter(num_turns: int):
   """item -> und record with `num_turns` random question/answer turns (0 = all of them).
 
   More turns per image supervise more answers per understanding row for little extra
   sequence (a shapes-world question/answer turn is ~12 tokens, the image 65).
-  `rank_questions` adds `scene.rank_questions` of the item's scene to its stored ones
-  before the turns are drawn (training only: the stored questions are what is evaluated).
   """
   if num_turns < 0:
     raise ValueError(f"config.data.und_turns must be >= 0 (0 = all), got {num_turns}")
@@ -36,10 +33,6 @@ def und_converter(num_turns: int, rank_questions: bool = False):
     questions, answers = list(item["questions"]), list(item["answers"])
     if not questions or len(questions) != len(answers):
       raise BadExample("bad_record", f"{len(questions)} questions, {len(answers)} answers")
-    if rank_questions:
-      extra = shapes_scene.rank_questions(shapes_world.scene_of(item), rng)
-      questions += [q.encode() for q, _ in extra]
-      answers += [a.encode() for _, a in extra]
     order = rng.permutation(len(questions))
     if num_turns:
       order = order[:num_turns]
@@ -62,6 +55,5 @@ def tasks(data_cfg: Any, split: str | None = None) -> dict:
   """{task: (tfds data source, converter)} of one shapes-world split."""
   builder = shapes_world.builder(data_cfg.data_dir, **shapes_world.config_kwargs(data_cfg))
   data = tfds_source.split_source(builder, split or data_cfg.split)
-  return {"und": (data, und_converter(data_cfg.get("und_turns", 1),
-                                      data_cfg.get("rank_questions", False))),
+  return {"und": (data, und_converter(data_cfg.get("und_turns", 1))),
           "gen": (data, gen_record), "text": (data, text_record)}

@@ -39,7 +39,6 @@ from jf_jax.parallel import hlo
 from jf_jax.sampling import image
 from jf_jax.tools import chips
 from jf_jax.tools import flops as flops_lib
-from jf_jax.train import latents
 from jf_jax.train import loop
 from jf_jax.train import optim
 from jf_jax.train import step as step_lib
@@ -118,16 +117,15 @@ def compile_train_step(config, devices):
   s = loop.plan(config, devices)
   cfg, mesh, params, mask = s.cfg, s.mesh, s.abstract.params, s.trainable_mask
   batch_sh = step_lib.batch_sharding(mesh)
-  pixels = layout.gen_pixel_size(config, cfg)  # latent space: the step encodes images
+  pixels = s.space.pixel_size
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh)
            for k, v in layout.abstract_batch(config.batch, cfg, pixels).items()}
-  step_fn, vae_params = s.step_fn, None
-  if s.encoder is not None:  # the frozen VAE's params: abstract too, laid out by the rules
-    vae_params = latents.abstract_params(s.encoder)
-    step_fn = step_fn.with_frozen(_with_sharding(vae_params, s.vae_shardings))
+  # The frozen params of the generation space: abstract too, laid out by the rules.
+  frozen = _with_sharding(s.frozen, s.frozen_shardings)
+  vae_params = s.frozen if s.space.has_params else None
   t0 = time.perf_counter()
   with jax.set_mesh(mesh), unrolled_scans(_UNROLL.value):
-    lowered = step_fn.lower(_with_sharding(s.abstract, s.shardings), batch)
+    lowered = s.jitted.lower(frozen, _with_sharding(s.abstract, s.shardings), batch)
     t1 = time.perf_counter()
     compiled = lowered.compile()
   t2 = time.perf_counter()

@@ -1,36 +1,31 @@
-"""Generation rows in SDXL-VAE latent space: the frozen VAE encodes inside the train step.
+"""Generation rows inside the train step: uint8 pixels -> the flow's data + the REPA target.
 
-With `config.data.gen_space = "sdxl_vae"` the input pipeline sends each generation image
-as pixels, resized (short side) and centre-cropped to P = `model.latent_size` x the VAE's
-downsample factor (384 for the release) in [-1, 1]: batch key `gen_pixels` [rows, P, P, 3]
-instead of `gen_latents` and `gen_images`. The step (`step.py`) first calls
-`encode_generation_rows`, which puts both back on the accelerators:
+Every generation row arrives as `gen_pixels` [rows, P, P, 3] (normalised to [-1, 1] on the
+devices by `data/device_inputs.py`). `encode_generation_rows` replaces them by
 
-  gen_latents [rows, L, L, C] = scaling_factor * (posterior sample or mean) of the VAE
+  gen_latents [rows, L, L, C] = `LatentSpace.encode` of the pixels (pixel space: the
+                                 pixels; SDXL-VAE: scaling_factor x posterior sample/mean)
   gen_images  [rows, S, S, 3] = the same crop at SigLIP's resolution S (the REPA target;
                                  SigLIP's (x/255 - 0.5)/0.5 is exactly the [-1, 1] scale)
 
-The VAE never trains: its params are a separate argument of the jitted step (not in the
-train state, no optimizer state, not checkpointed), stored in the compute dtype, laid out
-by the same logical-axis rules as the model (its conv kernels map to no mesh axis, so they
-are replicated), and read behind `stop_gradient`. Only the encoder half is loaded (34M
-of the SDXL-VAE's 84M params, 68 MB in bf16). The encoder
-runs batch-sharded (`act_batch` constraint on its input), one microbatch at a time when
-`config.train.microbatches` > 1, so its activations never exceed one microbatch's.
+The step's frozen inputs are one pytree, `frozen` (`{}` in pixel space; the VAE's encoder
+half otherwise): never trained, not in the train state, not checkpointed, stored in the
+compute dtype, laid out by the model's logical-axis rules (conv kernels map to no mesh
+axis: replicated), and read behind `stop_gradient`. Only the encoder half is loaded (34M of
+the SDXL-VAE's 84M params, 68 MB in bf16). The encoder runs batch-sharded, one microbatch
+at a time when `config.train.microbatches` > 1, so its activations never exceed one
+microbatch's.
 """
 
-import dataclasses
 import os
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jf_jax.checkpoint import vae_map
-from jf_jax.data import layout
-from jf_jax.models import vae
-from jf_jax.models.config import JanusFlowConfig
+from jf_jax.models import latent_space as latent_space_lib
+from jf_jax.models.latent_space import LatentSpace
 from jf_jax.parallel import microbatches
 from jf_jax.parallel import partition
 
@@ -39,66 +34,20 @@ from jf_jax.parallel import partition
 _POSTERIOR_STREAM = 0x5AE
 
 
-@dataclasses.dataclass(frozen=True)
-class LatentEncoder:
-  """The frozen VAE of a latent-space run and how its output becomes training data."""
-  module: nn.Module         # vae.AutoencoderKL, compute dtype = the model's
-  latent_mode: str          # "sample" or "mean"
-  pixel_size: int           # P: side of the images the pipeline sends
-  und_size: int             # S: SigLIP's input side (REPA target)
-
-  @property
-  def param_dtype(self):
-    return self.module.param_dtype
+def frozen_shardings(space: LatentSpace, mesh, rules) -> dict:
+  """NamedShardings of the step's `frozen` params from their logical axis names."""
+  return partition.mesh_shardings(space.boxed_abstract_params(), mesh, rules)
 
 
-def make_encoder(config: Any, cfg: JanusFlowConfig) -> LatentEncoder | None:
-  """The run's VAE encoder; None in pixel space. Checks the config against the model."""
-  pixel_size = layout.gen_pixel_size(config, cfg)
-  if not pixel_size:
-    return None
-  vcfg = vae.config_from_dict(config.vae)
-  mode = config.vae.get("latent_mode", "sample")
-  if mode not in vae.LATENT_MODES:
-    raise ValueError(f"config.vae.latent_mode={mode!r}; expected one of {vae.LATENT_MODES}")
-  if vcfg.latent_channels != cfg.gen_encoder.in_channels:
-    raise ValueError(f"config.vae.latent_channels={vcfg.latent_channels} but "
-                     f"config.model.gen_encoder.in_channels={cfg.gen_encoder.in_channels}")
-  module = vae.make_vae(vcfg, dtype=cfg.dtype, param_dtype=cfg.dtype)
-  return LatentEncoder(module, mode, pixel_size, cfg.und_encoder.image_size)
-
-
-# The step only encodes: the decoder's params (about 60% of the VAE) are read from the
-# file but never placed on the devices.
-_ENCODER_PARTS = ("encoder", "quant_conv")
-
-
-def _encoder_half(params: dict) -> dict:
-  return {k: v for k, v in params.items() if k in _ENCODER_PARTS}
-
-
-def _boxed_abstract(encoder: LatentEncoder):
-  return _encoder_half(
-      vae.abstract_variables(encoder.module, encoder.pixel_size).get("params", {}))
-
-
-def abstract_params(encoder: LatentEncoder):
-  """Unboxed `ShapeDtypeStruct` tree of the VAE params the step reads (the encoder and
-  quant_conv; compute dtype)."""
-  return nn.unbox(_boxed_abstract(encoder))
-
-
-def param_shardings(encoder: LatentEncoder, mesh, rules):
-  """NamedShardings of the VAE params from their logical axis names and `rules`."""
-  return partition.mesh_shardings(_boxed_abstract(encoder), mesh, rules)
-
-
-def load_params(config: Any, encoder: LatentEncoder, shardings) -> Any:
-  """Reads `config.vae.path` (diffusers layout) and places it with `shardings`.
+def load_frozen(config: Any, space: LatentSpace, shardings) -> dict:
+  """The step's `frozen` params, placed with `shardings`: {} in pixel space, else the VAE
+  encoder half read from `config.vae.path` (diffusers layout).
 
   Raises FileNotFoundError naming `config.vae.path` when it is unset or missing: a
   latent-space run cannot start without its VAE.
   """
+  if not space.has_params:
+    return {}
   path = config.vae.get("path", "")
   if not path or not os.path.exists(path):
     raise FileNotFoundError(
@@ -106,37 +55,30 @@ def load_params(config: Any, encoder: LatentEncoder, shardings) -> Any:
         "generation images with the SDXL-VAE; download stabilityai/sdxl-vae (diffusers "
         "layout: config.json + diffusion_pytorch_model.safetensors) and set "
         "--config.vae.path to that directory")
-  params = vae_map.load_vae(path, encoder.module.cfg, dtype=encoder.param_dtype)
-  return jax.device_put(_encoder_half(params), shardings)
+  params = vae_map.load_vae(path, space.module.cfg, dtype=space.module.param_dtype)
+  encoder = {k: v for k, v in params.items() if k in latent_space_lib.ENCODER_PARTS}
+  return jax.device_put(encoder, shardings)
 
 
 def resize_for_siglip(pixels: jax.Array, size: int) -> jax.Array:
   """[b, P, P, 3] in [-1, 1] -> [b, size, size, 3] SigLIP input (bicubic, antialiased;
-  the identity when P == size, as for the release: 384 both)."""
+  the identity when P == size, as for the release (384 both) and the tiny pixel models)."""
   if pixels.shape[1:3] == (size, size):
     return pixels.astype(jnp.float32)
   return jax.image.resize(pixels.astype(jnp.float32), (pixels.shape[0], size, size, 3),
                           method="bicubic", antialias=True)
 
 
-def encode_pixels(encoder: LatentEncoder, params, pixels: jax.Array,
-                  eps: jax.Array | None = None) -> jax.Array:
-  """[b, P, P, 3] in [-1, 1] -> data latents [b, L, L, C] float32: scaling_factor x the
-  posterior mean (eps None) or the posterior sample for standard-normal noise `eps`."""
-  mean, logvar = encoder.module.apply({"params": params}, pixels, method="encode")
-  z = mean if eps is None else vae.posterior_sample(mean, logvar, eps)
-  return vae.scale_latents(z, encoder.module.cfg.scaling_factor)
-
-
-def encode_generation_rows(encoder: LatentEncoder, vae_params, batch: dict, rng: jax.Array,
-                           num_chunks: int = 1) -> dict:
+def encode_generation_rows(space: LatentSpace, frozen, batch: dict, rng: jax.Array,
+                           und_size: int, num_chunks: int = 1) -> dict:
   """Replaces `gen_pixels` by `gen_latents` and `gen_images` (see the module docstring).
 
   Args:
-    encoder: from `make_encoder`.
-    vae_params: the frozen VAE params.
+    space: the run's generation space.
+    frozen: its params ({} in pixel space).
     batch: the step's batch with `gen_pixels` [rows, P, P, 3] in [-1, 1].
     rng: the step's key (the posterior noise uses a stream of its own).
+    und_size: S, SigLIP's input side.
     num_chunks: encode rows in this many sequential chunks (the microbatches).
   Returns:
     The batch without `gen_pixels`, with `gen_latents` [rows, L, L, C] float32 and
@@ -145,22 +87,18 @@ def encode_generation_rows(encoder: LatentEncoder, vae_params, batch: dict, rng:
   out = dict(batch)
   pixels = out.pop("gen_pixels")
   rows = pixels.shape[0]
-  params = jax.lax.stop_gradient(vae_params)
-  f = encoder.module.cfg.downsample_factor
-  latent_shape = (rows, pixels.shape[1] // f, pixels.shape[2] // f,
-                  encoder.module.cfg.latent_channels)
+  params = jax.lax.stop_gradient(frozen)
   eps = None
-  if encoder.latent_mode == "sample":
-    eps = jax.random.normal(jax.random.fold_in(rng, _POSTERIOR_STREAM), latent_shape,
-                            jnp.float32)
-  if num_chunks <= 1 or rows == 0:
-    latents = encode_pixels(encoder, params, pixels, eps)
+  if space.draws_posterior_noise:
+    eps = jax.random.normal(jax.random.fold_in(rng, _POSTERIOR_STREAM),
+                            space.latent_shape(rows), jnp.float32)
+  if num_chunks <= 1 or rows == 0 or not space.has_params:
+    latents = space.encode(params, pixels, eps)
   else:
     # The step's own strided microbatches: every device encodes its own rows.
     chunk = lambda x: microbatches.split(x, num_chunks)
     xs = (chunk(pixels), None if eps is None else chunk(eps))
-    latents = microbatches.merge(
-        jax.lax.map(lambda a: encode_pixels(encoder, params, *a), xs))
+    latents = microbatches.merge(jax.lax.map(lambda a: space.encode(params, *a), xs))
   out["gen_latents"] = jax.lax.stop_gradient(latents)
-  out["gen_images"] = jax.lax.stop_gradient(resize_for_siglip(pixels, encoder.und_size))
+  out["gen_images"] = jax.lax.stop_gradient(resize_for_siglip(pixels, und_size))
   return out

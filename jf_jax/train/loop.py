@@ -18,8 +18,10 @@ from jf_jax.checkpoint import manager as ckpt
 from jf_jax.checkpoint import params_io
 from jf_jax.data import layout
 from jf_jax.data import pipeline
+from jf_jax.data import tokenizer as tok_lib
 from jf_jax.models import config as model_config
 from jf_jax.models import janusflow
+from jf_jax.models import latent_space
 from jf_jax.parallel import mesh as mesh_lib
 from jf_jax.parallel import partition
 from jf_jax.parallel import rules as rules_lib
@@ -33,20 +35,31 @@ from jf_jax.train import step as step_lib
 
 @dataclasses.dataclass
 class Setup:
+  """Everything the loop needs, derived once from the config (`plan`, `setup`)."""
   config: Any
   cfg: model_config.JanusFlowConfig
   model: janusflow.JanusFlow
   mesh: Any
   rules: list
+  optim_cfg: Any        # `optim.from_config(config)`, resolved once
   tx: Any
   trainable_mask: Any
-  state: Any
+  state: Any            # None after `plan`
   shardings: Any
-  abstract: Any
-  step_fn: Any
-  # Latent-space runs (config.data.gen_space='sdxl_vae', train/latents.py): the frozen VAE.
-  encoder: Any = None
-  vae_shardings: Any = None
+  abstract: Any         # abstract TrainState
+  step_cfg: step_lib.StepConfig
+  jitted: Any           # jax.jit of `(frozen, state, batch) -> (state, metrics)`
+  # The generation space (models/latent_space.py), its frozen params (the step's first
+  # argument: {} in pixel space, the VAE encoder half otherwise; abstract after `plan`)
+  # and their shardings.
+  space: latent_space.LatentSpace
+  frozen: Any
+  frozen_shardings: Any
+
+  def step(self, state, batch):
+    """One train step outside the loop (tests, benchmarks), under the mesh as in `_run`."""
+    with jax.set_mesh(self.mesh):
+      return self.jitted(self.frozen, state, batch)
 
 
 def check_batch_config(config, mesh) -> None:
@@ -66,11 +79,21 @@ def check_batch_config(config, mesh) -> None:
                          f"{jax.process_count()}")
 
 
+def pad_id(config) -> int:
+  """The pad id of the run's tokenizer: `config.tokens` for synthetic data (its tokens are
+  those ids), else the tokenizer `config.data.tokenizer` names (checked against them)."""
+  if config.data.source == "synthetic":
+    return int(config.tokens.pad_id)
+  return tok_lib.make_tokenizer(config).pad_id
+
+
 def plan(config, devices=None) -> Setup:
   """Mesh, model, optimizer, the state's shapes and shardings and the jitted step.
 
-  Nothing is materialised (`state` is None): checks that need only shapes fail here
-  first; the AOT tool (`jf_jax/tools/aot.py`) compiles from this for a TPU topology.
+  Nothing is materialised (`state` is None, `frozen` abstract): checks that need only
+  shapes fail here first; the AOT tool (`jf_jax/tools/aot.py`) compiles from this for a
+  TPU topology. The model is traced once (its boxed abstract params), and every value
+  below is derived from that and from one resolved optimizer config.
   """
   cfg = model_config.from_config_dict(config.model)
   model = janusflow.JanusFlow(cfg)
@@ -80,33 +103,35 @@ def plan(config, devices=None) -> Setup:
                               + config.batch.gen_rows, mesh, cfg.llm.num_heads,
                               cfg.llm.num_kv_heads, batch_key="config.batch.*_rows (sum)")
   rules = rules_lib.merge_rules(rules_lib.default_rules(), config.logical_axis_rules)
-  abstract_params = nn.unbox(janusflow.abstract_params(model))["params"]
-  tx, mask = optim.make_optimizer(optim.from_config(config), abstract_params)
-  abstract, shardings = state_lib.state_shardings(
-      model, tx, mesh, rules, use_ema=config.train.ema_decay > 0, seed=config.seed)
+  boxed = janusflow.abstract_params(model)["params"]  # the one trace of the model
+  optim_cfg = optim.from_config(config)
+  tx, mask = optim.make_optimizer(optim_cfg, nn.unbox(boxed))
+  abstract, shardings = state_lib.state_shardings(tx, boxed, mesh, rules,
+                                                  use_ema=config.train.ema_decay > 0)
   if mesh.shape["fsdp"] > 1:
     partition.assert_params_sufficiently_sharded(shardings.params, abstract.params)
-  encoder = latents.make_encoder(config, cfg)
-  vae_shardings = latents.param_shardings(encoder, mesh, rules) if encoder else None
-  step_fn = step_lib.jit_train_step(
-      step_lib.make_train_step(model, tx, mask, config, encoder), shardings, mesh, rules,
-      vae_shardings=vae_shardings)
-  return Setup(config, cfg, model, mesh, rules, tx, mask, None, shardings, abstract,
-               step_fn, encoder, vae_shardings)
+  space = latent_space.from_config(config, cfg)
+  frozen_shardings = latents.frozen_shardings(space, mesh, rules)
+  step_cfg = step_lib.step_config(config, pad_id(config))
+  jitted = step_lib.jit_train_step(
+      step_lib.make_train_step(model, tx, mask, step_cfg, space,
+                               optim.make_schedule(optim_cfg), partition.logical_specs(boxed)),
+      shardings, mesh, rules, frozen_shardings)
+  return Setup(config, cfg, model, mesh, rules, optim_cfg, tx, mask, None, shardings,
+               abstract, step_cfg, jitted, space, space.abstract_params(), frozen_shardings)
 
 
 def setup(config, devices=None) -> Setup:
-  """`plan` plus the train state, initialised directly sharded."""
+  """`plan` plus the train state, initialised directly sharded, and the frozen params."""
   s = plan(config, devices)
-  if s.encoder is not None:  # before the slow init: a missing VAE fails at once
-    s = dataclasses.replace(s, step_fn=s.step_fn.with_frozen(
-        latents.load_params(config, s.encoder, s.vae_shardings)))
+  # Before the slow init: a missing VAE fails at once.
+  frozen = latents.load_frozen(config, s.space, s.frozen_shardings)
   state = state_lib.init_state(s.model, s.tx, s.mesh, s.shardings, seed=config.seed)
   # Finish init before any other program runs: on the in-process CPU mesh, programs with
   # collectives running concurrently were seen to deadlock.
   state = jax.block_until_ready(state)
   sync_processes("setup")
-  return dataclasses.replace(s, state=state)
+  return dataclasses.replace(s, state=state, frozen=frozen)
 
 
 def sync_processes(name: str, timeout_s: int = 1800) -> None:
@@ -164,12 +189,12 @@ def train(config, workdir: str, devices=None,
 
   `initialise(setup, config) -> state` gives a fresh run (nothing to resume, no
   `config.train.init_params_from`) its first state instead of `setup`'s, e.g. the shapes
-  world's encoder pre-training (`jf_jax/shapes/encoder_pretrain.py`, called by train.py).
+  world's encoder pre-training (train.py loads it as the `config.init` plug-in).
   """
   s = setup(config, devices)
   manager = ckpt.make_manager(workdir, config.train.checkpoint_every,
                               config.train.keep_checkpoints)
-  source = pipeline.make_source(config, s.cfg)
+  source = pipeline.make_source(config, s.cfg, pixel_size=s.space.pixel_size)
   state, start = s.state, 0
   restored = ckpt.restore(manager, s.abstract, s.shardings)
   if restored is not None:
@@ -184,7 +209,9 @@ def train(config, workdir: str, devices=None,
   writer = metrics_writer.MetricsWriter(workdir, enabled=jax.process_index() == 0)
   preemption = _Preemption()
   try:
-    return _run(s, state, start, source, manager, writer, preemption)
+    # One mesh context around every step (the axis rules are entered inside the step).
+    with jax.set_mesh(s.mesh):
+      return _run(s, state, start, source, manager, writer, preemption)
   finally:
     source.close()  # grain worker processes and prefetch threads
     manager.wait_until_finished()
@@ -201,6 +228,25 @@ def _source_stats(source) -> dict:
   return out
 
 
+def _compile(s: Setup, state, batch, report: bool):
+  """The compiled step for this batch shape; `report`: print its memory use once."""
+  compiled = s.jitted.lower(s.frozen, state, batch).compile()
+  if report and jax.process_index() == 0:
+    print(_memory_line(compiled.memory_analysis()), flush=True)
+  return compiled
+
+
+def _memory_line(stats) -> str:
+  """One line of `Compiled.memory_analysis()` (per device), or why there is none."""
+  if stats is None:
+    return "train step memory: not reported by this backend"
+  gib = lambda n: f"{n / 2**30:.2f} GiB"
+  return (f"train step memory per device: arguments {gib(stats.argument_size_in_bytes)}, "
+          f"outputs {gib(stats.output_size_in_bytes)} ({gib(stats.alias_size_in_bytes)} "
+          f"aliased to donated inputs), temporaries {gib(stats.temp_size_in_bytes)}, "
+          f"code {gib(stats.generated_code_size_in_bytes)}")
+
+
 def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   config, total = s.config, s.config.train.num_steps
   batch_sh = step_lib.batch_sharding(s.mesh)
@@ -208,7 +254,7 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
   feed = source.device_batches(functools.partial(pipeline.global_batch, sharding=batch_sh))
   config_json = config.to_dict()
   meter = meter_lib.Meter(total, config.train.max_nonfinite_in_row)
-  last, step, rows = {}, start, None
+  last, step, rows, step_fn = {}, start, None, None
   for step in range(start, total):
     step_rows = layout.rows_at(config.batch, step)
     new_shapes = step_rows != rows  # the first step, or the switch (or resuming after it)
@@ -220,13 +266,14 @@ def _run(s: Setup, state, start, source, manager, writer, preemption) -> dict:
               flush=True)
     with meter.data_wait():  # the prefetched batch: waits only if it is not ready
       local, batch = next(feed)
-    if new_shapes and jax.process_count() > 1:
-      # Compile before the first execution (of each batch shape) so every process enters
-      # its collectives together (the jit call below then reuses the compiled program).
-      # One barrier name per step: barrier ids are not meant to be reused.
-      s.step_fn.lower(state, batch).compile()  # JittedStep.lower enters the mesh
-      sync_processes(f"step_{step}_compiled")
-    state, metrics = s.step_fn(state, batch)
+    if new_shapes:
+      # Compile before the first execution of each batch shape: its memory is printed
+      # once, and every process enters its collectives together (the barrier; one name
+      # per step: barrier ids are not meant to be reused).
+      step_fn = _compile(s, state, batch, report=step == start)
+      if jax.process_count() > 1:
+        sync_processes(f"step_{step}_compiled")
+    state, metrics = step_fn(s.frozen, state, batch)
     tokens, images = pipeline.batch_stats(local, s.cfg)
     meter.step_done(tokens * jax.process_count(), images * jax.process_count())
     done = step + 1

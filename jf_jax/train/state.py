@@ -49,14 +49,21 @@ def _init_fn(model, tx, use_ema: bool, seed: int):
   return init
 
 
-def state_shardings(model, tx, mesh, rules, use_ema: bool, seed: int = 0):
-  """(abstract TrainState, TrainState of NamedShardings) from `jax.eval_shape` only."""
-  # Init runs without logical-axis rules: activation constraints are no-ops there, and
-  # DenseGeneral's flat-then-reshape kernel init cannot take a constraint mid-way.
-  boxed = janusflow.abstract_params(model)["params"]
-  param_sh = partition.mesh_shardings(boxed, mesh, rules)
-  abstract = jax.eval_shape(_init_fn(model, tx, use_ema, seed))
-  opt_sh = opt_state_shardings(tx, boxed, mesh, rules)
+def abstract_state(tx, params: Any, use_ema: bool) -> TrainState:
+  """The TrainState of `_init_fn` as `ShapeDtypeStruct`s, from the (unboxed, abstract)
+  params: traces only `tx.init`, never the model."""
+  return TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                    opt_state=jax.eval_shape(tx.init, params),
+                    rng=jax.eval_shape(lambda: jax.random.split(jax.random.PRNGKey(0))[1]),
+                    ema_params=params if use_ema else None)
+
+
+def state_shardings(tx, boxed_params: Any, mesh, rules, use_ema: bool):
+  """(abstract TrainState, TrainState of NamedShardings) from the BOXED abstract params
+  (`janusflow.abstract_params(model)["params"]`, traced once by the caller)."""
+  param_sh = partition.mesh_shardings(boxed_params, mesh, rules)
+  abstract = abstract_state(tx, nn.unbox(boxed_params), use_ema)
+  opt_sh = opt_state_shardings(tx, boxed_params, mesh, rules)
   if jax.tree.structure(opt_sh) != jax.tree.structure(abstract.opt_state):
     raise ValueError("the optimizer state of the boxed parameters differs in structure "
                      "from that of the parameters; an optax transform does not map over "

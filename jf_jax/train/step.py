@@ -6,7 +6,9 @@ whole batch (supervised tokens, latent elements, REPA tokens), then differentiat
 microbatches is exactly one step on the whole batch.
 """
 
+import dataclasses
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -20,10 +22,35 @@ from jf_jax.losses import repa as repa_loss
 from jf_jax.models import janusflow
 from jf_jax.models import sequence
 from jf_jax.parallel import microbatches
-from jf_jax.parallel import partition
 from jf_jax.train import latents
 from jf_jax.train import optim
 from jf_jax.train.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """The facts the train step reads, resolved once (`step_config`): no ConfigDict inside."""
+  ar_weight: float
+  flow_weight: float
+  repa_weight: float
+  t_distribution: str
+  t_loc: float
+  t_scale: float
+  cfg_drop_prob: float
+  pad_id: int        # the tokenizer's (CFG-dropped prompts keep only BOS, then pad)
+  microbatches: int
+  ema_decay: float
+
+
+def step_config(config: Any, pad_id: int) -> StepConfig:
+  """`config.loss` / `config.train` as the step reads them; `pad_id` from the tokenizer."""
+  loss, train = config.loss, config.train
+  return StepConfig(
+      ar_weight=float(loss.ar_weight), flow_weight=float(loss.flow_weight),
+      repa_weight=float(loss.repa_weight), t_distribution=loss.t_distribution,
+      t_loc=float(loss.t_loc), t_scale=float(loss.t_scale),
+      cfg_drop_prob=float(loss.cfg_drop_prob), pad_id=int(pad_id),
+      microbatches=int(train.microbatches), ema_decay=float(train.ema_decay))
 
 
 def drop_prompts(rng, prompt_ids, prompt_mask, drop_prob: float, pad_id: int):
@@ -70,7 +97,7 @@ def _ar_sums(model, params, mb) -> tuple[jax.Array, jax.Array]:
   return und, text
 
 
-def draw_generation_noise(rng, batch, loss_cfg, pad_id):
+def draw_generation_noise(rng, batch, step_cfg: StepConfig):
   """Per-row randomness of the generation rows, drawn once for the whole batch.
 
   Drawing before the microbatch split makes accumulation exact: a row gets the same t,
@@ -80,10 +107,10 @@ def draw_generation_noise(rng, batch, loss_cfg, pad_id):
   rows = batch["gen_latents"].shape[0]
   t_rng, noise_rng, drop_rng = jax.random.split(rng, 3)
   ids, mask = drop_prompts(drop_rng, batch["gen_prompt_ids"], batch["gen_prompt_mask"],
-                           loss_cfg.cfg_drop_prob, pad_id)
+                           step_cfg.cfg_drop_prob, step_cfg.pad_id)
   return dict(batch, gen_prompt_ids=ids, gen_prompt_mask=mask,
-              gen_t=flow.sample_t(t_rng, rows, loss_cfg.t_distribution, loss_cfg.t_loc,
-                                  loss_cfg.t_scale),
+              gen_t=flow.sample_t(t_rng, rows, step_cfg.t_distribution, step_cfg.t_loc,
+                                  step_cfg.t_scale),
               gen_noise=jax.random.normal(noise_rng, batch["gen_latents"].shape,
                                           batch["gen_latents"].dtype))
 
@@ -117,16 +144,24 @@ def _split_microbatches(batch, num: int):
   return jax.tree.map(lambda x: microbatches.split(x, num), batch)
 
 
-def make_train_step(model, tx, trainable_mask, config, encoder=None):
-  """Builds the pure step `(state, batch[, vae_params]) -> (state, metrics)`; jit it with
-  shardings. With a `latents.LatentEncoder` the batch holds `gen_pixels` and the step
-  encodes them first with the frozen `vae_params` (`train/latents.py`)."""
-  loss_cfg, cfg = config.loss, model.cfg
-  coef = {"ar": loss_cfg.ar_weight, "rf": loss_cfg.flow_weight, "repa": loss_cfg.repa_weight}
-  pad_id, num_micro = config.tokens.pad_id, config.train.microbatches
-  schedule = optim.make_schedule(optim.from_config(config))
-  # Logical axes of the parameters: the gradient accumulator is laid out like them.
-  param_axes = partition.logical_specs(janusflow.abstract_params(model)["params"])
+def make_train_step(model, tx, trainable_mask, step_cfg: StepConfig, space, schedule,
+                    param_axes):
+  """Builds the pure step `(frozen, state, batch) -> (state, metrics)`; jit it with
+  shardings (`jit_train_step`).
+
+  Args:
+    model, tx, trainable_mask: the module, its optimizer and which leaves train.
+    step_cfg: `step_config(config, pad_id)`.
+    space: the generation space (`models.latent_space.LatentSpace`): the batch's
+      `gen_pixels` are encoded into it first, with its frozen params `frozen` ({} in pixel
+      space; `train/latents.py`).
+    schedule: the learning-rate schedule (logged).
+    param_axes: logical axes of the params (`partition.logical_specs` of the boxed
+      abstract params): the gradient accumulator is laid out like them.
+  """
+  cfg = model.cfg
+  coef = {"ar": step_cfg.ar_weight, "rf": step_cfg.flow_weight, "repa": step_cfg.repa_weight}
+  num_micro = step_cfg.microbatches
 
   def freeze(params):
     # stop_gradient at frozen leaves: their backward (e.g. the whole SigLIP tower in
@@ -142,15 +177,15 @@ def make_train_step(model, tx, trainable_mask, config, encoder=None):
     loss = sum(coef[k] * sums[k] / denom[k] for k in coef)
     return loss, {**sums, "und": und, "text": text}
 
-  def train_step(state: TrainState, batch, vae_params=None):
-    # uint8 images -> float32 model inputs, here on the devices (`data/device_inputs.py`);
-    # latent-space pixels too, before the VAE encodes them.
+  def train_step(frozen, state: TrainState, batch):
+    # uint8 images -> float32 model inputs, here on the devices (`data/device_inputs.py`),
+    # then generation pixels -> latents + REPA view (`train/latents.py`).
     batch = device_inputs.normalize(batch)
     rng = jax.random.fold_in(state.rng, state.step)
-    if encoder is not None:
-      batch = latents.encode_generation_rows(encoder, vae_params, batch, rng, num_micro)
+    batch = latents.encode_generation_rows(space, frozen, batch, rng,
+                                           cfg.und_encoder.image_size, num_micro)
     denom = loss_denominators(batch, cfg)
-    batch = draw_generation_noise(rng, batch, loss_cfg, pad_id)
+    batch = draw_generation_noise(rng, batch, step_cfg)
     micro = _split_microbatches(batch, num_micro)
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
@@ -174,7 +209,7 @@ def make_train_step(model, tx, trainable_mask, config, encoder=None):
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema is not None:
-      ema = optim.ema_update(ema, params, config.train.ema_decay)
+      ema = optim.ema_update(ema, params, step_cfg.ema_decay)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = state.replace(
@@ -196,45 +231,20 @@ def batch_sharding(mesh):
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
 
 
-class JittedStep:
-  """The jitted step as the loop calls it: `step(state, batch) -> (state, metrics)`.
+def jit_train_step(step_fn, state_shardings, mesh, rules, frozen_shardings,
+                   donate: bool = True):
+  """`jax.jit` of `step_fn(frozen, state, batch)` with in/out shardings; the state is
+  donated (its buffers are reused).
 
-  Runs under the mesh. `jitted` is the raw `jax.jit` function, for `lower(...).compile()`;
-  `frozen` holds the extra arguments it takes after (state, batch): `(vae_params,)` for a
-  latent-space run (set by `with_frozen`, real or abstract arrays), `()` otherwise.
+  The logical axis rules are entered inside the traced function (they are read at trace
+  time, so the compiled step does not depend on its caller's context); call it under
+  `jax.set_mesh(mesh)`, as the loop does once around all steps. Bind the frozen params
+  with `functools.partial(jitted, frozen)`.
   """
-
-  def __init__(self, jitted, mesh, frozen: tuple = ()):
-    self.jitted, self.mesh, self.frozen = jitted, mesh, frozen
-
-  def with_frozen(self, *frozen) -> "JittedStep":
-    return JittedStep(self.jitted, self.mesh, tuple(frozen))
-
-  def __call__(self, state, batch):
-    with jax.set_mesh(self.mesh):
-      return self.jitted(state, batch, *self.frozen)
-
-  def lower(self, state, batch):
-    with jax.set_mesh(self.mesh):
-      return self.jitted.lower(state, batch, *self.frozen)
-
-
-def jit_train_step(step_fn, state_shardings, mesh, rules, donate: bool = True,
-                   vae_shardings=None) -> JittedStep:
-  """`jax.jit` with in/out shardings; the state is donated (its buffers are reused).
-
-  The returned step traces and runs under the mesh and the logical axis rules, so the
-  model's activation constraints resolve. With `vae_shardings` (a latent-space run) the
-  jitted function takes the frozen VAE params as a third argument, laid out that way;
-  bind them with `.with_frozen(vae_params)`.
-  """
-  def step_with_rules(state, batch, *frozen):
+  def step_with_rules(frozen, state, batch):
     with nn.logical_axis_rules(rules):
-      return step_fn(state, batch, *frozen)
-  in_shardings = (state_shardings, batch_sharding(mesh))
-  if vae_shardings is not None:
-    in_shardings += (vae_shardings,)
-  jitted = jax.jit(step_with_rules, in_shardings=in_shardings,
-                   out_shardings=(state_shardings, None),
-                   donate_argnums=(0,) if donate else ())
-  return JittedStep(jitted, mesh)
+      return step_fn(frozen, state, batch)
+  in_shardings = (frozen_shardings, state_shardings, batch_sharding(mesh))
+  return jax.jit(step_with_rules, in_shardings=in_shardings,
+                 out_shardings=(state_shardings, None),
+                 donate_argnums=(1,) if donate else ())

@@ -6,28 +6,26 @@ readout, and prints the fraction of train / validation / test images (first 1,00
 whose predicted object set is exactly right. Test images all hold an object pair never
 seen together in training, so the train-test gap measures pair-level shortcuts.
 
-  python benchmarks/encoder_probe.py                 # both readouts, the config's steps
-  python benchmarks/encoder_probe.py --readouts=max --config.encoder_pretrain.steps=3000
-  python benchmarks/encoder_probe.py --config.model.und_encoder.width=96 \
+  python -m jf_jax.shapes.lab.encoder_probe                 # both readouts, the config's steps
+  python -m jf_jax.shapes.lab.encoder_probe --readouts=max --config.encoder_pretrain.steps=3000
+  python -m jf_jax.shapes.lab.encoder_probe --config.model.und_encoder.width=96 \
       --config.model.und_encoder.depth=4
 """
 
 import copy
 import os
-import sys
 import time
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from jf_jax.models import config as model_config  # pylint: disable=wrong-import-position
-from jf_jax.shapes import encoder_pretrain  # pylint: disable=wrong-import-position
+from jf_jax.models import config as model_config
+from jf_jax.shapes import encoder_pretrain
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "configs",
                            "default.py"), "Config whose understanding tower is probed.")
 _READOUTS = flags.DEFINE_list("readouts", list(encoder_pretrain.READOUTS),
                               "Readouts to compare (max, pool).")

@@ -9,16 +9,13 @@ scores them on the held-out test images, for each tower asked for:
               makes it for the default run; config.encoder_pretrain)
   checkpoint  the frozen tower of a training run (--checkpoint DIR, its latest step)
 
-  python benchmarks/position_probe.py                          # pixels, random, pretrained
-  python benchmarks/position_probe.py --towers=checkpoint --checkpoint=/tmp/run
-  python benchmarks/position_probe.py --config.encoder_pretrain.steps=3000 --num_train=4000
-  python benchmarks/position_probe.py --towers=pretrained \
-      --config.encoder_pretrain.position_weight=0.1      # with the per-patch position head
+  python -m jf_jax.shapes.lab.position_probe                          # pixels, random, pretrained
+  python -m jf_jax.shapes.lab.position_probe --towers=checkpoint --checkpoint=/tmp/run
+  python -m jf_jax.shapes.lab.position_probe --config.encoder_pretrain.steps=3000 --num_train=4000
 """
 
 import json
 import os
-import sys
 import time
 
 from absl import app
@@ -28,7 +25,6 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # pylint: disable=wrong-import-position
 from jf_jax.inference import loader
@@ -40,7 +36,7 @@ from jf_jax.shapes import probe
 
 TOWERS = ("pixels", "random", "pretrained", "checkpoint")
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "configs",
                            "default.py"), "Config whose tower and shapes world are probed.")
 _TOWERS = flags.DEFINE_list("towers", ["pixels", "random", "pretrained"],
                             f"Towers to probe, of {TOWERS}.")

@@ -1,8 +1,8 @@
 r"""Heun vs Euler: the fewest Heun velocity evaluations whose samples are as close to the
 exact ODE solution as Euler's at --euler_steps.
 
-  python benchmarks/solver_match.py                        # tiny config, random weights
-  python benchmarks/solver_match.py --checkpoint /tmp/shapes --vae identity   # a trained run
+  python -m jf_jax.shapes.lab.solver_match                        # tiny config, random weights
+  python -m jf_jax.shapes.lab.solver_match --checkpoint /tmp/shapes   # a trained run
 
 The reference is Heun at --ref_steps (a second-order solver at many steps: the ODE's
 solution to well below the differences measured). Every solver starts from the same noise
@@ -14,7 +14,6 @@ count from which every larger one up to --max_heun_steps is too.
 """
 
 import os
-import sys
 import time
 
 from absl import app
@@ -24,17 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from jf_jax.inference import inputs  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jf_jax.inference import loader  # pylint: disable=wrong-import-position
-from jf_jax.models import config as model_config  # pylint: disable=wrong-import-position
-from jf_jax.models import janusflow  # pylint: disable=wrong-import-position
-from jf_jax.sampling import common  # pylint: disable=wrong-import-position
-from jf_jax.sampling import image  # pylint: disable=wrong-import-position
+from jf_jax import testing
+from jf_jax.inference import inputs
+from jf_jax.inference import loader
+from jf_jax.models import config as model_config
+from jf_jax.models import janusflow
+from jf_jax.sampling import common
+from jf_jax.sampling import image
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "configs",
                            "tiny.py"), "Config file (shapes; random weights).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A trained run instead of random "
                                   "weights (params dir or workdir).")
@@ -58,7 +57,7 @@ def _model_and_prompts():
     ids, mask = inputs.generation_prompts(loaded.tok, _CAPTIONS.value)
     return loaded.model, loaded.params, ids, mask, loaded.tok.pad_id
   cfg = model_config.from_config_dict(_CONFIG.value.model)
-  params = common.cast_floating(common.random_params(cfg, std=_STD.value), cfg.dtype)
+  params = common.cast_floating(testing.random_params(cfg, std=_STD.value), cfg.dtype)
   ids = np.random.default_rng(0).integers(8, cfg.llm.vocab_size, (_BATCH.value, 12))
   return janusflow.JanusFlow(cfg), params, ids, np.ones_like(ids, bool), 0
 

@@ -5,20 +5,18 @@ Training captions tell how well the model fits what it saw; test captions, every
 combination never seen in training, how well that carries over. Keep the checkpoints
 with `--config.train.checkpoint_every=N --config.train.keep_checkpoints=K` when training.
 
-  python benchmarks/gen_curve.py --checkpoint /tmp/run               # every kept step
-  python benchmarks/gen_curve.py --checkpoint /tmp/run --steps 500,1500 --num_gen 100
+  python -m jf_jax.shapes.lab.gen_curve --checkpoint /tmp/run               # every kept step
+  python -m jf_jax.shapes.lab.gen_curve --checkpoint /tmp/run --steps 500,1500 --num_gen 100
 """
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 import orbax.checkpoint as ocp
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # pylint: disable=wrong-import-position
 from jf_jax.inference import loader

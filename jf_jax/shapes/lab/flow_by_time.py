@@ -6,21 +6,19 @@ Euler sampler started from the true z_t. Optionally a PNG: one row per t (top: e
 one column per caption, for the one-step estimates (PNG_one_step.png) and the resumed
 samples (PNG_resumed.png).
 
-  python benchmarks/flow_by_time.py --checkpoint /tmp/run
-  python benchmarks/flow_by_time.py --checkpoint /tmp/run --split test --num 100 \
+  python -m jf_jax.shapes.lab.flow_by_time --checkpoint /tmp/run
+  python -m jf_jax.shapes.lab.flow_by_time --checkpoint /tmp/run --split test --num 100 \
       --guidance 2 --png /tmp/run/by_time.png --step 500
 """
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # pylint: disable=wrong-import-position
 from jf_jax.inference import grid
