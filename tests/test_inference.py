@@ -96,17 +96,18 @@ def test_understanding_prompts_left_pad_one_image_block():
 
 @pytest.fixture(scope="module")
 def engine(checkpoint):
-  """An engine on one device with batch buckets 1 and 4 (conftest gives 8 devices; the
-  bench tests compare 1 and 8)."""
+  """An engine on one device with one batch bucket of 4 rows (conftest gives 8 devices;
+  the bench tests compare 1 and 8). In one compiled shape a row never depends on the
+  others; across shapes XLA:CPU may round differently (docs/serving.md)."""
   config = engine_lib.default_config()
-  config.batch_buckets = (1, 4)
+  config.batch_buckets = (4,)
   return engine_lib.Engine(loader.load(checkpoint), config,
                            engine_lib.local_mesh(1))
 
 
 def test_images_do_not_depend_on_their_batch(engine):
   """Each image's noise comes from (seed, its index in the request): a caption batched
-  with others (bucket 4, one row padded) gives the pixels it gives alone (bucket 1)."""
+  with others gives the pixels it gives alone (padded with copies of itself)."""
   keys = engine_lib.request_keys(3, len(CAPTIONS))
   together = engine.generate(CAPTIONS, keys=keys, steps=2, guidance=2.0)
   size = engine.loaded.cfg.latent_size

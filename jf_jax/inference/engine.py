@@ -13,6 +13,8 @@ answer length to `max_tokens_buckets` (each row then stops at its own limit). Ra
 is a key per row (`request_keys`: fold_in(key(seed), index in the request)), so a row's
 result never depends on which rows share its batch or device, and the same request with
 the same seed gives the same pixels. Rows with different buckets never share a call.
+(Bit for bit within one batch bucket; in another batch shape the compiler may round a
+row differently, e.g. one pixel off by one on XLA:CPU.)
 
 The engine is built once; its two jitted functions (sampler + image decoder, and the
 answer decoder per answer-length bucket) keep one executable per shape, which `warmup`
