@@ -80,11 +80,13 @@ def check_batch_config(config, mesh) -> None:
 
 
 def pad_id(config) -> int:
-  """The pad id of the run's tokenizer: `config.tokens` for synthetic data (its tokens are
-  those ids), else the tokenizer `config.data.tokenizer` names (checked against them)."""
-  if config.data.source == "synthetic":
-    return int(config.tokens.pad_id)
-  return tok_lib.make_tokenizer(config).pad_id
+  """The pad id of the run's tokenizer: the one `config.data.tokenizer` names (checked
+  against `config.tokens`), else `config.tokens.pad_id` (synthetic data, whose tokens are
+  those ids, or a plan made before the tokenizer is at hand: the input pipeline checks
+  the file against it when it loads it)."""
+  if config.data.source != "synthetic" and config.data.tokenizer:
+    return tok_lib.make_tokenizer(config).pad_id
+  return int(config.tokens.pad_id)
 
 
 def plan(config, devices=None) -> Setup:
