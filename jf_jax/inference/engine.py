@@ -165,7 +165,8 @@ class Engine:
     boxed = janusflow.abstract_params(loaded.model)["params"]
     self.params = jax.device_put(loaded.params,
                                  partition.mesh_shardings(boxed, self.mesh, self.rules))
-    self._images_fn = None
+    self._images_fn = None  # built on first use: an understanding-only engine has no decoder
+    self._decode_params = None
     self._decoders: dict[int, Callable] = {}
     self._lock = threading.Lock()  # counters; device calls may come from several threads
     self.device_calls = 0
