@@ -145,8 +145,9 @@ def test_images_match_sample_py(server, client):
   _, _, root = server
   out = root / "grid.png"
   _sample_py(f"--checkpoint={root / 'ckpt'}", "--prompt=a red circle", f"--out={out}",
-             "--num=4", "--steps=2", "--cfg=2.0", "--seed=7")
-  grid = np.asarray(Image.open(out).convert("RGB"))  # 4 images: 2 x 2 tiles, row-major
+             "--num=4", "--steps=2", "--cfg=2.0", "--seed=7", "--min_tile=1")
+  # --min_tile=1: tiles at the model's size (no upscaling); 4 images: 2 x 2, row-major.
+  grid = np.asarray(Image.open(out).convert("RGB"))
   tiles = [grid[r * SIZE:(r + 1) * SIZE, c * SIZE:(c + 1) * SIZE] for r in (0, 1) for c in (0, 1)]
   served = _generate(client, "a red circle", seed=7, n=4)
   assert served.shape == (4, SIZE, SIZE, 3)
