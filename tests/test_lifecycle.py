@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+import gcs_emulator as gcs_emulator_lib
 from jf_jax.inference import progress as progress_lib
 from jf_jax.train import meter as meter_lib
 from jf_jax.train import preemption
@@ -320,22 +321,18 @@ def test_evaluation_progress_lines():
 
 @pytest.fixture(scope="module")
 def gcs_emulator():
-  """A storage emulator on 127.0.0.1 with bucket `bucket`; gcsfs talks to it
-  (STORAGE_EMULATOR_HOST)."""
-  from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  server = create_server("127.0.0.1", port, in_memory=True, default_bucket="bucket")
-  server.start()
-  previous = os.environ.get("STORAGE_EMULATOR_HOST")
-  os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+  """The storage emulator on 127.0.0.1 (tests/gcs_emulator.py) with bucket `bucket`; gcsfs
+  in this process talks to it."""
+  emulator = gcs_emulator_lib.Emulator()
+  previous = {k: os.environ.get(k) for k in emulator.env}
+  os.environ.update(emulator.env)
   yield "gs://bucket"
-  server.stop()
-  if previous is None:
-    os.environ.pop("STORAGE_EMULATOR_HOST")
-  else:
-    os.environ["STORAGE_EMULATOR_HOST"] = previous
+  emulator.stop()
+  for key, value in previous.items():
+    if value is None:
+      os.environ.pop(key)
+    else:
+      os.environ[key] = value
 
 
 def test_gcs_lock_refuses_frees_and_replaces_a_stale_lock(gcs_emulator):
@@ -353,7 +350,8 @@ def test_gcs_lock_refuses_frees_and_replaces_a_stale_lock(gcs_emulator):
 
   # A lock from another host that is not renewed goes stale.
   import gcsfs  # pylint: disable=g-import-not-at-top
-  fs, path = gcsfs.GCSFileSystem(), f"{workdir}/{workdir_lock.LOCK_NAME}"
+  fs = gcsfs.GCSFileSystem(skip_instance_cache=True)
+  path = f"{workdir}/{workdir_lock.LOCK_NAME}"
   fs.pipe_file(path, json.dumps(dict(pid=1, host="elsewhere", token="t", started="")).encode())
   with pytest.raises(workdir_lock.WorkdirInUse, match="pid 1 on host elsewhere"):
     workdir_lock.WorkdirLock(workdir, stale_after_s=30, heartbeat_s=1).acquire()

@@ -82,7 +82,8 @@ class _GcsStore:
   def __init__(self, path: str):
     import gcsfs  # pylint: disable=g-import-not-at-top
     self.path = path
-    self._fs = gcsfs.GCSFileSystem()
+    # A fresh instance: fsspec's cached one keeps the endpoint of its first use.
+    self._fs = gcsfs.GCSFileSystem(skip_instance_cache=True)
 
   def create(self, data: bytes) -> bool:
     if self._fs.exists(self.path):  # the precondition below is what makes it atomic
