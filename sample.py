@@ -14,7 +14,10 @@ checkpoint directory's `tokenizer.json` (or --tokenizer DIR, e.g. the official
 JanusFlow-1.3B download), else the one the run's config names (e.g. the shapes world's
 word-level tokenizer). The image decoder is the SDXL-VAE from --vae (diffusers layout) or
 DIR/vae; a pixel-space model (`data.gen_space='pixel'` in its run config or its params
-dir's generation.json) needs none. Loading and batching: `jf_jax/inference/`.
+dir's generation.json) needs none. Loading: `jf_jax/inference/loader.py`; sampling runs on
+the inference engine (`jf_jax/inference/engine.py`, the one `python -m jf_jax.serve`
+uses): image i of --num starts from the noise of fold_in(key(--seed), i), so it is the
+same image the server returns for the same prompt and seed.
 """
 
 import os
@@ -26,13 +29,13 @@ from absl import logging
 from ml_collections import config_flags
 
 from jf_jax import entry_point
+from jf_jax.data import preprocess
 from jf_jax.data import storage
+from jf_jax.data.records import BadExample
+from jf_jax.inference import engine as engine_lib
 from jf_jax.inference import grid
 from jf_jax.inference import loader
 from jf_jax.inference import prompts
-from jf_jax.inference import runner
-from jf_jax.data import preprocess
-from jf_jax.data.records import BadExample
 from jf_jax.sampling import image as image_sampling
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -93,17 +96,20 @@ def main(argv):
   loaded = loader.load(_CHECKPOINT.value, config=_CONFIG.value, tokenizer=_TOKENIZER.value,
                        vae=_VAE.value, image_decoder=generating, step=_STEP.value,
                        ema=_EMA.value, quantize=_QUANTIZE.value)
+  engine_config = engine_lib.default_config()
+  engine_config.solver = _SOLVER.value
+  engine = engine_lib.Engine(loaded, engine_config)
   at = f" (step {loaded.step})" if loaded.step is not None else ""
-  print(f"loaded {os.path.abspath(_CHECKPOINT.value)}{at} in {time.time() - t0:.1f}s",
+  print(f"loaded {storage.absolute(_CHECKPOINT.value)}{at} in {time.time() - t0:.1f}s",
         flush=True)
   prompts.warn_unknown_words(loaded.tok, [_PROMPT.value if generating else _QUESTION.value])
   t0 = time.time()
   if generating:
     print(f"sampling {_NUM.value} image(s), {_STEPS.value} {_SOLVER.value} steps, cfg "
           f"{_CFG.value} (the first call compiles)...", flush=True)
-    images = runner.generate_images(loaded, [_PROMPT.value] * _NUM.value,
-                                    steps=_STEPS.value, guidance=_CFG.value, seed=_SEED.value,
-                                    batch_size=_NUM.value, solver=_SOLVER.value)
+    images = engine.generate([_PROMPT.value] * _NUM.value,
+                             keys=engine_lib.request_keys(_SEED.value, _NUM.value),
+                             steps=_STEPS.value, guidance=_CFG.value)
     print(f"sampled in {time.time() - t0:.1f}s", flush=True)
     sidecar = grid.save_labelled_grid(
         images, [_PROMPT.value] * _NUM.value, _OUT.value, min_tile=_MIN_TILE.value,
@@ -111,11 +117,11 @@ def main(argv):
                    steps=_STEPS.value, cfg=_CFG.value, solver=_SOLVER.value, seed=_SEED.value))
     print(f"wrote {storage.absolute(_OUT.value)} (tiles labelled in {sidecar})", flush=True)
   else:
-    answer, = runner.answer_questions(
-        loaded, [_IMAGE.value], [_QUESTION.value], max_new_tokens=_MAX_NEW.value,
-        batch_size=1, temperature=_TEMPERATURE.value, top_p=_TOP_P.value, seed=_SEED.value)
+    answer, = engine.answer(
+        [_IMAGE.value], [_QUESTION.value], keys=engine_lib.request_keys(_SEED.value, 1),
+        max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value, top_p=_TOP_P.value)
     print(f"decoded the answer in {time.time() - t0:.1f}s (includes compile)", flush=True)
-    print(answer)
+    print(answer.text)
 
 
 if __name__ == "__main__":

@@ -62,16 +62,17 @@ def measure(config, rank: int) -> dict:
   s = loop.setup(config, devices=jax.devices()[:1])
   if rank == 0:  # the full fine-tune starts from the same base
     s.state = loop.load_initial_params(s, config.train.init_params_from)
-  batches = [synthetic.make_batch(config.batch, config.tokens, s.cfg, config.seed, i)
-             for i in range(4)]
+  batches = [synthetic.make_batch(config.batch, config.tokens, s.cfg, config.seed, i,
+                                  s.space.pixel_size) for i in range(4)]
   state = s.state
-  compiled = s.step_fn.lower(state, batches[0]).compile()
+  with jax.set_mesh(s.mesh):
+    compiled = s.jitted.lower(s.frozen, state, batches[0]).compile()
   cost = compiled.cost_analysis()
   flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
   times = []
   for i in range(1 + _WARMUP.value + _STEPS.value):
     t0 = time.perf_counter()
-    state, metrics = s.step_fn(state, batches[i % len(batches)])
+    state, metrics = s.step(state, batches[i % len(batches)])
     jax.block_until_ready(metrics["loss"])
     times.append(time.perf_counter() - t0)
   opt = sum(x.size for x in jax.tree.leaves(state.opt_state) if x.ndim)

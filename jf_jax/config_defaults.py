@@ -124,17 +124,26 @@ def vae_defaults() -> ml_collections.ConfigDict:
   ))
 
 
+# The LLM's attention and MLP projections (not the output head: the vocabulary is fixed).
+LORA_TARGETS = r"language_model/model/layers/(self_attn/[qkvo]_proj|mlp/(gate|up|down)_proj)"
+# Trained in full in every stage of the release: the aligners, the generation encoder and
+# decoder, the image-start embedding, the REPA projector (training only).
+LORA_TRAIN_IN_FULL = (
+    "vision_und_enc_aligner/.*", "beg_of_und_embed", "vision_gen_enc_model/.*",
+    "vision_gen_enc_aligner/.*", "vision_gen_dec_model/.*",
+    "vision_gen_dec_aligner_norm/.*", "vision_gen_dec_aligner/.*", "repa_projector/.*")
+
+
 def lora_defaults() -> ml_collections.ConfigDict:
   """`config.lora`: LoRA / QLoRA fine-tuning through Qwix (`jf_jax/lora/`); rank 0 = off."""
-  from jf_jax.lora import model as lora_model  # pylint: disable=g-import-not-at-top
   return ml_collections.ConfigDict(dict(
       rank=0,  # > 0: train rank-`rank` adapters instead of the base weights
       alpha=32.0,  # adapter outputs are scaled by alpha / rank
-      targets=lora_model.DEFAULT_TARGETS,  # regex over module paths that get adapters
+      targets=LORA_TARGETS,  # regex over module paths that get adapters
       base_quant="",  # '' float base; 'int8' or 'nf4': quantized base (QLoRA)
       base_dtype="",  # '' the params' dtype; e.g. 'bfloat16' halves a float32 base
       # Param-path regexes (as config.optim.freeze) trained in full beside the adapters.
-      train_in_full=lora_model.DEFAULT_TRAIN_IN_FULL,
+      train_in_full=LORA_TRAIN_IN_FULL,
   ))
 
 

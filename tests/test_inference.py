@@ -12,11 +12,12 @@ from jf_jax import config_defaults
 from jf_jax.checkpoint import params_io
 from jf_jax.data import packing
 from jf_jax.data import tokenizer as tok_lib
+from jf_jax.inference import engine as engine_lib
 from jf_jax.inference import grid
 from jf_jax.inference import inputs
 from jf_jax.inference import loader
-from jf_jax.inference import runner
 from jf_jax.models import config as model_config
+from jf_jax.parallel import mesh as mesh_lib
 import tiny_checkpoint
 
 CAPTIONS = ["a red circle", "a blue square to the left of a green triangle", "a red square"]
@@ -93,22 +94,71 @@ def test_understanding_prompts_left_pad_one_image_block():
     inputs.understanding_prompts(tok, cfg, QUESTIONS[:2], _images(3), "")
 
 
-def test_batching_does_not_change_results(checkpoint):
-  """Greedy answers and per-batch-seeded images do not depend on how rows are batched
-  (the last batch is padded to the batch shape)."""
-  loaded = loader.load(checkpoint)
+@pytest.fixture(scope="module")
+def engine(checkpoint):
+  """An engine on one device with one batch bucket of 4 rows (conftest gives 8 devices;
+  the bench tests compare 1 and 8). In one compiled shape a row never depends on the
+  others; across shapes XLA:CPU may round differently (docs/serving.md)."""
+  config = engine_lib.default_config()
+  config.batch_buckets = (4,)
+  return engine_lib.Engine(loader.load(checkpoint), config,
+                           engine_lib.local_mesh(1))
+
+
+def test_images_do_not_depend_on_their_batch(engine):
+  """Each image's noise comes from (seed, its index in the request): a caption batched
+  with others gives the pixels it gives alone (padded with copies of itself)."""
+  keys = engine_lib.request_keys(3, len(CAPTIONS))
+  together = engine.generate(CAPTIONS, keys=keys, steps=2, guidance=2.0)
+  size = engine.loaded.cfg.latent_size
+  assert together.shape == (3, size, size, 3) and together.dtype == np.uint8
+  for i, caption in enumerate(CAPTIONS):
+    alone = engine.generate([caption], keys=engine_lib.request_keys(3, 1, start=i), steps=2,
+                            guidance=2.0)
+    np.testing.assert_array_equal(alone[0], together[i])
+  twice = engine.generate([CAPTIONS[0]] * 2, keys=engine_lib.request_keys(3, 2), steps=2,
+                          guidance=2.0)
+  np.testing.assert_array_equal(twice[0], together[0])
+  assert not np.array_equal(twice[0], twice[1])  # same prompt, own key, other image
+
+
+def test_answers_do_not_depend_on_their_batch(engine):
+  """Greedy and sampled answers (per-row keys, temperature, top_p, token limits) of rows
+  batched together equal each row decoded alone."""
   images = _images(3, seed=1)
-  one_batch = runner.answer_questions(loaded, images, QUESTIONS, max_new_tokens=3,
-                                      batch_size=3)
-  assert runner.answer_questions(loaded, images, QUESTIONS, max_new_tokens=3,
-                                 batch_size=2) == one_batch
-  pics = runner.generate_images(loaded, CAPTIONS, steps=2, guidance=2.0, seed=3,
-                                batch_size=2)
-  size = loaded.cfg.latent_size
-  assert pics.shape == (3, size, size, 3) and pics.dtype == np.uint8
-  again = runner.generate_images(loaded, CAPTIONS[:2], steps=2, guidance=2.0, seed=3,
-                                 batch_size=2)
-  np.testing.assert_array_equal(again, pics[:2])  # batch 0: same rows, same key
+  keys = engine_lib.request_keys(5, 3)
+  settings = dict(max_new_tokens=[3, 5, 4], temperature=[0.0, 1.0, 0.7], top_p=[1.0, 0.9, 1.0])
+  together = engine.answer(images, QUESTIONS, keys=keys, **settings)
+  for i in range(3):
+    alone, = engine.answer([images[i]], [QUESTIONS[i]], keys=keys[i:i + 1],
+                           **{k: v[i] for k, v in settings.items()})
+    assert alone == together[i]
+  assert all(a.completion_tokens <= n for a, n in zip(together, settings["max_new_tokens"]))
+  assert all(a.finish_reason in ("stop", "length") for a in together)
+  assert engine.device_calls >= 4
+
+
+def test_params_follow_the_logical_rules_on_a_sharded_mesh(engine):
+  """On an fsdp mesh the engine shards params by the logical rules (embed over fsdp) and
+  the rows over the devices (batch bucket 1 rounds up to 2); answers stay the same."""
+  mesh = mesh_lib.make_mesh({"data": 1, "fsdp": 2, "tensor": 1}, jax.local_devices()[:2])
+  config = engine_lib.default_config()
+  config.batch_buckets = (1,)
+  sharded = engine_lib.Engine(engine.loaded, config, mesh)
+  assert sharded.batch_buckets == (2,)
+  embedding = sharded.params["language_model"]["model"]["embed_tokens"]["embedding"]
+  vocab, embed = embedding.shape  # ('vocab', 'embed'): embed split over fsdp
+  assert [s.data.shape for s in embedding.addressable_shards] == [(vocab, embed // 2)] * 2
+  images, keys = _images(3, seed=1), engine_lib.request_keys(5, 3)
+  assert ([a.text for a in sharded.answer(images, QUESTIONS, keys=keys, max_new_tokens=3)] ==
+          [a.text for a in engine.answer(images, QUESTIONS, keys=keys, max_new_tokens=3)])
+
+
+def test_buckets_and_batches():
+  assert engine_lib.bucket(5, (4, 8, 16)) == 8 and engine_lib.bucket(16, (4, 8, 16)) == 16
+  assert engine_lib.bucket(40, (4, 8, 16)) == 48  # past the largest: its next multiple
+  assert engine_lib.batch_sizes(19, (1, 4, 8)) == [(0, 8, 8), (8, 16, 8), (16, 19, 4)]
+  assert engine_lib.batch_sizes(1, (1, 4, 8)) == [(0, 1, 1)]
 
 
 def test_save_grid_layout(tmp_path):

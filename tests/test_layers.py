@@ -1,7 +1,7 @@
 """No module of jf_jax imports one from a higher layer.
 
 Layers, lowest first: models / parallel / losses < data / checkpoint < train / eval /
-sampling < entry points (jf_jax/tools, jf_jax/bench, jf_jax/shapes, jf_jax/prepare,
+sampling < entry points (jf_jax/tools, jf_jax/bench, jf_jax/serve, jf_jax/shapes, jf_jax/prepare,
 jf_jax/convert.py, jf_jax/entry_point.py, jf_jax/config_keys.py; jf_jax/testing.py:
 helpers for tests and benchmarks).
 Imports inside one layer are allowed. A new package must be given a layer here.
@@ -18,7 +18,7 @@ LAYER = {
     "config_defaults": 0, "models": 0, "parallel": 0, "losses": 0,
     "data": 1, "checkpoint": 1,
     "train": 2, "inference": 2, "sampling": 2,
-    "tools": 3, "bench": 3, "shapes": 3, "convert": 3, "testing": 3,
+    "tools": 3, "bench": 3, "serve": 3, "shapes": 3, "convert": 3, "testing": 3,
     "entry_point": 3, "config_keys": 3, "prepare": 3,  # command-line pieces, `prepare` CLI
     "lora": 1,  # adapters over the model and its checkpoints (issue 25)
 }

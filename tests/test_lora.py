@@ -251,8 +251,9 @@ def test_merge_lora_on_a_full_run_names_the_workdir(base_dir, tmp_path):
   out = subprocess.run([sys.executable, "-m", "jf_jax.convert", "--merge_lora", workdir,
                         "--dst", str(tmp_path / "merged")], cwd=REPO, capture_output=True,
                        text=True)
-  assert out.returncode != 0
-  assert f"ValueError: {workdir} is not a LoRA run" in out.stderr
+  assert out.returncode == 2  # a user error (jf_jax/entry_point.py): one line, no traceback
+  assert f"error: {workdir} is not a LoRA run (its config.lora.rank is 0)" in out.stderr
+  assert "Traceback" not in out.stderr
   assert not os.path.exists(tmp_path / "merged")
 
 

@@ -21,13 +21,13 @@ from absl import logging
 import jax
 
 from jf_jax import entry_point
-from jf_jax.bench import devices
 from jf_jax.bench import dpg
 from jf_jax.bench import geneval
 from jf_jax.bench import images
 from jf_jax.bench import mjhq
 from jf_jax.bench import record
 from jf_jax.bench import vqa
+from jf_jax.inference import engine as engine_lib
 from jf_jax.inference import loader
 from jf_jax.sampling import image as image_sampling
 
@@ -96,7 +96,7 @@ def run(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)  # Orbax logs every read at INFO
   if args.distributed:
     jax.distributed.initialize()
-  mesh = devices.local_mesh(args.devices)
+  mesh = engine_lib.local_mesh(args.devices)
   task = TASKS[args.task]
   generating = args.task in IMAGE_TASKS
   loaded = loader.load(args.checkpoint, tokenizer=args.tokenizer, vae=args.vae,
@@ -108,10 +108,15 @@ def run(argv: list[str]) -> None:
               "dtype": jax.numpy.dtype(loaded.cfg.dtype).name, "quantize": args.quantize,
               "seed": args.seed,
               "batch_per_device": args.batch_per_device, **task.task_settings(args)}
+  engine_config = engine_lib.default_config()
+  engine_config.batch_buckets = (args.batch_per_device * mesh.size,)
+  if generating:
+    engine_config.solver = args.solver
+  engine = engine_lib.Engine(loaded, engine_config, mesh)
   if generating:
     sample = images.ImageSettings(args.steps, args.guidance, args.solver, args.seed,
                                   args.batch_per_device)
-    size = images.image_size(loaded)
+    size = engine.image_size
     settings.update(solver=args.solver, steps=args.steps, guidance=args.guidance,
                     resolution=[size, size], vae=args.vae)
   else:
@@ -119,7 +124,7 @@ def run(argv: list[str]) -> None:
     settings.update(resolution=[size, size])
   record.write(args.out, settings, mesh, args.overwrite)
   if generating:
-    task.run(args, loaded, mesh, sample)
+    task.run(args, engine, sample)
   else:
-    task.run(args, loaded, mesh, args.batch_per_device, args.seed)
+    task.run(args, engine, args.seed)
 

@@ -10,13 +10,12 @@ import functools
 import glob
 import os
 
-import jax
 import numpy as np
 
 from jf_jax.bench import devices
 from jf_jax.bench import images
 from jf_jax.bench import inputs_io
-from jf_jax.inference import loader
+from jf_jax.inference import engine as engine_lib
 
 PER_PROMPT = 4  # the scorer's default --pic-num: a 2 x 2 grid
 HELP = "DPG-Bench: OUT/<stem>.png, a 2x2 grid per prompt file"
@@ -53,8 +52,7 @@ def _save(path: str, made: dict[int, np.ndarray]) -> None:
   images.save_grid_png(path, np.stack([made[k] for k in range(PER_PROMPT)]))
 
 
-def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh,
-        settings: images.ImageSettings) -> None:
+def run(args, engine: engine_lib.Engine, settings: images.ImageSettings) -> None:
   stems, prompts = read_prompts(args.prompts)
   jobs = []
   share = devices.process_share(sorted(prompts))
@@ -63,5 +61,5 @@ def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh,
     if args.overwrite or not os.path.exists(path):
       jobs.append(images.ImageJob(index, list(range(PER_PROMPT)),
                                   functools.partial(_save, path)))
-  finished = images.generate(loaded, prompts, jobs, settings, mesh, args.stop_after)
+  finished = images.generate(engine, prompts, jobs, settings, args.stop_after)
   images.report(args.out, len(share), len(jobs), finished, args.stop_after, "grids")

@@ -11,14 +11,13 @@ import functools
 import json
 import os
 
-import jax
 import numpy as np
 from PIL import Image
 
 from jf_jax.bench import devices
 from jf_jax.bench import images
 from jf_jax.bench import inputs_io
-from jf_jax.inference import loader
+from jf_jax.inference import engine as engine_lib
 
 HELP = "GenEval: OUT/<index>/metadata.jsonl + samples/<k>.png per prompt line"
 
@@ -71,8 +70,7 @@ def _write_grid(folder: str, per_prompt: int) -> None:
   images.save_grid_png(os.path.join(folder, "grid.png"), samples)
 
 
-def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh,
-        settings: images.ImageSettings) -> None:
+def run(args, engine: engine_lib.Engine, settings: images.ImageSettings) -> None:
   if args.per_prompt < 1:
     raise ValueError(f"--per_prompt={args.per_prompt} must be >= 1")
   entries = read_metadata(args.metadata)
@@ -88,5 +86,5 @@ def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh,
     elif not args.no_grid and not os.path.exists(os.path.join(folder, "grid.png")):
       _write_grid(folder, args.per_prompt)
   prompts = {i: e["prompt"] for i, e in entries.items()}
-  finished = images.generate(loaded, prompts, jobs, settings, mesh, args.stop_after)
+  finished = images.generate(engine, prompts, jobs, settings, args.stop_after)
   images.report(args.out, len(share), len(jobs), finished, args.stop_after, "prompt folders")

@@ -3,9 +3,10 @@ resume, progress.
 
 Image k of prompt i starts from the noise of key fold_in(fold_in(key(seed), i), k), and
 every prompt is padded to the longest prompt of the whole input file (positions count from
-the padded start, so the pad length is part of a row's input). With the per-device batch
-fixed, every device runs the same program on the same rows whatever the device or process
-count, so the images are the same on 1 device, 8 devices or a pod.
+the padded start, so the pad length is part of a row's input). The engine
+(`jf_jax.inference.engine`) runs batches of `batch_per_device` x devices rows split over
+the devices; a row's result depends only on its own inputs and key, so the images are the
+same on 1 device, 8 devices or a pod.
 """
 
 import dataclasses
@@ -19,10 +20,9 @@ from PIL import Image
 import tqdm
 
 from jf_jax.bench import devices
+from jf_jax.inference import engine as engine_lib
 from jf_jax.inference import grid
 from jf_jax.inference import inputs
-from jf_jax.inference import loader
-from jf_jax.sampling import image as image_sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +55,6 @@ def noise_keys(seed: int, prompt_index: np.ndarray, sample_index: np.ndarray) ->
   return fold(jnp.asarray(prompt_index, jnp.uint32), jnp.asarray(sample_index, jnp.uint32))
 
 
-def image_size(loaded: loader.Loaded) -> int:
-  """Side of the decoded images (the decoder's output for one latent)."""
-  cfg = loaded.cfg
-  latents = jax.ShapeDtypeStruct((1, cfg.latent_size, cfg.latent_size,
-                                  cfg.gen_encoder.in_channels), jnp.float32)
-  return jax.eval_shape(loaded.decode_fn, loaded.decode_params or {}, latents).shape[1]
-
-
 def save_png(path: str, image: np.ndarray) -> None:
   """Writes a PNG via a temporary file, so an interrupted run leaves no partial file
   that a resumed run would take as done."""
@@ -78,21 +70,8 @@ def save_grid_png(path: str, images: np.ndarray) -> None:
   os.replace(tmp, path)
 
 
-def make_image_fn(loaded: loader.Loaded, solver: str, mesh: jax.sharding.Mesh):
-  """fn(params, ids, mask, keys, steps, guidance, decode_params) -> uint8 [n, H, W, 3],
-  rows split over the mesh's devices."""
-  sample = image_sampling.make_sample_fn(loaded.model, pad_id=loaded.tok.pad_id,
-                                         solver=solver, decode_fn=loaded.decode_fn)
-
-  def images(params, ids, mask, keys, steps, guidance, decode_params):
-    return sample(params, ids, mask, keys, steps, guidance, decode_params)["images"]
-
-  return devices.per_device(images, mesh, (False, True, True, True, False, False, False))
-
-
-def generate(loaded: loader.Loaded, prompts: Mapping[int, str], jobs: list[ImageJob],
-             settings: ImageSettings, mesh: jax.sharding.Mesh,
-             stop_after: int | None = None) -> int:
+def generate(engine: engine_lib.Engine, prompts: Mapping[int, str], jobs: list[ImageJob],
+             settings: ImageSettings, stop_after: int | None = None) -> int:
   """Makes every job's images and saves them; returns the number of jobs finished.
 
   Args:
@@ -105,13 +84,9 @@ def generate(loaded: loader.Loaded, prompts: Mapping[int, str], jobs: list[Image
   if not units:
     return 0
   indices = sorted(prompts)
-  ids, mask = inputs.generation_prompts(loaded.tok, [prompts[i] for i in indices])
+  ids, mask = inputs.generation_prompts(engine.loaded.tok, [prompts[i] for i in indices])
   row_of = {index: row for row, index in enumerate(indices)}
-  fn = make_image_fn(loaded, settings.solver, mesh)
-  params = devices.replicate(loaded.params, mesh)
-  decode_params = devices.replicate(loaded.decode_params or {}, mesh)
-  steps, guidance = jnp.int32(settings.steps), jnp.float32(settings.guidance)
-  size = settings.batch_per_device * mesh.size
+  size = settings.batch_per_device * engine.mesh.size
   made: dict[int, dict[int, np.ndarray]] = {}
   finished = 0
   bar = tqdm.tqdm(total=len(units), unit="img", dynamic_ncols=True,
@@ -119,13 +94,11 @@ def generate(loaded: loader.Loaded, prompts: Mapping[int, str], jobs: list[Image
   for lo, hi in devices.batches(len(units), size):
     chunk = units[lo:hi]
     rows = np.array([row_of[jobs[j].index] for j, _ in chunk])
-    keys = noise_keys(settings.seed, devices.pad_rows(
-        np.array([jobs[j].index for j, _ in chunk]), size), devices.pad_rows(
-            np.array([k for _, k in chunk]), size))
-    out = fn(params, devices.shard_rows(devices.pad_rows(ids[rows], size), mesh),
-             devices.shard_rows(devices.pad_rows(mask[rows], size), mesh),
-             devices.shard_rows(keys, mesh), steps, guidance, decode_params)
-    for (j, k), image in zip(chunk, np.asarray(jax.device_get(out))[:len(chunk)]):
+    keys = noise_keys(settings.seed, np.array([jobs[j].index for j, _ in chunk]),
+                      np.array([k for _, k in chunk]))
+    out = engine.generate_rows(ids[rows], mask[rows], keys, steps=settings.steps,
+                               guidance=settings.guidance)
+    for (j, k), image in zip(chunk, out):
       made.setdefault(j, {})[k] = image
       if len(made[j]) == len(jobs[j].samples):
         jobs[j].save(made.pop(j))

@@ -10,13 +10,12 @@ import functools
 import json
 import os
 
-import jax
 import numpy as np
 
 from jf_jax.bench import devices
 from jf_jax.bench import images
 from jf_jax.bench import inputs_io
-from jf_jax.inference import loader
+from jf_jax.inference import engine as engine_lib
 
 HELP = "MJHQ-30K: OUT/<category>/<id>.png per meta_data.json entry"
 
@@ -54,8 +53,7 @@ def _save(path: str, made: dict[int, np.ndarray]) -> None:
   images.save_png(path, made[0])
 
 
-def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh,
-        settings: images.ImageSettings) -> None:
+def run(args, engine: engine_lib.Engine, settings: images.ImageSettings) -> None:
   ids, entries = read_meta(args.meta)
   jobs = []
   share = devices.process_share(sorted(entries))
@@ -64,5 +62,5 @@ def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh,
     if args.overwrite or not os.path.exists(path):
       jobs.append(images.ImageJob(index, [0], functools.partial(_save, path)))
   prompts = {i: e["prompt"] for i, e in entries.items()}
-  finished = images.generate(loaded, prompts, jobs, settings, mesh, args.stop_after)
+  finished = images.generate(engine, prompts, jobs, settings, args.stop_after)
   images.report(args.out, len(share), len(jobs), finished, args.stop_after, "images")

@@ -5,11 +5,11 @@ question files for POPE, MME, GQA, VQAv2, ...). Out: OUT/answers.jsonl, one
 {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"} a line, which
 LLaVA's per-benchmark conversion and scoring scripts read. Decoding is greedy by default.
 
-Every question is padded to the longest prompt of the file; with greedy decoding and a
-fixed per-device batch the answers do not depend on the device count. With
---temperature > 0 each batch draws from fold_in(key(seed), batch number), so sampled
-answers depend on the batch layout. With several processes each writes
-answers.<process>-of-<count>.jsonl (concatenate them).
+Every question is padded to the longest prompt of the file and decoded by the engine
+(`jf_jax.inference.engine`) in batches of `batch_per_device` x devices; the answers do not
+depend on the device count. With --temperature > 0 question k of the file (0-based line
+order of the valid questions) draws from fold_in(key(seed), k), whatever its batch. With
+several processes each writes answers.<process>-of-<count>.jsonl (concatenate them).
 """
 
 import argparse
@@ -18,7 +18,6 @@ import os
 import uuid
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tqdm
 
@@ -28,9 +27,8 @@ from jf_jax.bench import inputs_io
 from jf_jax.data import packing
 from jf_jax.data import preprocess
 from jf_jax.data import records
+from jf_jax.inference import engine as engine_lib
 from jf_jax.inference import inputs
-from jf_jax.inference import loader
-from jf_jax.sampling import text as text_sampling
 
 HELP = "LLaVA model_vqa answers: OUT/answers.jsonl"
 
@@ -102,34 +100,13 @@ def answered(path: str) -> set:
           if "question_id" in entry}
 
 
-def left_pad(rows: dict[str, np.ndarray], seq: int, pad_id: int) -> dict[str, np.ndarray]:
-  """Left-pads `inputs.understanding_prompts` rows to `seq` columns."""
-  extra = seq - rows["ids"].shape[1]
-  width = ((0, 0), (extra, 0))
-  return {"ids": np.pad(rows["ids"], width, constant_values=pad_id),
-          "valid": np.pad(rows["valid"], width), "image_mask": np.pad(rows["image_mask"], width),
-          "images": rows["images"]}
-
-
-def make_answer_fn(loaded: loader.Loaded, max_new_tokens: int, mesh: jax.sharding.Mesh):
-  """fn(params, ids, valid, images, image_mask, rng, temperature, top_p) -> (tokens,
-  lengths), rows split over the mesh's devices."""
-  decode = text_sampling.make_decode_fn(loaded.model, max_new_tokens=max_new_tokens)
-  eos, pad = loaded.tok.eos_id, loaded.tok.pad_id
-
-  def answer(params, ids, valid, images, image_mask, rng, temperature, top_p):
-    return decode(params, ids, valid, rng, eos, pad, temperature, top_p, images, image_mask)
-
-  return devices.per_device(answer, mesh, (False, True, True, True, True, False, False, False))
-
-
-def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh, batch_per_device: int,
-        seed: int) -> None:
+def run(args, engine: engine_lib.Engine, seed: int) -> None:
   if args.max_new_tokens < 1:
     raise ValueError(f"--max_new_tokens={args.max_new_tokens} must be >= 1")
   questions = read_questions(args.questions, args.image_root)
   if not questions:
     return
+  loaded = engine.loaded
   cfg, tok = loaded.cfg, loaded.tok
   seq = max(len(packing.und_prompt_ids(tok, tok.user_text(q["text"]),
                                        cfg.und_encoder.num_patches,
@@ -139,18 +116,16 @@ def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh, batch_per_device: 
   if args.overwrite and os.path.exists(path):
     os.remove(path)
   done = answered(path)
+  number_of = {q["question_id"]: k for k, q in enumerate(questions)}
   share = devices.process_share(questions)
   todo = [q for q in share if q["question_id"] not in done]
   if not todo:
     images.report(path, len(share), 0, 0, args.stop_after, "answers")
     return
-  fn = make_answer_fn(loaded, args.max_new_tokens, mesh)
-  params = devices.replicate(loaded.params, mesh)
-  size = batch_per_device * mesh.size
-  settings = (jnp.float32(args.temperature), jnp.float32(args.top_p))
+  size = max(engine.batch_buckets)
   bar = tqdm.tqdm(total=len(todo), unit="q", dynamic_ncols=True,
                   disable=jax.process_index() != 0)
-  for number, (lo, hi) in enumerate(devices.batches(len(todo), size)):
+  for lo, hi in devices.batches(len(todo), size):
     batch, pixels = [], []
     for q in todo[lo:hi]:
       try:
@@ -159,13 +134,17 @@ def run(args, loaded: loader.Loaded, mesh: jax.sharding.Mesh, batch_per_device: 
       except records.BadExample as e:
         inputs_io.skip(args.questions, f"question_id {q['question_id']!r}", str(e))
     if batch:
-      rows = left_pad(inputs.understanding_prompts(tok, cfg, [q["text"] for q in batch],
-                                                   pixels, loaded.system_prompt),
-                      seq, tok.pad_id)
-      rows = {k: devices.shard_rows(devices.pad_rows(v, size), mesh) for k, v in rows.items()}
-      tokens, lengths = jax.device_get(fn(
-          params, rows["ids"], rows["valid"], rows["images"], rows["image_mask"],
-          jax.random.fold_in(jax.random.key(seed), number), *settings))
+      rows = inputs.understanding_prompts(tok, cfg, [q["text"] for q in batch], pixels,
+                                          loaded.system_prompt)
+      rows["ids"], rows["valid"], rows["image_mask"] = engine_lib.left_pad(
+          rows["ids"], rows["valid"], seq, tok.pad_id, [rows["image_mask"]])
+      n = len(batch)
+      keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.key(seed), k))(
+          np.array([number_of[q["question_id"]] for q in batch], np.uint32))
+      tokens, lengths = engine.answer_rows(
+          rows, keys, max_new_tokens=args.max_new_tokens,
+          limits=np.full(n, args.max_new_tokens), temperature=np.full(n, args.temperature),
+          top_p=np.full(n, args.top_p))
       with open(path, "a", encoding="utf-8") as f:
         for r, q in enumerate(batch):
           f.write(json.dumps(_answer_line(args, q, tok.decode(

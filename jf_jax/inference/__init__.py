@@ -1,2 +1,3 @@
 """Inference on a checkpoint: `loader.load` (config, params, tokenizer, image decoder),
-`inputs` (prompt rows), `runner` (batched images and answers), `grid` (PNG sheets)."""
+`inputs` (prompt rows), `engine` (batched images and answers on a mesh, one per
+checkpoint), `grid` (PNG sheets)."""

@@ -11,7 +11,8 @@ generation space's (`models/latent_space.py`, `config.data.gen_space`): nothing 
 pixel space; the SDXL-VAE from `vae` (diffusers layout), the run's `config.vae.path` or the
 checkpoint's vae/ otherwise. A params dir stores only the model, so it is in the release's
 SDXL-VAE space unless `config` says otherwise. `python sample.py`, the shapes world's
-evaluation and benchmark runners all load through here.
+evaluation, `jf_jax.bench` and `jf_jax.serve` all load through here (and then build an
+`engine.Engine`).
 """
 
 import dataclasses

@@ -19,6 +19,7 @@ import flax
 import flax.linen as nn
 import qwix
 
+from jf_jax import config_defaults
 from jf_jax.lora import params as lora_params
 from jf_jax.models import janusflow
 
@@ -26,14 +27,9 @@ METHODS = ("__call__", "und_features", "encode_und_images", "embed_understanding
            "understand", "text_logits", "encode_gen_inputs", "decode_velocity",
            "generate_velocity", "project_repa", "llm", "llm_logits", "embed_tokens")
 
-# The LLM's attention and MLP projections (not the output head: the vocabulary is fixed).
-DEFAULT_TARGETS = r"language_model/model/layers/(self_attn/[qkvo]_proj|mlp/(gate|up|down)_proj)"
-# Trained in full in every stage of the release: the aligners, the generation encoder and
-# decoder, the image-start embedding, the REPA projector (training only).
-DEFAULT_TRAIN_IN_FULL = (
-    "vision_und_enc_aligner/.*", "beg_of_und_embed", "vision_gen_enc_model/.*",
-    "vision_gen_enc_aligner/.*", "vision_gen_dec_model/.*",
-    "vision_gen_dec_aligner_norm/.*", "vision_gen_dec_aligner/.*", "repa_projector/.*")
+# The defaults live in config_defaults (the lowest layer, which builds config.lora).
+DEFAULT_TARGETS = config_defaults.LORA_TARGETS
+DEFAULT_TRAIN_IN_FULL = config_defaults.LORA_TRAIN_IN_FULL
 
 
 def enabled(config) -> bool:

@@ -149,7 +149,7 @@ def initial_noise(rng: jax.Array, batch: int, shape: tuple[int, ...]) -> jax.Arr
 
   `rng` is one key (the whole batch from one draw) or `batch` keys, one per row: then a
   row's noise depends only on its own key, not on which rows share its batch or device
-  (the benchmark runner derives each image's key from its prompt and sample index).
+  (`inference/engine.request_keys`: from the request's seed and the row's index).
   """
   if jnp.ndim(rng) == 1:
     return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(rng)

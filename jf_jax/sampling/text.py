@@ -56,15 +56,37 @@ def top_p_filter(logits: jax.Array, top_p) -> jax.Array:
 
 
 def sample_token(logits: jax.Array, rng: jax.Array, temperature, top_p) -> jax.Array:
-  """[B, vocab] float32 logits -> [B] int32; greedy when temperature <= 0."""
-  def greedy():
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  """[B, vocab] float32 logits -> [B] int32; greedy where temperature <= 0.
 
-  def sample():
-    scaled = logits / jnp.maximum(temperature, 1e-6)
-    return jax.random.categorical(rng, top_p_filter(scaled, top_p)).astype(jnp.int32)
+  `rng` is one key (all rows drawn together) or [B] keys, one per row; `temperature` and
+  `top_p` are scalars or [B] (per-row settings: rows of different requests share a batch
+  without changing each other's draws).
+  """
+  temperature, top_p = jnp.asarray(temperature), jnp.asarray(top_p)
+  if temperature.ndim == 0 and top_p.ndim == 0 and jnp.ndim(rng) == 0:
+    def greedy():
+      return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
-  return jax.lax.cond(temperature > 0, sample, greedy)
+    def sample():
+      scaled = logits / jnp.maximum(temperature, 1e-6)
+      return jax.random.categorical(rng, top_p_filter(scaled, top_p)).astype(jnp.int32)
+
+    return jax.lax.cond(temperature > 0, sample, greedy)
+  b = logits.shape[0]
+  temperature = jnp.broadcast_to(temperature, (b,))[:, None]
+  top_p = jnp.broadcast_to(top_p, (b,))[:, None]
+  scaled = top_p_filter(logits / jnp.maximum(temperature, 1e-6), top_p)
+  keys = rng if jnp.ndim(rng) == 1 else jax.random.split(rng, b)
+  sampled = jax.vmap(jax.random.categorical)(keys, scaled)
+  greedy = jnp.argmax(logits, axis=-1)
+  return jnp.where(temperature[:, 0] > 0, sampled, greedy).astype(jnp.int32)
+
+
+def step_keys(rng: jax.Array, step) -> jax.Array:
+  """The draw keys of decoding step `step`: fold_in of one key, or of each row's key."""
+  if jnp.ndim(rng) == 0:
+    return jax.random.fold_in(rng, step)
+  return jax.vmap(lambda k: jax.random.fold_in(k, step))(rng)
 
 
 def _prefill(module: janusflow.JanusFlow, input_ids, attention_mask, images, image_mask,
@@ -92,7 +114,7 @@ def _extend(module: janusflow.JanusFlow, token, position, key_valid, cache, cach
 
 def decode(model: janusflow.JanusFlow, params, input_ids, attention_mask, rng, *,
            max_new_tokens: int, eos_id, pad_id, temperature=0.0, top_p=1.0, images=None,
-           image_mask=None):
+           image_mask=None, limits=None):
   """Generates up to `max_new_tokens` per row (pure; jit it, see `make_decoder`).
 
   Args:
@@ -100,12 +122,16 @@ def decode(model: janusflow.JanusFlow, params, input_ids, attention_mask, rng, *
     params: its params.
     input_ids: [B, S] int, left-padded prompts (image positions hold placeholder ids).
     attention_mask: [B, S] bool, False on left padding.
-    rng: PRNG key (unused when greedy).
+    rng: PRNG key, or [B] keys (one per row: a row's draws then depend only on its own
+      key); unused when greedy.
     max_new_tokens: static; sizes the cache and the output.
     eos_id: stop token id; pad_id: written after a row's EOS.
-    temperature: 0 for greedy; top_p: nucleus mass (1: no filter). Both may be traced.
+    temperature: 0 for greedy; top_p: nucleus mass (1: no filter). Both may be traced,
+      scalars or [B] per row.
     images: optional [B, n_images, H, W, 3] SigLIP-normalised images.
     image_mask: [B, S] bool, True at `<begin_of_image>` + placeholder positions.
+    limits: optional [B] int32, each row's own token limit (<= max_new_tokens): a row
+      stops there as at EOS, so rows of different lengths share one compiled shape.
   Returns:
     (tokens [B, max_new_tokens] int32, lengths [B] int32). Row r's answer is
     tokens[r, :lengths[r]] (ending with EOS if it stopped).
@@ -118,15 +144,17 @@ def decode(model: janusflow.JanusFlow, params, input_ids, attention_mask, rng, *
   key_valid = jnp.concatenate([mask, jnp.ones((b, cache_len - seq), bool)], axis=1)
 
   def emit(state: DecodeState, logits) -> DecodeState:
-    token = sample_token(logits, jax.random.fold_in(state.rng, state.step), temperature,
-                         top_p)
+    token = sample_token(logits, step_keys(state.rng, state.step), temperature, top_p)
     token = jnp.where(state.done, pad_id, token).astype(jnp.int32)
+    lengths = state.lengths + (~state.done).astype(jnp.int32)
+    done = state.done | (token == eos_id)
+    if limits is not None:
+      done = done | (lengths >= limits)
     return state.replace(
         step=state.step + 1,
         tokens=jax.lax.dynamic_update_slice_in_dim(state.tokens, token[:, None], state.step,
                                                    axis=1),
-        done=state.done | (token == eos_id),
-        lengths=state.lengths + (~state.done).astype(jnp.int32))
+        done=done, lengths=lengths)
 
   state = DecodeState(
       step=jnp.zeros((), jnp.int32), tokens=jnp.full((b, max_new_tokens), pad_id, jnp.int32),
@@ -150,15 +178,16 @@ def decode(model: janusflow.JanusFlow, params, input_ids, attention_mask, rng, *
 
 def make_decode_fn(model: janusflow.JanusFlow, *, max_new_tokens: int):
   """Pure fn(params, input_ids, attention_mask, rng, eos_id, pad_id, temperature, top_p,
-  images=None, image_mask=None) -> (tokens, lengths); see `decode`. Under `jax.jit` only
-  shapes and `max_new_tokens` compile anew; ids, sampling settings and keys are traced."""
+  images=None, image_mask=None, limits=None) -> (tokens, lengths); see `decode`. Under
+  `jax.jit` only shapes and `max_new_tokens` compile anew; ids, sampling settings and keys
+  are traced."""
   def fn(params, input_ids, attention_mask, rng, eos_id, pad_id, temperature, top_p,
-         images=None, image_mask=None):
+         images=None, image_mask=None, limits=None):
     return decode(model, params, input_ids, attention_mask, rng,
                   max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
                   temperature=jnp.asarray(temperature, jnp.float32),
                   top_p=jnp.asarray(top_p, jnp.float32), images=images,
-                  image_mask=image_mask)
+                  image_mask=image_mask, limits=limits)
   return fn
 
 

@@ -13,6 +13,9 @@ caption, for the velocity there:
     t = 1 (about `steps * (1 - t)` steps): from which t on the model finishes an image
     it is handed, i.e. whether the layout (early t) or the drawing (late t) fails.
 
+Image i's noise is the inference engine's for image i of a request with `seed`
+(`engine.request_keys`), whatever the batch size.
+
 `mass`: the share of training times in each t bucket (between the midpoints of `times`)
 under the logit-normal and uniform t distributions. `jf_jax/shapes/lab/flow_by_time.py` is the
 command line.
@@ -25,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jf_jax.data import preprocess
+from jf_jax.inference import engine as engine_lib
 from jf_jax.inference import inputs
 from jf_jax.inference import loader
 from jf_jax.losses import flow
@@ -94,14 +98,14 @@ def by_time(loaded: loader.Loaded, captions: Sequence[str], images: np.ndarray, 
   velocity = velocity_fn or _velocity_fn(loaded)
   resume_fn = jax.jit(_resume, static_argnums=(0,))
   data = preprocess.to_pixel_latent(np.asarray(images))
-  key = jax.random.key(seed)
+  keys = engine_lib.request_keys(seed, len(captions))  # image i: the engine's noise key
   sq_err = np.zeros(len(times))
   one_step = [[] for _ in times]
   resumed = [[] for _ in times]
-  for i, lo in enumerate(range(0, len(captions), batch_size)):
+  for lo in range(0, len(captions), batch_size):
     hi = min(lo + batch_size, len(captions))
     x = jnp.asarray(data[lo:hi])
-    noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)
+    noise = image_sampling.initial_noise(keys[lo:hi], hi - lo, x.shape[1:])
     ids2, mask2 = image_sampling.cfg_prompt_rows(jnp.asarray(ids[lo:hi]),
                                                  jnp.asarray(mask[lo:hi]), loaded.tok.pad_id)
     for k, t in enumerate(times):

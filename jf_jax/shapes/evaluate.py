@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from jf_jax.inference import engine as engine_lib
 from jf_jax.inference import grid
 from jf_jax.inference import loader
 from jf_jax.inference import progress as progress_lib
-from jf_jax.inference import runner
 from jf_jax.shapes import scores
 from jf_jax.shapes import world as shapes_world
 
@@ -39,6 +39,16 @@ def split_items(data_cfg: Any, split: str, num_gen: int, num_und: int,
       answers.append(a.decode())
   return {"captions": captions, "images": images[:num_und], "questions": questions[:num_und],
           "answers": answers[:num_und]}
+
+
+ANSWER_TOKENS = 8  # shapes-world answers are one or two words
+
+
+def evaluation_engine_config(batch_size: int):
+  """The engine's defaults with one batch bucket (`batch_size` rows per call)."""
+  config = engine_lib.default_config()
+  config.batch_buckets = (batch_size,)
+  return config
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -69,23 +79,38 @@ def evaluate(loaded: loader.Loaded, *, split: str = "test", num_gen: int = 200,
     raise ValueError(f"num_gen={num_gen} and num_und={num_und}: both must be >= 0 and one "
                      "> 0 (nothing to evaluate)")
   items = split_items(loaded.config.data, split, num_gen, num_und, data_dir)
+  engine = engine_lib.Engine(loaded, evaluation_engine_config(batch_size))
   return {"split": split, "step": loaded.step,
-          "generation": _generation(loaded, items["captions"], steps, guidance, seed,
-                                    batch_size, grid_path, grid_size, show_progress)
+          "generation": _generation(engine, items["captions"], steps, guidance, seed,
+                                    batch_size, grid_path, grid_size,
+                                    _progress("images", len(items["captions"]), show_progress))
                         if num_gen else None,
-          "understanding": _understanding(loaded, items, batch_size, num_examples,
-                                          show_progress) if num_und else None}
+          "understanding": _understanding(engine, items, seed, batch_size, num_examples,
+                                          _progress("answers", len(items["questions"]),
+                                                    show_progress))
+                           if num_und else None}
 
 
-def _generation(loaded, captions, steps, guidance, seed, batch_size, grid_path,
-                grid_size, show_progress) -> dict:
+def _in_chunks(n: int, size: int, fn, progress) -> list:
+  """fn(lo, hi) over [0, n) in chunks of `size`, with a progress line after each (keys are
+  per row, so chunking does not change any result)."""
+  out = []
+  for lo in range(0, n, size):
+    hi = min(n, lo + size)
+    out.append(fn(lo, hi))
+    if progress is not None:
+      progress(hi)
+  return out
+
+
+def _generation(engine, captions, steps, guidance, seed, batch_size, grid_path,
+                grid_size, progress) -> dict:
   """Images for `captions`, their scores and the sample grid (`evaluate`'s)."""
   items = {"captions": captions}
   t0 = time.time()
-  images = runner.generate_images(loaded, items["captions"], steps=steps, guidance=guidance,
-                                  seed=seed, batch_size=batch_size,
-                                  progress=_progress("images", len(items["captions"]),
-                                                     show_progress))
+  images = np.concatenate(_in_chunks(len(captions), batch_size, lambda lo, hi: engine.generate(
+      captions[lo:hi], keys=engine_lib.request_keys(seed, hi - lo, start=lo), steps=steps,
+      guidance=guidance), progress))
   gen = scores.generation_scores(images, items["captions"])
   gen.update(seconds=time.time() - t0, steps=steps, guidance=guidance)
   grid_n = min(grid_size, len(images)) if grid_path else 0
@@ -96,13 +121,15 @@ def _generation(loaded, captions, steps, guidance, seed, batch_size, grid_path,
   return gen
 
 
-def _understanding(loaded, items, batch_size, num_examples, show_progress) -> dict:
+def _understanding(engine, items, seed, batch_size, num_examples, progress) -> dict:
   """Answers to the items' questions and their scores, with a few examples."""
   t0 = time.time()
-  predictions = runner.answer_questions(loaded, items["images"], items["questions"],
-                                        batch_size=batch_size,
-                                        progress=_progress("answers", len(items["questions"]),
-                                                           show_progress))
+  questions = items["questions"]
+  answers = sum(_in_chunks(len(questions), batch_size, lambda lo, hi: engine.answer(
+      items["images"][lo:hi], questions[lo:hi],
+      keys=engine_lib.request_keys(seed, hi - lo, start=lo), max_new_tokens=ANSWER_TOKENS),
+      progress), [])
+  predictions = [a.text for a in answers]
   und = scores.understanding_scores(predictions, items["answers"], items["questions"])
   und["seconds"] = time.time() - t0
   und["examples"] = [{"question": items["questions"][i], "answer": items["answers"][i],

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 
 # pylint: disable=wrong-import-position
 from jf_jax.inference import loader
-from jf_jax.inference import runner
+from jf_jax.inference import engine as engine_lib
 from jf_jax.shapes import evaluate
 from jf_jax.shapes import scores
 # pylint: enable=wrong-import-position
@@ -55,9 +55,11 @@ def main(argv):
     at_step = loader.at_step(loaded, _CHECKPOINT.value, step)
     row = {"step": step}
     for split, caps in captions.items():
-      images = runner.generate_images(at_step, caps, steps=_ODE_STEPS.value,
-                                      guidance=_CFG.value, batch_size=50,
-                                      solver=_SOLVER.value)
+      config = evaluate.evaluation_engine_config(50)
+      config.solver = _SOLVER.value
+      images = engine_lib.Engine(at_step, config).generate(
+          caps, keys=engine_lib.request_keys(0, len(caps)), steps=_ODE_STEPS.value,
+          guidance=_CFG.value)
       row[split] = scores.generation_scores(images, caps)
     rows.append(row)
     print(f"step {step}: " + "; ".join(

@@ -1,0 +1,124 @@
+"""The queue that merges requests into device calls.
+
+Each request becomes a `Work` of one or more rows with a `group`: rows of equal groups
+have the same bucketed shapes and static settings, so they may share one call. One worker
+thread takes the oldest work, waits up to `max_wait_s` from its arrival for more of its
+group (up to `max_rows`), and runs them as one batch; other groups wait their turn in
+arrival order. Every device call comes from this one thread.
+
+Decoding runs as one `lax.while_loop` on the device, so a batch is fixed once it starts
+(no continuous batching: new requests join the next batch).
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import threading
+import time
+from typing import Any, Callable, Hashable, Sequence
+
+# run(group, rows) -> one result per row, in order
+RunFn = Callable[[Hashable, list[Any]], Sequence[Any]]
+
+
+class QueueFull(Exception):
+  """More rows are waiting than the queue holds."""
+
+
+class Closed(Exception):
+  """The server is stopping and takes no new work."""
+
+
+@dataclasses.dataclass
+class Work:
+  group: Hashable
+  rows: list[Any]
+  future: concurrent.futures.Future
+  enqueued: float
+
+
+class Batcher:
+  """A bounded queue plus the worker thread that empties it (see the module doc)."""
+
+  def __init__(self, run: RunFn, *, max_rows: int, max_wait_s: float, max_queue: int,
+               on_batch: Callable[[Hashable, list[Work], float], None] | None = None):
+    self._run, self._max_rows, self._max_wait = run, max_rows, max_wait_s
+    self._max_queue, self._on_batch = max_queue, on_batch
+    self._items: collections.deque[Work] = collections.deque()
+    self._queued_rows = 0
+    self._cond = threading.Condition()
+    self._closed = False
+    self._thread = threading.Thread(target=self._loop, name="jf-batcher", daemon=True)
+    self._thread.start()
+
+  @property
+  def queued_rows(self) -> int:
+    return self._queued_rows
+
+  def submit(self, group: Hashable, rows: list[Any]) -> concurrent.futures.Future:
+    """Queues rows; the future resolves to their results (a list, in order)."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    with self._cond:
+      if self._closed:
+        raise Closed("the server is shutting down")
+      if self._queued_rows + len(rows) > self._max_queue:
+        raise QueueFull(f"the queue is full ({self._queued_rows} rows waiting, limit "
+                        f"{self._max_queue}); retry later")
+      self._items.append(Work(group, rows, future, time.monotonic()))
+      self._queued_rows += len(rows)
+      self._cond.notify_all()
+    return future
+
+  def close(self, timeout: float | None = None) -> None:
+    """Stops intake; the work already queued still runs. Waits for the worker."""
+    with self._cond:
+      self._closed = True
+      self._cond.notify_all()
+    self._thread.join(timeout)
+
+  def _take(self) -> list[Work] | None:
+    """The next batch: the oldest work and the queued work of its group that fits."""
+    with self._cond:
+      while not self._items:
+        if self._closed:
+          return None
+        self._cond.wait()
+      first = self._items[0]
+      deadline = first.enqueued + self._max_wait
+      while not self._closed:
+        rows = sum(len(w.rows) for w in self._items if w.group == first.group)
+        left = deadline - time.monotonic()
+        if rows >= self._max_rows or left <= 0:
+          break
+        self._cond.wait(left)
+      batch, rows, keep = [], 0, collections.deque()
+      for work in self._items:
+        fits = not batch or rows + len(work.rows) <= self._max_rows
+        if work.group == first.group and fits:
+          batch.append(work)
+          rows += len(work.rows)
+        else:
+          keep.append(work)
+      self._items = keep
+      self._queued_rows -= rows
+      return batch
+
+  def _loop(self) -> None:
+    while True:
+      batch = self._take()
+      if batch is None:
+        return
+      rows = [row for work in batch for row in work.rows]
+      started = time.monotonic()
+      try:
+        results = list(self._run(batch[0].group, rows))
+      except Exception as e:  # the requests fail, the server goes on
+        for work in batch:
+          work.future.set_exception(e)
+        continue
+      if self._on_batch is not None:
+        self._on_batch(batch[0].group, batch, started)
+      start = 0
+      for work in batch:
+        work.future.set_result(results[start:start + len(work.rows)])
+        start += len(work.rows)
