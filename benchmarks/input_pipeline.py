@@ -79,9 +79,7 @@ def write_jpegs(folder: str, count: int, seed: int = 0) -> list[str]:
   names, conversations = [], []
   for i in range(count):
     h, w = (int(v) for v in rng.integers(288, 513, size=2))
-    coarse = rng.integers(0, 256, (6, 6, 3)).astype(np.uint8)
-    field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float32)
-    pixels = np.clip(field + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    pixels = input_records.photo_like(rng, h, w)
     name = f"img{i:04d}.jpg"
     Image.fromarray(pixels).save(os.path.join(folder, name), quality=90)
     caption = _CAPTIONS[i % len(_CAPTIONS)]

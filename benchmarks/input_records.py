@@ -34,6 +34,14 @@ _CAPTIONS = ("a red circle", "a blue square to the left of a green triangle",
              "two shapes", "a yellow circle above a red square")
 
 
+def photo_like(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+  """uint8 [h, w, 3]: a smooth colour field with noise, so the JPEG compresses and decodes
+  like a photograph rather than like noise."""
+  coarse = rng.integers(0, 256, (6, 6, 3)).astype(np.uint8)
+  field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float32)
+  return np.clip(field + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
 def write_originals(folder: str, count: int, seed: int = 0) -> dict:
   """`count` photo-like JPEGs with sides 512-1600 px, a caption file each, a LLaVA JSON
   over them, and the same pairs as WebDataset tars of 16."""
@@ -42,9 +50,7 @@ def write_originals(folder: str, count: int, seed: int = 0) -> dict:
   conversations, tars = [], []
   for i in range(count):
     h, w = (int(v) for v in rng.integers(512, 1601, size=2))
-    coarse = rng.integers(0, 256, (6, 6, 3)).astype(np.uint8)
-    field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float32)
-    pixels = np.clip(field + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    pixels = photo_like(rng, h, w)
     name = f"img{i:04d}"
     Image.fromarray(pixels).save(os.path.join(folder, name + ".jpg"), quality=90)
     with open(os.path.join(folder, name + ".txt"), "w", encoding="utf-8") as f:

@@ -27,23 +27,13 @@ What differs from the paper's recipe, and why:
     drawn towards noise, and REPA is off (it cost generation here; see below).
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _tiny_shapes_config():
-  """configs/tiny_shapes.py's config, loaded by path (configs/ is not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_shapes.py")
-  spec = importlib.util.spec_from_file_location("jf_jax_configs_tiny_shapes", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from jf_jax import config_defaults
 
 
 def get_config():
-  config = _tiny_shapes_config()
+  config = config_defaults.sibling_config(__file__, "tiny_shapes")
   # 64 stem channels >= the 48 values of a 4x4x3 pixel patch: with fewer the patchify
   # conv has a null space whose noise is never removed (a residual noise floor).
   config.model.gen_encoder.channels = 64

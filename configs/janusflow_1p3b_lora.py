@@ -19,20 +19,11 @@ fits a 16 GiB v5e.
   python -m jf_jax.convert --merge_lora ~/runs/lora --dst ~/jf_1p3b_merged [--reverse]
 """
 
-import importlib.util
-import os
-
-
-def _finetune_config():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "janusflow_1p3b_finetune.py")
-  spec = importlib.util.spec_from_file_location("janusflow_1p3b_finetune", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from jf_jax import config_defaults
 
 
 def get_config():
-  config = _finetune_config()
+  config = config_defaults.sibling_config(__file__, "janusflow_1p3b_finetune")
   config.lora.update(dict(rank=16, alpha=32.0, base_quant="", base_dtype="bfloat16"))
   config.mesh.update(dict(data=1, fsdp=1, tensor=1))
   config.batch.update(dict(und_rows=1, text_rows=1, gen_rows=2))

@@ -5,7 +5,20 @@ sizes live in `model_1p3b()` / `model_tiny()` so both the released size and the 
 model are spelled out once.
 """
 
+import importlib.util
+import os
+
 import ml_collections
+
+
+def sibling_config(config_file: str, name: str) -> ml_collections.ConfigDict:
+  """`get_config()` of `configs/<name>.py` next to `config_file` (a config built on
+  another; configs/ is a folder of files, not a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"jf_jax_configs_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def model_1p3b() -> ml_collections.ConfigDict:
