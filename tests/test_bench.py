@@ -21,7 +21,7 @@ import tiny_checkpoint
 SIZE = tiny_checkpoint.config().model.latent_size  # pixel space: images are latent-sized
 PROMPTS = ["a red circle", "a blue square to the left of a green triangle", "a red square"]
 RUN_KEYS = {"task", "checkpoint", "checkpoint_step", "config_sha256", "dtype", "seed",
-            "batch_per_device", "resolution"}
+            "batch_per_device", "resolution", "quantize"}
 IMAGE_KEYS = RUN_KEYS | {"solver", "steps", "guidance", "vae", "per_prompt"}
 
 

@@ -19,7 +19,7 @@ def _pixel_config(rows: int = 4):
   config = config_defaults.base_config()
   config.stage = 3
   config_defaults.use_pixel_space(config.model, image_size=32, patch_size=8)
-  config.data.update(dict(resize_images=True, shuffle=False))
+  config.data.update(dict(resize_images=True, shuffle=False, tokenizer="shapes"))
   config.batch.update(dict(und_rows=rows, text_rows=0, gen_rows=rows, und_seq_len=40,
                            text_seq_len=16, gen_prompt_len=24))
   return config, model_config.from_config_dict(config.model)
