@@ -178,9 +178,10 @@ def test_sample_py_draws_through_the_runs_vae(recipe, cli_run, tmp_path):
   out = str(tmp_path / "fox.png")
   # No --vae and no --tokenizer: the run's config.vae.path and config.data.tokenizer.
   result = run_cli(["sample.py", f"--checkpoint={cli_run[0]}", "--prompt=a red circle",
-                    f"--out={out}", "--num=1", "--steps=2"], num_devices=1)
+                    f"--out={out}", "--num=1", "--steps=2", "--min_tile=1"], num_devices=1)
   assert f"wrote {out}" in result.stdout, result.stdout[-2000:]
-  side = 8 * config.model.latent_size  # the SDXL-VAE upsamples its latents 8x
+  # The SDXL-VAE upsamples its latents 8x; --min_tile=1: the tile is not upscaled.
+  side = 8 * config.model.latent_size
   with Image.open(out) as image:
     assert image.size == (side, side) and image.mode == "RGB"
     pixels = np.asarray(image)
