@@ -19,17 +19,12 @@ import flax
 import flax.linen as nn
 import qwix
 
-from jf_jax import config_defaults
 from jf_jax.lora import params as lora_params
 from jf_jax.models import janusflow
 
 METHODS = ("__call__", "und_features", "encode_und_images", "embed_understanding",
            "understand", "text_logits", "encode_gen_inputs", "decode_velocity",
            "generate_velocity", "project_repa", "llm", "llm_logits", "embed_tokens")
-
-# The defaults live in config_defaults (the lowest layer, which builds config.lora).
-DEFAULT_TARGETS = config_defaults.LORA_TARGETS
-DEFAULT_TRAIN_IN_FULL = config_defaults.LORA_TRAIN_IN_FULL
 
 
 def enabled(config) -> bool:
