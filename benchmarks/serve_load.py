@@ -44,12 +44,18 @@ def parse() -> argparse.Namespace:
   p.add_argument("--vae", default=None, help="SDXL-VAE of a latent-space checkpoint")
   p.add_argument("--clients", default="1,4,16")
   p.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
+  p.add_argument("--engine_duration", type=float, default=5.0,
+                 help="seconds per engine measurement (one per batch bucket)")
   p.add_argument("--steps", type=int, default=10, help="ODE steps per image")
   p.add_argument("--max_tokens", type=int, default=16, help="token limit per answer")
   p.add_argument("--gen_prompt_bucket", type=int, default=64)
   p.add_argument("--und_prompt_bucket", type=int, default=128, help="768 for the release")
   p.add_argument("--batch", type=int, default=16, help="the server's largest batch bucket")
+  p.add_argument("--buckets", default="1,4",
+                 help="the server's smaller batch buckets (with --batch)")
   p.add_argument("--max_wait_ms", type=float, default=20.0)
+  p.add_argument("--rejoin_wait_ms", type=float, default=None,
+                 help="default: the server's config.rejoin_wait_ms")
   p.add_argument("--devices", type=int, default=1)
   p.add_argument("--server_flags", default="", help="more flags for jf_jax.serve")
   p.add_argument("--out", default=None, help="write the JSON summary here")
@@ -65,7 +71,7 @@ def tiny_checkpoint(folder: str) -> str:
 def engine_config(args):
   from jf_jax.inference import engine as engine_lib  # pylint: disable=g-import-not-at-top
   config = engine_lib.default_config()
-  config.batch_buckets = tuple(sorted({1, 4, args.batch}))
+  config.batch_buckets = tuple(sorted({*map(int, args.buckets.split(",")), args.batch}))
   # One prompt and one answer bucket: the compile count stays 3 x 2 at startup.
   config.gen_prompt_buckets = (args.gen_prompt_bucket,)
   config.und_prompt_buckets = (args.und_prompt_bucket,)
@@ -77,6 +83,8 @@ def server_flags(args, checkpoint: str, port: int) -> list[str]:
   config = engine_config(args)
   flags = [f"--checkpoint={checkpoint}", f"--port={port}", f"--config.devices={args.devices}",
            f"--config.max_wait_ms={args.max_wait_ms}",
+           *([] if args.rejoin_wait_ms is None
+             else [f"--config.rejoin_wait_ms={args.rejoin_wait_ms}"]),
            f"--config.engine.batch_buckets={tuple(config.batch_buckets)}",
            f"--config.engine.gen_prompt_buckets={tuple(config.gen_prompt_buckets)}",
            f"--config.engine.und_prompt_buckets={tuple(config.und_prompt_buckets)}",
@@ -126,14 +134,33 @@ def load(clients: int, duration: float, request) -> dict:
           "p50_ms": 1e3 * percentile(latencies, 50), "p99_ms": 1e3 * percentile(latencies, 99)}
 
 
+def _cpu_s(stat: str) -> float:
+  fields = stat.rsplit(")", 1)[1].split()  # utime, stime: fields 14 and 15 of proc(5)
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> tuple[float, float]:
+  """(all threads, XLA's CPU pool threads) CPU seconds of process `pid` so far (Linux)."""
+  total, pool = _cpu_s(pathlib.Path(f"/proc/{pid}/stat").read_text()), 0.0
+  for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+    try:
+      stat = (task / "stat").read_text()
+    except OSError:  # the thread ended
+      continue
+    if "XLAEigen" in stat[stat.index("(") + 1:stat.rindex(")")]:
+      pool += _cpu_s(stat)
+  return total, pool
+
+
 def server_counters(base: str, kind: str) -> dict[str, float]:
-  """The server's batch-row sum/count and device seconds for `kind` (from /metrics)."""
+  """The server's batch-row sum/count and device seconds for `kind` and its batching
+thread's CPU seconds (from /metrics)."""
   wanted = {"jf_batch_rows_sum": "rows", "jf_batch_rows_count": "batches",
-            "jf_device_seconds_total": "device_s"}
+            "jf_device_seconds_total": "device_s", "jf_worker_cpu_seconds": "worker_cpu_s"}
   out = dict.fromkeys(wanted.values(), 0.0)
   for family in prom_parser.text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
     for s in family.samples:
-      if s.name in wanted and s.labels.get("kind") == kind:
+      if s.name in wanted and s.labels.get("kind", kind) == kind:
         out[wanted[s.name]] += s.value
   return out
 
@@ -178,11 +205,20 @@ def measure_server(args, checkpoint: str) -> tuple[dict, dict]:
       fn(0)  # first request outside the timing
       for clients in [int(c) for c in args.clients.split(",")]:
         before = server_counters(base, kind)
+        (cpu0, pool0), client_cpu0 = process_cpu_s(proc.pid), time.process_time()
         row = load(clients, args.duration, fn)
+        (cpu1, pool1), client_cpu1 = process_cpu_s(proc.pid), time.process_time()
         after = server_counters(base, kind)
         batches = max(after["batches"] - before["batches"], 1)
         row["mean_batch_rows"] = (after["rows"] - before["rows"]) / batches
-        row["device_share"] = (after["device_s"] - before["device_s"]) / row["elapsed_s"]
+        row["device_s"] = after["device_s"] - before["device_s"]
+        row["device_share"] = row["device_s"] / row["elapsed_s"]
+        row["server_cpu_s"] = cpu1 - cpu0
+        # The device's CPU: the batching thread (it runs each call and waits on it) plus
+        # XLA's pool threads; the rest is host work (HTTP, JSON, PNG, queue).
+        row["device_cpu_s"] = (pool1 - pool0) + (after["worker_cpu_s"]
+                                                 - before["worker_cpu_s"])
+        row["client_cpu_s"] = client_cpu1 - client_cpu0
         out[kind].append(row)
         print(f"server {kind}: {clients:2d} clients: {row['requests_per_s']:.2f} req/s, "
               f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, mean batch "
@@ -196,39 +232,42 @@ def measure_server(args, checkpoint: str) -> tuple[dict, dict]:
 
 
 def measure_engine(args, checkpoint: str) -> dict:
-  """The engine alone at the server's largest batch, same rows as the requests."""
+  """The engine alone at each batch bucket, same rows as the requests: rows/s and the
+  CPU cores its calls keep busy (process CPU seconds per wall second)."""
   from jf_jax.inference import engine as engine_lib  # pylint: disable=g-import-not-at-top
   from jf_jax.inference import loader  # pylint: disable=g-import-not-at-top
   from jf_jax.serve import media  # pylint: disable=g-import-not-at-top
   loaded = loader.load(checkpoint, vae=args.vae)
   engine = engine_lib.Engine(loaded, engine_config(args), engine_lib.local_mesh(args.devices))
-  b = args.batch
-  (ids, mask), = engine.generation_rows(["a red circle to the left of a blue square"])
-  ids, mask = np.stack([ids] * b), np.stack([mask] * b)
+  (gen_ids, gen_mask), = engine.generation_rows(["a red circle to the left of a blue square"])
   image = media.decode_data_url(png_data_url(64, 0), "image", 1 << 30)
   row, = engine.understanding_rows([image], ["how many shapes are there?"])
-  rows = {k: np.stack([v] * b) for k, v in row.items()}
   budget = engine_lib.bucket(args.max_tokens, engine.config.max_tokens_buckets)
 
-  def images(i):
-    engine.generate_rows(ids, mask, engine_lib.request_keys(i, b), steps=args.steps,
-                         guidance=2.0)
+  def images(i, b):
+    engine.generate_rows(np.stack([gen_ids] * b), np.stack([gen_mask] * b),
+                         engine_lib.request_keys(i, b), steps=args.steps, guidance=2.0)
 
-  def answers(i):
-    engine.answer_rows(rows, engine_lib.request_keys(i, b), max_new_tokens=budget,
+  def answers(i, b):
+    engine.answer_rows({k: np.stack([v] * b) for k, v in row.items()},
+                       engine_lib.request_keys(i, b), max_new_tokens=budget,
                        limits=np.full(b, args.max_tokens), temperature=np.zeros(b),
                        top_p=np.ones(b))
 
-  out = {}
+  out = {"image": {}, "chat": {}}
   for kind, fn in (("image", images), ("chat", answers)):
-    fn(0)  # compile
-    calls, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < args.duration:
-      fn(calls)
-      calls += 1
-    elapsed = time.perf_counter() - t0
-    out[kind] = {"batch": b, "calls": calls, "requests_per_s": calls * b / elapsed}
-    print(f"engine {kind}: batch {b}: {out[kind]['requests_per_s']:.2f} rows/s", flush=True)
+    for b in engine.batch_buckets:
+      fn(0, b)  # compile
+      calls, t0, cpu0 = 0, time.perf_counter(), time.process_time()
+      while time.perf_counter() - t0 < args.engine_duration:
+        fn(calls, b)
+        calls += 1
+      elapsed = time.perf_counter() - t0
+      out[kind][b] = {"calls": calls, "requests_per_s": calls * b / elapsed,
+                      "cores": (time.process_time() - cpu0) / elapsed}
+      print(f"engine {kind}: batch {b:2d}: {out[kind][b]['requests_per_s']:.2f} rows/s, "
+            f"{1e3 * elapsed / calls:.0f} ms per call, {out[kind][b]['cores']:.2f} cores "
+            "busy", flush=True)
   return out
 
 
@@ -240,13 +279,34 @@ def main():
     engine = measure_engine(args, checkpoint)
   summary = {"server": server, "engine": engine, **info}
   for kind in ("image", "chat"):
-    by_clients = {r["clients"]: r["requests_per_s"] for r in server[kind]}
-    top = max(by_clients)
-    summary[f"{kind}_server_vs_engine"] = by_clients[top] / engine[kind]["requests_per_s"]
-    summary[f"{kind}_top_vs_one_client"] = by_clients[top] / by_clients[min(by_clients)]
+    by_clients = {r["clients"]: r for r in server[kind]}
+    top, one = max(by_clients), min(by_clients)
+    rate = {c: r["requests_per_s"] for c, r in by_clients.items()}
+    eng = engine[kind]
+    big, small = max(eng), min(eng)
+    summary[f"{kind}_server_vs_engine"] = rate[top] / eng[big]["requests_per_s"]
+    summary[f"{kind}_top_vs_one_client"] = rate[top] / rate[one]
+    summary[f"{kind}_engine_batch_gain"] = (eng[big]["requests_per_s"]
+                                            / eng[small]["requests_per_s"])
     print(f"{kind}: {top} clients = {summary[f'{kind}_server_vs_engine']:.2f}x the engine at "
-          f"batch {args.batch}, {summary[f'{kind}_top_vs_one_client']:.2f}x one client",
+          f"batch {big}, {summary[f'{kind}_top_vs_one_client']:.2f}x one client",
           flush=True)
+    # The diagnostic: what batching can give (engine batch big vs small) and the CPU each
+    # request costs outside the device call, in the server and in its openai client (the
+    # clients share the cores with the server).
+    print(f"{kind} diagnostic: engine batch {big} / batch {small} = "
+          f"{summary[f'{kind}_engine_batch_gain']:.2f}x", flush=True)
+    for c, r in sorted(by_clients.items()):
+      n = max(r["requests"], 1)
+      r["device_ms"] = 1e3 * r["device_s"] / n
+      r["device_cpu_ms"] = 1e3 * r["device_cpu_s"] / n
+      r["host_cpu_ms"] = 1e3 * (r["server_cpu_s"] - r["device_cpu_s"]) / n
+      r["client_cpu_ms"] = 1e3 * r["client_cpu_s"] / n
+      print(f"  {c:2d} clients, per request: device {r['device_ms']:.1f} ms wall / "
+            f"{r['device_cpu_ms']:.1f} ms CPU, server host CPU {r['host_cpu_ms']:.1f} ms, "
+            f"client CPU {r['client_cpu_ms']:.1f} ms; busy cores: server "
+            f"{r['server_cpu_s'] / r['elapsed_s']:.2f}, clients "
+            f"{r['client_cpu_s'] / r['elapsed_s']:.2f} of {os.cpu_count()}", flush=True)
   print(json.dumps(summary))
   if args.out:
     pathlib.Path(args.out).write_text(json.dumps(summary, indent=2))

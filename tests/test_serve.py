@@ -12,12 +12,7 @@ by one between batch 1 and 8), while in one shape a row never depends on the oth
 import base64
 import concurrent.futures
 import io
-import os
-import pathlib
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -29,9 +24,9 @@ from prometheus_client import parser as prom_parser
 import pytest
 
 from jf_jax.serve import media
+import serve_helpers
 import tiny_checkpoint
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 KEY = "test-key"
 SIZE = tiny_checkpoint.config().model.latent_size  # pixel space: images are latent-sized
 MAX_QUEUE, MAX_N, MAX_BODY, MAX_PIXELS = 40, 8, 300_000, 64 * 64
@@ -46,19 +41,6 @@ QUESTIONS = ["how many shapes are there?", "what color is the circle?", "is ther
              "where is the triangle?"]
 PROMPTS = ["a red circle", "a blue square to the left of a green triangle", "a red square",
            "two green circles"]
-
-
-def _env() -> dict:
-  """sample.py's and the server's environment: one CPU device, default precision."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-  env.pop("XLA_FLAGS", None)
-  return env
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _png(seed: int, shape=(40, 30, 3)) -> bytes:
@@ -83,29 +65,8 @@ def server(tmp_path_factory):
   """(base URL, process, root folder) of a server on the tiny checkpoint, ready."""
   root = tmp_path_factory.mktemp("serve")
   tiny_checkpoint.write_params_dir(str(root / "ckpt"))
-  port = _free_port()
-  log = open(root / "server.log", "w")
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "jf_jax.serve", f"--checkpoint={root / 'ckpt'}",
-       f"--port={port}", *SERVER_FLAGS], cwd=REPO, env=_env(), stdout=log,
-      stderr=subprocess.STDOUT)
-  base = f"http://127.0.0.1:{port}"
-  deadline = time.time() + 900
-  while time.time() < deadline:
-    assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-    try:
-      if httpx.get(f"{base}/health", timeout=5).status_code == 200:
-        break
-    except httpx.TransportError:
-      pass
-    time.sleep(1)
-  else:
-    pytest.fail("the server did not become ready: " + (root / "server.log").read_text())
-  yield base, proc, root
-  if proc.poll() is None:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-  log.close()
+  with serve_helpers.serving(root / "ckpt", SERVER_FLAGS, root / "server.log") as (base, proc):
+    yield base, proc, root
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +74,7 @@ def client(server):
   return openai.OpenAI(base_url=f"{server[0]}/v1", api_key=KEY, max_retries=0, timeout=600)
 
 
-def _sample_py(*args: str) -> subprocess.CompletedProcess:
-  proc = subprocess.run([sys.executable, "sample.py", *args], cwd=REPO, env=_env(),
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc
+_sample_py = serve_helpers.sample_py
 
 
 def _generate(client, prompt: str, seed: int, n: int = 1, steps: int = 2) -> np.ndarray:

@@ -1,7 +1,12 @@
 r"""`python -m jf_jax.serve`: serve a checkpoint over an OpenAI-compatible HTTP API.
 
   python -m jf_jax.serve --checkpoint /ckpt/jf_1p3b --vae /ckpt/sdxl-vae \
-      [--host 127.0.0.1] [--port 8000] [--api_key KEY] [--config.limits.max_n=8]
+      [--host 127.0.0.1] [--port 8000] [--api_key KEY] [--quantize int8] \
+      [--config.limits.max_n=8]
+
+--checkpoint is a params directory or a training workdir, a LoRA run's included (its
+adapters are merged into the base its config names, once at load). --quantize int8
+quantizes the LLM's kernels once at load (weight-only, Qwix PTQ: jf_jax/lora/quantize.py).
 
 Binds 127.0.0.1 unless --host says otherwise. Every bucket compiles at startup; GET
 /health answers 503 until then. SIGTERM (or Ctrl-C) stops intake and finishes the
@@ -27,8 +32,13 @@ from jf_jax.serve import service as service_lib
 
 _CONFIG = config_flags.DEFINE_config_dict("config", config_lib.default_config(),
                                           "Server settings (jf_jax/serve/config.py).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params dir or training workdir.",
-                                  required=True)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Params dir or training workdir "
+                                  "(a LoRA run's too).", required=True)
+_STEP = flags.DEFINE_integer("step", None, "Training step of a workdir --checkpoint to serve "
+                             "(default its latest checkpoint).", lower_bound=0)
+_QUANTIZE = flags.DEFINE_enum("quantize", None, ["int8"],
+                              "Weight-only quantization of the LLM's kernels (Qwix PTQ, "
+                              "done once at load).")
 _VAE = flags.DEFINE_string("vae", None, "SDXL-VAE (diffusers dir or file) of a latent-space "
                            "model (default: the run's config.vae.path or DIR/vae).")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Directory with tokenizer.json.")
@@ -49,12 +59,15 @@ def main(argv):
       config[key] = flag.value
   t0 = time.time()
   loaded = loader.load(_CHECKPOINT.value, tokenizer=_TOKENIZER.value, vae=_VAE.value,
-                       image_decoder=not _NO_IMAGES.value, dtype=_DTYPE.value)
+                       image_decoder=not _NO_IMAGES.value, dtype=_DTYPE.value,
+                       step=_STEP.value, quantize=_QUANTIZE.value)
   engine = engine_lib.Engine(loaded, config.engine,
                              engine_lib.local_mesh(config.devices or None))
   name = config.model_name or os.path.basename(os.path.normpath(_CHECKPOINT.value))
   service = service_lib.Service(engine, config, name)
-  print(f"loaded {os.path.abspath(_CHECKPOINT.value)} in {time.time() - t0:.1f}s on "
+  at = f" (step {loaded.step})" if loaded.step is not None else ""
+  int8 = " int8" if loaded.quantize else ""
+  print(f"loaded{int8} {os.path.abspath(_CHECKPOINT.value)}{at} in {time.time() - t0:.1f}s on "
         f"{engine.mesh.size} device(s); compiling the buckets...", flush=True)
 
   def warm():

@@ -146,7 +146,8 @@ def create_app(service: service_lib.Service) -> fastapi.FastAPI:
     if not service.ready.is_set():
       return responses.JSONResponse({"status": "compiling"}, status_code=503)
     return {"status": "ok", "model": service.model_name, "image_size": service.image_size,
-            "batch_buckets": list(service.engine.batch_buckets)}
+            "batch_buckets": list(service.engine.batch_buckets),
+            "quantize": service.engine.loaded.quantize, "step": service.engine.loaded.step}
 
   @app.get("/metrics")
   async def metrics():

@@ -26,6 +26,11 @@ class Metrics:
     self.device_seconds = prom.Counter(
         "jf_device_seconds", "seconds spent in engine calls (to results on host)", ["kind"],
         registry=self.registry)
+    # On a CPU backend this thread and XLA's pool threads are the device: the benchmark
+    # subtracts both from the process's CPU to get the host work per request.
+    self.worker_cpu = prom.Gauge(
+        "jf_worker_cpu_seconds", "CPU seconds of the batching thread, which makes every "
+        "device call", registry=self.registry)
     self.queue_rows = prom.Gauge("jf_queue_rows", "rows waiting in the queue",
                                  registry=self.registry)
 

@@ -41,7 +41,8 @@ class Service:
     self._device_seen = (0, 0.0)
     self.batcher = batcher_lib.Batcher(
         self._run, max_rows=max(engine.batch_buckets), max_wait_s=config.max_wait_ms / 1e3,
-        max_queue=config.limits.max_queue, on_batch=self._record)
+        rejoin_wait_s=config.rejoin_wait_ms / 1e3, max_queue=config.limits.max_queue,
+        on_batch=self._record)
 
   # ------------------------------------------------------------------- startup
   def warmup(self) -> int:
@@ -193,3 +194,4 @@ class Service:
     m.device_seconds.labels(kind).inc(seconds - self._device_seen[1])
     self._device_seen = (calls, seconds)
     m.queue_rows.set(self.batcher.queued_rows)
+    m.worker_cpu.set(time.thread_time())  # called on the batching thread
