@@ -5,6 +5,7 @@ the synthetic mixture) feeds most tests: its loss, which params it trained, its 
 state, exact resume, and merged params (in our layout and, reversed, in transformers').
 """
 
+import base64
 import json
 import os
 import subprocess
@@ -12,14 +13,17 @@ import sys
 
 import chex
 import flax
+import httpx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 from transformers import LlamaConfig
 from transformers import LlamaForCausalLM
 
+import serve_helpers
 import tiny_checkpoint
 from jf_jax import config_defaults
 from jf_jax.checkpoint import params_io
@@ -208,6 +212,35 @@ def test_merge_lora_reverse_loads_into_transformers(run, merged, tmp_path):
   ours = np.asarray(janusflow.JanusFlow(cfg).apply({"params": merged}, jnp.asarray(ids),
                                                    method="text_logits"))
   np.testing.assert_allclose(ours, ref, atol=1e-4 * max(1.0, np.abs(ref).max()))
+
+
+def test_sample_py_and_the_server_load_the_lora_workdir(run, tmp_path):
+  """sample.py and `python -m jf_jax.serve` take the LoRA workdir itself (adapters merged
+  at load): the server's greedy answer is sample.py's, and the adapters changed it."""
+  _, workdir, _ = run
+  image = tmp_path / "q.png"
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)).save(image)
+  question = "how many shapes are there?"
+
+  def sample_py(checkpoint):
+    proc = serve_helpers.sample_py(f"--checkpoint={checkpoint}", f"--image={image}",
+                                   f"--question={question}", "--max_new_tokens=8")
+    return proc.stdout.rstrip("\n").split("\n")[-1]
+
+  want = sample_py(workdir)
+  assert want != sample_py(run[0].train.init_params_from)  # the base alone answers otherwise
+  flags = ["--no_images", "--config.engine.batch_buckets=(1,)",
+           "--config.engine.und_prompt_buckets=(128,)",
+           "--config.engine.max_tokens_buckets=(64,)"]
+  with serve_helpers.serving(workdir, flags, tmp_path / "server.log") as (base, _):
+    assert httpx.get(f"{base}/health").json()["step"] == STEPS
+    url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
+    response = httpx.post(f"{base}/v1/chat/completions", timeout=600, json={
+        "model": "lora", "max_tokens": 8, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}},
+            {"type": "text", "text": question}]}]})
+  assert response.status_code == 200, response.text
+  assert response.json()["choices"][0]["message"]["content"] == want
 
 
 def test_qlora_int8_base_trains_only_adapters(base_dir, tmp_path):

@@ -323,6 +323,37 @@ def test_demo_page_in_headless_chromium(server, client, tmp_path):
     driver.quit()
 
 
+# ------------------------------------------------------------------ --quantize int8
+@pytest.fixture(scope="module")
+def int8_server(server):
+  """(base URL, openai client) of a second server on the same checkpoint, int8 LLM."""
+  root = server[2]
+  with serve_helpers.serving(root / "ckpt", [*SERVER_FLAGS, "--quantize=int8"],
+                             root / "server_int8.log") as (base, _):
+    yield base, openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=600)
+
+
+def test_int8_server_matches_sample_py_int8(server, int8_server):
+  """`--quantize int8` serves what sample.py gives with the same quantization."""
+  root = server[2]
+  base, client = int8_server
+  assert httpx.get(f"{base}/health").json()["quantize"] == "int8"
+  out = root / "grid_int8.png"
+  _sample_py(f"--checkpoint={root / 'ckpt'}", "--quantize=int8", "--prompt=a red circle",
+             f"--out={out}", "--num=4", "--steps=2", "--cfg=2.0", "--seed=7", "--min_tile=1")
+  grid = np.asarray(Image.open(out).convert("RGB"))
+  tiles = [grid[r * SIZE:(r + 1) * SIZE, c * SIZE:(c + 1) * SIZE] for r in (0, 1) for c in (0, 1)]
+  for image, tile in zip(_generate(client, "a red circle", seed=7, n=4), tiles):
+    np.testing.assert_array_equal(image, tile)
+  png = _png(3)
+  (root / "cat_int8.png").write_bytes(png)
+  proc = _sample_py(f"--checkpoint={root / 'ckpt'}", "--quantize=int8",
+                    f"--image={root / 'cat_int8.png'}", f"--question={QUESTIONS[0]}",
+                    "--max_new_tokens=8")
+  want = proc.stdout.rstrip("\n").split("\n")[-1]
+  assert want and _ask(client, png, QUESTIONS[0]) == want
+
+
 # ---------------------------------------------------------------------- shutdown
 def test_sigterm_finishes_requests_in_flight(server, client):
   """Last: SIGTERM while a slow request runs; it is answered, then the server exits."""
