@@ -10,8 +10,17 @@ Without --checkpoint a tiny random pixel-space checkpoint (tests/tiny_checkpoint
 written to a temporary folder. Each client is a thread sending one request
 after another (closed loop) for --duration seconds through the official openai client.
 The engine figure runs the same rows through `Engine.generate_rows` / `answer_rows` in
-this process after the server has stopped (the two never share the CPUs), at the largest
-batch bucket. Prints one line per measurement and a JSON summary.
+this process after the server has stopped (the two never share the CPUs), at each batch
+bucket (the target compares with the largest).
+
+The diagnostic printed after the ratios separates the causes of a shortfall: what
+batching can give at all (the engine at the largest bucket / at batch 1: the ceiling of
+"N clients / one client" once one client keeps the device busy), and the CPU per request
+at the top load, split into the device's (the server's batching thread + XLA's pool
+threads, from /proc), the server's host work (HTTP, JSON, images, queue: the rest of its
+CPU) and the openai clients' (this process), with the cores that 0.9x the engine would
+need at that cost: on a CPU backend server, clients and device share the same cores.
+Prints one line per measurement and a JSON summary.
 """
 
 import argparse
@@ -307,6 +316,15 @@ def main():
             f"client CPU {r['client_cpu_ms']:.1f} ms; busy cores: server "
             f"{r['server_cpu_s'] / r['elapsed_s']:.2f}, clients "
             f"{r['client_cpu_s'] / r['elapsed_s']:.2f} of {os.cpu_count()}", flush=True)
+    # Whether 0.9x the engine fits in the cores at all: the CPU one request costs at the
+    # top load (device + server host + client) times 0.9x the engine's rate.
+    r = by_clients[top]
+    cpu_ms = r["device_cpu_ms"] + r["host_cpu_ms"] + r["client_cpu_ms"]
+    summary[f"{kind}_cores_for_0.9x"] = 0.9 * eng[big]["requests_per_s"] * cpu_ms / 1e3
+    print(f"  0.9x the engine ({0.9 * eng[big]['requests_per_s']:.1f} req/s) at "
+          f"{cpu_ms:.1f} ms CPU per request needs "
+          f"{summary[f'{kind}_cores_for_0.9x']:.2f} cores; the machine has "
+          f"{os.cpu_count()}", flush=True)
   print(json.dumps(summary))
   if args.out:
     pathlib.Path(args.out).write_text(json.dumps(summary, indent=2))

@@ -17,7 +17,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.max_wait_ms = 20.0  # how long the first request of a batch waits for company
   # After a batch, how long the next one of its kind may wait for that batch's clients to
   # send again (closed-loop clients then share full batches; jf_jax/serve/batcher.py).
-  config.rejoin_wait_ms = 0.0
+  config.rejoin_wait_ms = 150.0
   config.shutdown_timeout_s = 60.0  # SIGTERM: time given to requests in flight
   config.defaults = ml_collections.ConfigDict(dict(
       steps=30, guidance=2.0, max_tokens=64, temperature=0.0, top_p=1.0))
