@@ -15,7 +15,9 @@ padded to the 16-row bucket). So after a batch of a group, the next batch of tha
 also waits, up to `rejoin_wait_s` from the moment the device freed, until as many rows are
 queued as that batch held plus those that were waiting beside it (capped at `max_rows`):
 the returning clients rejoin and the cohorts merge. A full batch never waits; a lone
-client's request is its own returning row, so it waits no longer than `max_wait_s`.
+client's request is its own returning row, so it waits no longer than `max_wait_s`. The
+price: when those clients do not come back (open-loop traffic), the group's next batch,
+and any work of other groups queued behind it, waits up to `rejoin_wait_s`.
 
 Decoding runs as one `lax.while_loop` on the device, so a batch is fixed once it starts
 (no continuous batching: new requests join the next batch).
