@@ -123,12 +123,17 @@ def model_for(cfg: model_config.JanusFlowConfig, quantize: str | None = None):
 
 def load_tokenizer(checkpoint: str, config: ml_collections.ConfigDict,
                    override: str | None = None) -> tok_lib.Tokenizer:
-  """`override`'s or the checkpoint's tokenizer.json, else `config.data.tokenizer`'s."""
+  """`override`'s or the checkpoint's tokenizer.json, else `config.data.tokenizer`'s,
+  else that of the params the run started from (`config.train.init_params_from`: a LoRA
+  run's workdir holds adapters only, its base holds the tokenizer)."""
   path = override or checkpoint
   if os.path.exists(os.path.join(path, "tokenizer.json")) or path.endswith(".json"):
     return tok_lib.from_checkpoint_dir(path)
   if (config.get("data") or {}).get("tokenizer"):
     return tok_lib.make_tokenizer(config)
+  base = (config.get("train") or {}).get("init_params_from")
+  if not override and base and os.path.exists(os.path.join(base, "tokenizer.json")):
+    return tok_lib.from_checkpoint_dir(base)
   raise FileNotFoundError(
       f"no tokenizer.json in {path}; pass --tokenizer DIR (e.g. the official "
       "deepseek-ai/JanusFlow-1.3B download) or copy its tokenizer.json there")
