@@ -11,7 +11,7 @@ import time
 
 from jf_jax.serve import batcher as batcher_lib
 
-DEVICE_S, CLIENT_S = 0.05, 0.01  # one device call; a client between answer and resend
+DEVICE_S, CLIENT_S = 0.06, 0.025  # one device call; a client between answer and resend
 ROWS = 8  # the largest batch
 
 
