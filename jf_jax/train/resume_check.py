@@ -23,7 +23,8 @@ STATE_KEYS = ("model", "stage", "optim.freeze", "optim.mu_dtype", "lora.rank",
               "lora.targets", "lora.train_in_full")
 # Keys under STATE_KEYS that do not: they may differ between a run and its resumption.
 COMPUTE_ONLY_KEYS = ("model.dtype", "model.llm.remat_policy", "model.llm.attention_impl",
-                     "model.und_encoder.remat_policy")
+                     "model.und_encoder.remat_policy", "model.gen_encoder.depthwise",
+                     "model.gen_decoder.depthwise")
 
 
 class ConfigMismatch(ValueError):
