@@ -355,7 +355,11 @@ def main(argv):
   quiet_libtpu_env(_TOPOLOGY.value)
   report = train_report(_CONFIG.value, _TOPOLOGY.value)
   print(format_report(report), flush=True)
-  args = [a for a in sys.argv[1:] if not a.startswith("--json_out")]
+  args, skip = [], False  # the command without --json_out (as '--json_out=X' or '--json_out X')
+  for a in sys.argv[1:]:
+    if not skip and not a.startswith("--json_out"):
+      args.append(a)
+    skip = a == "--json_out"
   print("markdown: " + markdown_row(report, "python -m jf_jax.tools.aot " + " ".join(args)),
         flush=True)
   if _JSON_OUT.value:
