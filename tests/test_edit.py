@@ -189,3 +189,35 @@ def test_engine_edit_rows_are_the_packed_rows_and_edits_are_seeded(tmp_path):
   other = engine.edit([image], [instruction], keys=keys[:1], steps=2, guidance_text=1.0,
                       guidance_image=0.0)
   assert not np.array_equal(other[0], one[0])  # the weights reach the sampler
+
+
+def test_user_edit_files_become_edit_rows_and_bad_lines_bad_examples(tmp_path):
+  """config.data.edit_files: {source, instruction, target} lines; relative paths resolve
+  against the file's folder; a broken line or a missing image is a BadExample."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from jf_jax.data import processor  # pylint: disable=g-import-not-at-top
+  from jf_jax.data import user_data  # pylint: disable=g-import-not-at-top
+  from jf_jax.data.records import BadExample  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for name in ("a.png", "b.png"):
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(tmp_path / name)
+  lines = [{"source": "a.png", "instruction": "make the red circle blue", "target": "b.png"},
+           {"source": "a.png", "instruction": "remove it", "target": "gone.png"}]
+  (tmp_path / "edits.jsonl").write_text(
+      "".join(json.dumps(x) + "\n" for x in lines) + "{not json\n")
+  config = config_defaults.base_config()
+  config.data.update(dict(source="files", tokenizer="shapes",
+                          edit_files=(str(tmp_path / "edits.jsonl"),)))
+  items, convert = user_data.file_tasks(config.data)["edit"]
+  assert len(items) == 3
+  cfg = model_config.from_config_dict(config.model)
+  builder = processor.RowBuilder(tok_lib.make_tokenizer(config), config, cfg, 32)
+  row = builder.build("edit", convert(items[0], None))
+  np.testing.assert_array_equal(row["pixels"], np.asarray(Image.open(tmp_path / "b.png")))
+  np.testing.assert_array_equal(row["images"][0], np.asarray(Image.open(tmp_path / "a.png")))
+  assert row["image_mask"].sum() == cfg.num_und_tokens
+  with pytest.raises(BadExample, match="undecodable_image"):
+    builder.build("edit", convert(items[1], None))
+  with pytest.raises(BadExample, match="bad_record"):
+    convert(items[2], None)
