@@ -59,6 +59,8 @@ _TORCH_MODE = flags.DEFINE_enum("torch_mode", "cache", ["cache", "recompute"],
                                 "PyTorch loop: prompt K/V cached, or the demo's recompute.")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Only our sampler.")
 _SKIP_JAX = flags.DEFINE_bool("skip_jax", False, "Only the PyTorch loop.")
+_DEPTHWISE = flags.DEFINE_enum("depthwise", None, list(model_config.DEPTHWISE),
+                               "Our ConvNeXt depthwise convolution (default: the config's).")
 PAD = 0
 
 
@@ -68,6 +70,8 @@ def model_cfg() -> model_config.JanusFlowConfig:
   model.und_encoder.update(dict(depth=1, remat_policy="none"))
   model.repa.layer = min(model.repa.layer, _LAYERS.value)  # training only
   model.update(dict(dtype="float32", param_dtype="float32"))
+  if _DEPTHWISE.value:
+    model.gen_encoder.depthwise = model.gen_decoder.depthwise = _DEPTHWISE.value
   return model_config.from_config_dict(model)
 
 

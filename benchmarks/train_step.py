@@ -13,7 +13,10 @@ devices.
   python benchmarks/train_step.py --config configs/janusflow_1p3b_finetune.py \
       --config.data.source=synthetic --random_vae ...  # + the on-device SDXL-VAE encoding
   python benchmarks/train_step.py ... --profile_dir /tmp/prof   # + where the time goes:
-  python benchmarks/trace_summary.py /tmp/prof --steps 3 --thread Stream
+  python benchmarks/trace_summary.py /tmp/prof --steps 3 --thread Stream   # GPU kernels
+  (on CPU --profile_dir also writes /tmp/prof/step.hlo.txt and prints the step's time per
+  model part and direction, each part's dot FLOP/s beside a plain matmul of its largest
+  dot's shape timed in the same run: benchmarks/trace_parts.py)
 
 MFU = model FLOPs per step / (step time x devices x peak). Model FLOPs are counted as in
 `jf_jax/tools/flops.py` (matmuls, 2 per multiply-add, 6N*tokens-style: forward x 3 for
@@ -38,10 +41,12 @@ import time
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # trace_parts, trace_summary
 
 from jf_jax.checkpoint import convert_hf  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jf_jax.checkpoint import vae_map  # pylint: disable=wrong-import-position
@@ -51,6 +56,8 @@ from jf_jax.tools import chips  # pylint: disable=wrong-import-position
 from jf_jax.tools import flops as flops_lib  # pylint: disable=wrong-import-position
 from jf_jax.train import loop  # pylint: disable=wrong-import-position
 from jf_jax.train import step as step_lib  # pylint: disable=wrong-import-position
+import trace_parts  # pylint: disable=wrong-import-position
+import trace_summary  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
@@ -95,6 +102,32 @@ def _profile(step_fn, state, global_batches):
   return state, metrics
 
 
+def _matmul_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
+  """GFLOP/s per core of a jitted float32 [m, k] x [k, n] matmul alone (median)."""
+  a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+  matmul = jax.jit(jnp.dot)
+  matmul(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * m * k * n / float(np.median(times)) / 1e9 / (os.cpu_count() or 1)
+
+
+def _cpu_parts(s, state, batch) -> None:
+  """On CPU: writes the compiled step's HLO beside the trace and prints where the
+  profiled steps' time went per model part (benchmarks/trace_parts.py)."""
+  with jax.set_mesh(s.mesh):
+    text = s.jitted.lower(s.frozen, state, batch).compile().as_text()
+  path = os.path.join(_PROFILE_DIR.value, "step.hlo.txt")
+  with open(path, "w") as f:
+    f.write(text)
+  events = trace_summary.load_events(trace_summary.find_trace(_PROFILE_DIR.value))
+  print(trace_parts.summarise(events, trace_parts.parse_hlo(text), _PROFILE_STEPS.value,
+                              15, _matmul_rate))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -127,6 +160,8 @@ def main(argv):
   step_s = float(np.median(times))
   if _PROFILE_DIR.value:
     state, metrics = _profile(s.step, state, global_batches)
+    if jax.default_backend() == "cpu":
+      _cpu_parts(s, state, global_batches[0])
   vae_params = s.space.abstract_params() if s.space.has_params else None
   flops = flops_lib.train_step_flops(config, s.cfg, s.abstract.params, s.trainable_mask,
                                      vae_params, s.space.pixel_size)

@@ -1,9 +1,13 @@
-"""ConvNeXt's depthwise convolution: its custom VJP equals autodiff, and stays right sharded.
+"""ConvNeXt's depthwise convolution: both implementations (`convnext.DEPTHWISE_IMPLS`: the
+sum of shifted taps, and the grouped convolution with its custom VJP) equal XLA's grouped
+convolution under plain autodiff, and stay right sharded.
 
 Sharding the batch over the (data, fsdp) axes of the 8-device mesh must not change the
 kernel gradient: XLA's SPMD partitioner gets the grouped-convolution kernel gradient wrong
-there (off by hundreds in this very setting), which `convnext.depthwise_conv` avoids.
+there (off by hundreds in this very setting), which both implementations avoid.
 """
+
+import pytest
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +31,9 @@ def _loss_grads(impl):
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
 
 
-def test_depthwise_conv_gradients_match_autodiff_sharded_or_not():
-  fn = convnext.depthwise_conv
+@pytest.mark.parametrize("impl", sorted(convnext.DEPTHWISE_IMPLS))
+def test_depthwise_conv_gradients_match_autodiff_sharded_or_not(impl):
+  fn = convnext.DEPTHWISE_IMPLS[impl]
   x, kernel = _inputs()
   ref_value, (ref_dx, ref_dk) = _loss_grads(convnext._grouped_conv)(x, kernel)  # pylint: disable=protected-access
   value, (dx, dk) = _loss_grads(fn)(x, kernel)

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 PREDICTIONS = ("velocity", "data")  # GenDecoderConfig.prediction
+DEPTHWISE = ("taps", "grouped")  # Gen{En,De}coderConfig.depthwise (models/convnext.py)
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -70,6 +71,10 @@ class GenEncoderConfig:
   channels: int = 768
   num_blocks: int = 2
   norm_eps: float = 1e-6
+  # How the ConvNeXt blocks' 7x7 depthwise convolution runs (the same math): "taps", a
+  # fused sum of shifted inputs (fast on XLA:CPU, shards like elementwise ops), or
+  # "grouped", XLA's grouped convolution (cuDNN on GPU).
+  depthwise: str = "grouped"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +84,10 @@ class GenDecoderConfig:
   patch_size: int = 2
   num_blocks: int = 2
   norm_eps: float = 1e-6
+  # How the ConvNeXt blocks' 7x7 depthwise convolution runs (the same math): "taps", a
+  # fused sum of shifted inputs (fast on XLA:CPU, shards like elementwise ops), or
+  # "grouped", XLA's grouped convolution (cuDNN on GPU).
+  depthwise: str = "grouped"
   # What the decoder's output means. "velocity" (the release): it is v. "data": it is the
   # clean latent x (JiT-style x-prediction), turned into v = (x - z_t) / (1 - t) with
   # 1 - t floored at `min_one_minus_t`; the loss, samplers and diagnostics see a velocity
@@ -185,6 +194,10 @@ def validate(cfg: JanusFlowConfig) -> None:
   if cfg.gen_decoder.prediction not in PREDICTIONS:
     raise ValueError(f"model.gen_decoder.prediction={cfg.gen_decoder.prediction!r}; "
                      f"expected one of {PREDICTIONS}")
+  for tower in ("gen_encoder", "gen_decoder"):
+    if getattr(cfg, tower).depthwise not in DEPTHWISE:
+      raise ValueError(f"model.{tower}.depthwise={getattr(cfg, tower).depthwise!r}; "
+                       f"expected one of {DEPTHWISE}")
   if not 0 < cfg.gen_decoder.min_one_minus_t <= 1:
     raise ValueError(f"model.gen_decoder.min_one_minus_t={cfg.gen_decoder.min_one_minus_t} "
                      "must be in (0, 1]")

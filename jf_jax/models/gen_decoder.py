@@ -60,7 +60,7 @@ class ShallowUViTDecoder(nn.Module):
   def setup(self):
     cfg, kw = self.cfg, dict(dtype=self.dtype, param_dtype=self.param_dtype)
     self.input_norm = layers.RMSNorm(cfg.norm_eps, axis_name="gen_embed", **kw)
-    self.mid_block = convnext.UVitBlock(cfg.num_blocks, cfg.norm_eps, **kw)
+    self.mid_block = convnext.UVitBlock(cfg.num_blocks, cfg.norm_eps, cfg.depthwise, **kw)
     self.out_convs = [Unpatchify(cfg.out_channels, cfg.patch_size, cfg.norm_eps, **kw)]
 
   def __call__(self, x: jax.Array, skip: jax.Array, t_emb: jax.Array) -> jax.Array:

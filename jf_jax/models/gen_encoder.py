@@ -48,5 +48,6 @@ class ShallowUViTEncoder(nn.Module):
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                        ("gen_embed",)),
                 name="in_conv", **kw)(z.astype(self.dtype))
-    x = convnext.UVitBlock(cfg.num_blocks, cfg.norm_eps, name="mid_block", **kw)(x, t_emb)
+    x = convnext.UVitBlock(cfg.num_blocks, cfg.norm_eps, cfg.depthwise, name="mid_block",
+                          **kw)(x, t_emb)
     return x, t_emb

@@ -24,6 +24,7 @@ from etils import epath
 from jf_jax.data import layout
 from jf_jax.data import storage
 from jf_jax.losses import flow
+from jf_jax.models import config as model_config
 from jf_jax.models import latent_space
 from jf_jax.models import layers
 from jf_jax.models import vae as vae_lib
@@ -130,6 +131,8 @@ def _enums(config) -> Iterator[str]:
   yield from _enum(config, "loss.t_distribution", flow.T_KINDS)
   yield from _enum(config, "vae.latent_mode", vae_lib.LATENT_MODES)
   yield from _enum(config, "model.gen_decoder.prediction", PREDICTIONS)
+  yield from _enum(config, "model.gen_encoder.depthwise", model_config.DEPTHWISE)
+  yield from _enum(config, "model.gen_decoder.depthwise", model_config.DEPTHWISE)
   yield from _enum(config, "model.llm.attention_impl", ATTENTION)
   yield from _enum(config, "model.llm.remat_policy", REMAT)
   yield from _enum(config, "model.und_encoder.remat_policy", REMAT)
