@@ -5,6 +5,10 @@ Text to image (writes a PNG grid of --num images):
       --prompt "a red fox in the snow" --out grid.png --num 4 --steps 30 --cfg 2.0 --seed 0
 Image understanding (prints the answer):
   python sample.py --checkpoint /ckpt/jf_1p3b --image cat.png --question "What is this?"
+Image editing (a model trained with edit rows, docs/editing.md; writes the edited image,
+or a grid of --num edits when --num is given):
+  python sample.py --checkpoint /runs/edit --image IN.png --prompt "make the red circle blue" \
+      --out OUT.png --guidance_text 2.0 --guidance_image 1.5
 
 --checkpoint is either a params directory written by `python -m jf_jax.convert` (params/
 + model.json) or a training workdir (checkpoints/; its latest step's params and config, or
@@ -27,6 +31,7 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+from PIL import Image
 
 from jf_jax import entry_point
 from jf_jax.data import preprocess
@@ -50,7 +55,12 @@ _STEPS = flags.DEFINE_integer("steps", 30, "ODE steps.", lower_bound=1)
 _CFG = flags.DEFINE_float("cfg", 2.0, "Classifier-free guidance weight w.")
 _SOLVER = flags.DEFINE_enum("solver", "euler", image_sampling.SOLVERS, "ODE solver.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the noise / token sampling.")
-_IMAGE = flags.DEFINE_string("image", None, "Image to ask about.")
+_IMAGE = flags.DEFINE_string("image", None, "Image to ask about (with --question) or to "
+                             "edit (with --prompt, the instruction).")
+_GUIDANCE_TEXT = flags.DEFINE_float("guidance_text", 2.0, "Editing: the instruction's "
+                                    "guidance weight (InstructPix2Pix's s_T).")
+_GUIDANCE_IMAGE = flags.DEFINE_float("guidance_image", 1.5, "Editing: the source image's "
+                                     "guidance weight (InstructPix2Pix's s_I).")
 _QUESTION = flags.DEFINE_string("question", None, "Question about --image.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 512, "Answer length limit.", lower_bound=1)
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0: greedy decoding.", lower_bound=0.0)
@@ -86,11 +96,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every read at INFO
   generating = _PROMPT.value is not None
-  if generating == (_IMAGE.value is not None or _QUESTION.value is not None):
-    raise app.UsageError("give either --prompt (text to image) or --image and --question")
-  if not generating and (_IMAGE.value is None or _QUESTION.value is None):
+  editing = generating and _IMAGE.value is not None
+  if generating == (_QUESTION.value is not None) or (generating and not editing and
+                                                       _IMAGE.value is not None):
+    raise app.UsageError("give --prompt (text to image), --image and --prompt (editing) "
+                         "or --image and --question (understanding)")
+  if not generating and _IMAGE.value is None:
     raise app.UsageError("understanding needs both --image and --question")
-  if not generating:  # before the checkpoint loads: a bad image fails at once
+  if _IMAGE.value is not None:  # before the checkpoint loads: a bad image fails at once
     check_image(_IMAGE.value)
   t0 = time.time()
   loaded = loader.load(_CHECKPOINT.value, config=_CONFIG.value, tokenizer=_TOKENIZER.value,
@@ -104,7 +117,9 @@ def main(argv):
         flush=True)
   prompts.warn_unknown_words(loaded.tok, [_PROMPT.value if generating else _QUESTION.value])
   t0 = time.time()
-  if generating:
+  if editing:
+    _edit(engine, loaded, t0)
+  elif generating:
     print(f"sampling {_NUM.value} image(s), {_STEPS.value} {_SOLVER.value} steps, cfg "
           f"{_CFG.value} (the first call compiles)...", flush=True)
     images = engine.generate([_PROMPT.value] * _NUM.value,
@@ -122,6 +137,30 @@ def main(argv):
         max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value, top_p=_TOP_P.value)
     print(f"decoded the answer in {time.time() - t0:.1f}s (includes compile)", flush=True)
     print(answer.text)
+
+
+def _edit(engine, loaded, t0) -> None:
+  """--image edited by --prompt: OUT is the edited image, or a grid of --num edits."""
+  num = _NUM.value if flags.FLAGS["num"].present else 1
+  print(f"editing {_IMAGE.value}: {num} image(s), {_STEPS.value} {_SOLVER.value} steps, "
+        f"guidance text {_GUIDANCE_TEXT.value} image {_GUIDANCE_IMAGE.value} (the first "
+        "call compiles)...", flush=True)
+  images = engine.edit([_IMAGE.value] * num, [_PROMPT.value] * num,
+                       keys=engine_lib.request_keys(_SEED.value, num), steps=_STEPS.value,
+                       guidance_text=_GUIDANCE_TEXT.value, guidance_image=_GUIDANCE_IMAGE.value)
+  print(f"edited in {time.time() - t0:.1f}s", flush=True)
+  if num == 1:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    Image.fromarray(images[0]).save(_OUT.value)
+    print(f"wrote {storage.absolute(_OUT.value)}", flush=True)
+    return
+  sidecar = grid.save_labelled_grid(
+      images, [_PROMPT.value] * num, _OUT.value, min_tile=_MIN_TILE.value,
+      extra=dict(checkpoint=storage.absolute(_CHECKPOINT.value), step=loaded.step,
+                 source=os.path.abspath(_IMAGE.value), steps=_STEPS.value,
+                 guidance_text=_GUIDANCE_TEXT.value, guidance_image=_GUIDANCE_IMAGE.value,
+                 solver=_SOLVER.value, seed=_SEED.value))
+  print(f"wrote {storage.absolute(_OUT.value)} (tiles labelled in {sidecar})", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Generation runs in PIXEL space: no SDXL-VAE exists offline for a tiny model, so 
 `latent_size=32`, 4x4 patches -> 64 generation tokens). Stage 3 (everything trainable):
 no pretrained SigLIP exists offline, so the tiny understanding encoder trains too.
 Sequence lengths fit the longest shapes-world examples (und 86 with 65 image slots, text
-49, prompt 23 tokens). configs/default.py builds on this file.
+49, prompt 23 tokens, edit prompt 82). configs/default.py builds on this file.
 """
 
 from jf_jax import config_defaults
@@ -25,7 +25,8 @@ def get_config():
   shapes_config.add_world(config)  # the world's data keys, tokenizer and pre-training
   config.data.update(dict(system_prompt="", gen_space="pixel", image_size=32))
   config.batch.update(dict(und_rows=4, text_rows=2, gen_rows=10, und_seq_len=88,
-                           text_seq_len=52, gen_prompt_len=24))
+                           text_seq_len=52, gen_prompt_len=24,
+                           edit_prompt_len=88))  # edit rows are off; 82 tokens at most
   config.optim.update(dict(learning_rate=1e-3, warmup_steps=20))
   config.train.update(dict(num_steps=300, log_every=20, checkpoint_every=100,
                            keep_checkpoints=2))

@@ -112,6 +112,7 @@ def data_defaults() -> ml_collections.ConfigDict:
       und_files=(),           # LLaVA-style JSON files
       gen_files=(),           # folders of image + .txt, or .jsonl of {"image", "caption"}
       text_files=(),          # plain text files
+      edit_files=(),          # .jsonl of {"source", "instruction", "target"} (image edits)
       text_unit="line",       # line | paragraph | file
       image_root="",          # base for relative image paths ('' = next to the file)
       # source = "records": shards of `python -m jf_jax.prepare` (jf_jax/data/record_source.py).
@@ -178,16 +179,22 @@ def base_config() -> ml_collections.ConfigDict:
   config.batch = ml_collections.ConfigDict(dict(
       und_rows=4, text_rows=2, gen_rows=10, und_seq_len=32, text_seq_len=32,
       gen_prompt_len=16,
+      # Image edits (source image + instruction -> edited image; docs/editing.md): rows per
+      # batch (0 = off) and the prompt length that holds the source's image tokens.
+      edit_rows=0, edit_prompt_len=48,
       # From training step `step` on (0: never) batches hold these rows instead: a mixture
       # that changes within a stage, as the paper's stage 2 (30:50:20 und:gen:text for
       # its first 10,000 steps, then 14:80:6). The step recompiles once at the switch.
-      switch=dict(step=0, und_rows=0, text_rows=0, gen_rows=0)))
+      switch=dict(step=0, und_rows=0, text_rows=0, gen_rows=0, edit_rows=0)))
   config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
   config.logical_axis_rules = ()  # (name, mesh axes) overrides of parallel/rules.py
   config.loss = ml_collections.ConfigDict(dict(
       ar_weight=1.0, flow_weight=1.0, repa_weight=1.0,
       t_distribution="logit_normal", t_loc=0.0, t_scale=1.0,  # SD3's default
-      cfg_drop_prob=0.1))  # paper: drop 10% of prompts
+      cfg_drop_prob=0.1,  # paper: drop 10% of prompts
+      # Edit rows' two-condition dropout (InstructPix2Pix: 5% each): the share of rows
+      # without the instruction, without the source image, and without both.
+      edit_drop_text=0.05, edit_drop_image=0.05, edit_drop_both=0.05))
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-4, warmup_steps=2000, schedule="constant",
       total_steps=-1,  # the cosine schedule's length; -1 = config.train.num_steps

@@ -53,6 +53,12 @@ def root(tmp_path_factory):
                {"question_id": "q10", "image": "dog.jpg", "text": "how many shapes?"},
                {"question_id": 11, "image": "cat.png", "text": "is there a square?"}]
   (root / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+  edits = [{"id": "e1", "image": "images/cat.png", "instruction": "make the red circle blue"},
+           {"id": "e2", "image": "images/missing.png", "instruction": "remove the circle"},
+           {"id": "e1", "image": "images/dog.jpg", "instruction": "remove the circle"},
+           {"id": "../up", "image": "images/dog.jpg", "instruction": "remove the circle"},
+           {"id": 4, "image": "images/dog.jpg", "instruction": "add a red square"}]
+  (root / "edits.jsonl").write_text("".join(json.dumps(e) + "\n" for e in edits))
   return root
 
 
@@ -61,6 +67,8 @@ def _bench(root, task, out, *extra):
   if task == "vqa":
     inputs = [f"--questions={root / 'questions.jsonl'}", f"--image_root={root / 'images'}",
               "--max_new_tokens=3"]
+  elif task == "edit":
+    inputs = ["--steps=2", f"--inputs={root / 'edits.jsonl'}"]
   else:
     inputs = ["--steps=2", {
         "geneval": f"--metadata={root / 'geneval.jsonl'}",
@@ -136,6 +144,27 @@ def test_vqa_layout_and_bad_lines(root, tmp_path, capsys):
   assert set(settings) == RUN_KEYS | {"questions", "image_root", "model_id",
                                       "max_new_tokens", "temperature", "top_p"}
   assert settings["temperature"] == 0.0  # greedy by default
+
+
+def test_edit_layout_and_bad_lines(root, tmp_path, capsys):
+  """One PNG per valid line named by its id, run.json with both guidance weights; bad
+  lines named and skipped; the same files on 1 device and 8."""
+  out = tmp_path / "edit"
+  _bench(root, "edit", out, "--guidance_text=3", "--guidance_image=1.25")
+  err = capsys.readouterr().err
+  assert "edits.jsonl:line 2: skipped: image" in err and "missing.png" in err
+  assert "edits.jsonl:line 3: skipped: id 'e1' again" in err
+  assert "edits.jsonl:line 4: skipped: id '../up' is not a plain file name" in err
+  files = _files(out)
+  assert sorted(files) == ["4.png", "e1.png"]
+  assert np.asarray(Image.open(out / "e1.png")).shape == (SIZE, SIZE, 3)
+  settings = _settings(out)
+  assert set(settings) == RUN_KEYS | {"inputs", "steps", "solver", "guidance_text",
+                                      "guidance_image", "vae"}
+  assert (settings["guidance_text"], settings["guidance_image"]) == (3.0, 1.25)
+  _bench(root, "edit", tmp_path / "one", "--guidance_text=3", "--guidance_image=1.25",
+         "--devices=1")
+  assert _files(tmp_path / "one") == files
 
 
 @pytest.mark.parametrize("task", ["geneval", "vqa"])

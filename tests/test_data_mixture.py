@@ -28,6 +28,8 @@ from jf_jax.shapes import world as shapes_world
 
 SIZES = dict(num_train=300, num_validation=30, num_test=200)
 SWITCH = dict(step=2, und_rows=2, text_rows=0, gen_rows=4)
+# The resume test's mixture holds edit rows too (2 per batch, 4 after its switch).
+EDIT_SWITCH = dict(SWITCH, edit_rows=4)
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +97,9 @@ def test_task_rows_cover_every_epoch_in_a_new_order():
 
 def test_slots_before_follows_the_switch():
   config, _ = _config("", switch=SWITCH)
-  assert layout.slots_before(config.batch, 0) == dict(und=0, text=0, gen=0)
-  assert layout.slots_before(config.batch, 2) == dict(und=8, text=4, gen=12)
-  assert layout.slots_before(config.batch, 5) == dict(und=14, text=4, gen=24)
+  assert layout.slots_before(config.batch, 0) == dict(und=0, text=0, gen=0, edit=0)
+  assert layout.slots_before(config.batch, 2) == dict(und=8, text=4, gen=12, edit=0)
+  assert layout.slots_before(config.batch, 5) == dict(und=14, text=4, gen=24, edit=0)
 
 
 # ------------------------------------------------------------------------------ mixture
@@ -119,16 +121,20 @@ def test_switch_continues_each_task_stream(data_dir):
 def test_resume_is_exact_across_the_switch_with_0_and_2_workers(data_dir):
   """A loader restored from the state after step 1 (before the switch at 2) gives the
   batches of one that never stopped, with 0 or 2 workers, and two processes' halves of
-  them concatenate to the one-process batch."""
-  config, cfg = _config(data_dir, switch=SWITCH)
+  them concatenate to the one-process batch; the mixture holds edit rows (a fourth task,
+  whose examples are drawn per slot)."""
+  config, cfg = _config(data_dir, switch=EDIT_SWITCH, edit_rows=2)
   straight = pipeline.make_source(config, cfg)
   expected = _take(straight, 5)
+  assert [b["edit_weights"].shape[0] for b in expected] == [2, 2, 4, 4, 4]
+  assert all(b["edit_weights"].all() for b in expected)
   first = pipeline.make_source(config, cfg)
   next(first)
   state = _json(first.get_state())
   assert state["step"] == 1
   for workers in (0, 2):
-    resumed = pipeline.make_source(_config(data_dir, switch=SWITCH, workers=workers)[0], cfg)
+    resumed = pipeline.make_source(_config(data_dir, switch=EDIT_SWITCH, workers=workers,
+                                           edit_rows=2)[0], cfg)
     resumed.set_state(state)
     _assert_same(_take(resumed, 4), expected[1:])
     assert resumed.get_state()["step"] == 5
@@ -162,7 +168,7 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def test_bad_examples_are_skipped_and_counted(data_dir):
-  config, cfg = _config(data_dir, und_rows=2, text_rows=2, gen_rows=2)
+  config, cfg = _config(data_dir, und_rows=2, text_rows=2, gen_rows=2, edit_rows=2)
   config.data.shuffle = False
   good = shapes_scene.render([shapes_scene.Obj(0, 0, (4, 4, 14, 14))], 32)
   gen = [{"image": good, "caption": "a red circle"},
@@ -174,25 +180,37 @@ def test_bad_examples_are_skipped_and_counted(data_dir):
          {"image": np.zeros((32, 32), np.float32), "turns": [("q", "a")]},  # bad array
          {"image": good, "turns": [("how many shapes are there?", "")]}]    # empty answer
   text = ["there is one shape.", "", "the circle is red. " * 20]
+  edit = [{"image": good, "instruction": "make the red circle blue", "target": good},
+          {"image": good, "instruction": "remove the red circle", "target": b"broken"},
+          {"image": good, "instruction": "", "target": good},              # empty
+          {"image": good, "instruction": "remove the red circle " * 10, "target": good},
+          {"image": good[:20], "instruction": "remove the red circle", "target": good}]
   ident = lambda item, rng: item
   tasks = {"gen": (gen, ident), "und": (und, ident),
-           "text": (text, lambda item, rng: {"text": item})}
+           "text": (text, lambda item, rng: {"text": item}), "edit": (edit, ident)}
   source = pipeline.make_source(config, cfg, tasks=tasks)
   batches = _take(source, 15)  # 30 slots per task: 6 / 10 / 10 epochs
   # Each bad example counted once ("skipped"), each of its draws in "draws".
   assert source.stats()["skipped"] == {
       "gen/undecodable_image": 1, "gen/wrong_size": 1, "gen/empty_text": 1,
       "gen/too_long": 1, "und/undecodable_image": 1, "und/empty_text": 1,
-      "text/empty_text": 1, "text/too_long": 1}
+      "text/empty_text": 1, "text/too_long": 1, "edit/undecodable_image": 1,
+      "edit/empty_text": 1, "edit/too_long": 1, "edit/wrong_size": 1}
   assert source.stats()["draws"] == {
+      "edit/undecodable_image": 6, "edit/empty_text": 6, "edit/too_long": 6,
+      "edit/wrong_size": 6,
       "gen/undecodable_image": 6, "gen/wrong_size": 6, "gen/empty_text": 6,
       "gen/too_long": 6, "und/undecodable_image": 10, "und/empty_text": 10,
       "text/empty_text": 10, "text/too_long": 10}
   tok = tok_lib.make_tokenizer(config)  # the longest too-long rows: the planted ones
   assert source.stats()["longest"] == {
       "gen/too_long": len(packing.gen_prompt_ids(tok, gen[4]["caption"])),
-      "text/too_long": len(tok.encode(text[2])) + 2}  # BOS, EOS
-  assert source.stats()["rows"] == {"gen": 6, "und": 10, "text": 10}
+      "text/too_long": len(tok.encode(text[2])) + 2,  # BOS, EOS
+      "edit/too_long": len(packing.edit_prompt_ids(tok, edit[3]["instruction"],
+                                                    cfg.num_und_tokens - 1)[0])}
+  assert source.stats()["rows"] == {"gen": 6, "und": 10, "text": 10, "edit": 6}
+  edit_weights = np.concatenate([b["edit_weights"] for b in batches])
+  assert edit_weights.tolist() == [1.0, 0, 0, 0, 0] * 6
   weights = np.concatenate([b["gen_weights"] for b in batches])
   assert weights.tolist() == [1.0, 0, 0, 0, 0] * 6
   und_rows = np.concatenate([b["und_weights"] for b in batches]).sum(1) > 0
@@ -237,7 +255,7 @@ def test_skip_counts_are_equal_with_0_and_2_workers(data_dir, tmp_path):
   _assert_same(results[2][0], results[0][0])
   epochs = batches * 4 // count
   assert results[0][1]["stats"] == {
-      "rows": {"und": 0, "text": 0, "gen": 5 * epochs},
+      "rows": {"und": 0, "text": 0, "gen": 5 * epochs, "edit": 0},
       "skipped": {"gen/undecodable_image": 1, "gen/missing_caption": 1,
                   "gen/empty_text": 1},
       "draws": {"gen/undecodable_image": epochs, "gen/missing_caption": epochs,

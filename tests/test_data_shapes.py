@@ -230,7 +230,7 @@ def test_user_data_readers(data_dir, tmp_path):
   batch = next(source)
   layout.check_batch(batch, config.batch, cfg, cfg.latent_size)
   stats = source.stats()
-  assert stats["rows"] == {"und": 1, "text": 2, "gen": 2}
+  assert stats["rows"] == {"und": 1, "text": 2, "gen": 2, "edit": 0}
   assert stats["skipped"] == {"gen/missing_caption": 1, "gen/bad_record": 1,
                               "gen/undecodable_image": 1, "und/no_image": 1}
   tok = tok_lib.make_tokenizer(config)

@@ -81,7 +81,7 @@ def test_rows_come_from_the_records_with_their_counts(patterns):
   assert batch["und_images"].shape == (2, 1, 32, 32, 3)
   assert batch["gen_pixels"].shape == (4, 32, 32, 3)
   assert batch["text_weights"].sum() > 0 and batch["und_weights"].sum() > 0
-  assert source.stats()["rows"] == {"und": 2, "text": 2, "gen": 4}
+  assert source.stats()["rows"] == {"und": 2, "text": 2, "gen": 4, "edit": 0}
   source.close()
 
 
@@ -156,5 +156,5 @@ def test_two_processes_read_their_rows_and_build_the_global_batch(patterns, tmp_
   whole.close()
   # Each process counted its own real rows: together the one-process count.
   stats = [json.loads(str(g["stats"])) for g in got]
-  assert {t: stats[0]["rows"][t] + stats[1]["rows"][t] for t in ("und", "text", "gen")
+  assert {t: stats[0]["rows"][t] + stats[1]["rows"][t] for t in ("und", "text", "gen", "edit")
           } == whole.stats()["rows"]

@@ -89,6 +89,18 @@ def test_question_prints_an_answer(checkpoint):
   assert "decoded" in proc.stdout
 
 
+def test_image_and_prompt_write_the_edited_image(checkpoint):
+  """--image + --prompt edits: OUT is one image at the generated size."""
+  out = checkpoint / "edited.png"
+  proc = _run(f"--checkpoint={checkpoint / 'ckpt'}", f"--image={checkpoint / 'cat.png'}",
+              "--prompt=make the red circle blue", f"--out={out}", "--steps=2",
+              "--guidance_text=2.5", "--guidance_image=1.5")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "edited in" in proc.stdout and "guidance text 2.5 image 1.5" in proc.stdout
+  size = tiny_checkpoint.config().model.latent_size
+  assert np.asarray(Image.open(out)).shape == (size, size, 3)
+
+
 def test_missing_tokenizer_and_vae_are_named(checkpoint, tmp_path):
   bare = tmp_path / "bare"
   bare.mkdir()

@@ -424,8 +424,8 @@ def test_mixture_switch_changes_rows_and_resumes_exactly(tmp_path):
                               to_host(straight["state"].params))
   unswitched = base_config(num_steps=4)
   assert layout.rows_at(unswitched.batch, 3) == layout.rows_per_task(unswitched.batch)
-  assert layout.rows_at(config(4).batch, 1) == dict(und=4, text=4, gen=4)
-  assert layout.rows_at(config(4).batch, 2) == dict(und=8, text=0, gen=4)
+  assert layout.rows_at(config(4).batch, 1) == dict(und=4, text=4, gen=4, edit=0)
+  assert layout.rows_at(config(4).batch, 2) == dict(und=8, text=0, gen=4, edit=0)
   bad = config(4)
   bad.batch.switch.gen_rows = 3
   bad.mesh.update(dict(data=2, fsdp=2, tensor=2))

@@ -35,7 +35,8 @@ def main(coordinator: str, process_id: int, patterns: dict, out: str) -> None:
   saved = {}
   for step in range(STEPS):
     local = next(source)
-    assert all(v.shape[0] == 4 for v in local.values()), {k: v.shape for k, v in local.items()}
+    assert all(v.shape[0] == (0 if k.startswith("edit_") else 4) for k, v in local.items()), (
+      {k: v.shape for k, v in local.items()})  # no edit rows in this mixture
     placed = pipeline.global_batch(local, sharding)
     gathered = multihost_utils.process_allgather(placed, tiled=True)
     saved.update({f"{step}/local/{k}": v for k, v in local.items()})

@@ -6,6 +6,8 @@ r"""`python -m jf_jax.bench`: benchmark sample sets and answer files in the scor
   python -m jf_jax.bench mjhq --checkpoint CKPT --vae VAE --out OUT --meta meta_data.json
   python -m jf_jax.bench vqa --checkpoint CKPT --out OUT --questions q.jsonl \
       --image_root IMAGES
+  python -m jf_jax.bench edit --checkpoint CKPT --out OUT --inputs edits.jsonl \
+      [--guidance_text 2.0 --guidance_image 1.5]
 
 Sampling flags: --steps --guidance --solver --seed --batch_per_device --dtype; --step N
 reads training step N of a workdir --checkpoint (default its latest). Work is
@@ -22,6 +24,7 @@ import jax
 
 from jf_jax import entry_point
 from jf_jax.bench import dpg
+from jf_jax.bench import edit
 from jf_jax.bench import geneval
 from jf_jax.bench import images
 from jf_jax.bench import mjhq
@@ -32,7 +35,9 @@ from jf_jax.inference import loader
 from jf_jax.sampling import image as image_sampling
 
 IMAGE_TASKS = {"geneval": geneval, "dpg": dpg, "mjhq": mjhq}
-TASKS = {**IMAGE_TASKS, "vqa": vqa}
+TASKS = {**IMAGE_TASKS, "vqa": vqa, "edit": edit}
+# Tasks that write images with their own sampling flags (edit: two guidance weights).
+EDIT_TASKS = ("edit",)
 
 
 def _common_arguments() -> argparse.ArgumentParser:
@@ -98,7 +103,7 @@ def run(argv: list[str]) -> None:
     jax.distributed.initialize()
   mesh = engine_lib.local_mesh(args.devices)
   task = TASKS[args.task]
-  generating = args.task in IMAGE_TASKS
+  generating = args.task in IMAGE_TASKS or args.task in EDIT_TASKS
   loaded = loader.load(args.checkpoint, tokenizer=args.tokenizer, vae=args.vae,
                        image_decoder=generating, dtype=args.dtype, step=args.step,
                        quantize=args.quantize)
@@ -113,7 +118,10 @@ def run(argv: list[str]) -> None:
   if generating:
     engine_config.solver = args.solver
   engine = engine_lib.Engine(loaded, engine_config, mesh)
-  if generating:
+  if args.task in EDIT_TASKS:
+    size = engine.image_size
+    settings.update(resolution=[size, size], vae=args.vae)
+  elif generating:
     sample = images.ImageSettings(args.steps, args.guidance, args.solver, args.seed,
                                   args.batch_per_device)
     size = engine.image_size
@@ -123,7 +131,7 @@ def run(argv: list[str]) -> None:
     size = loaded.cfg.und_encoder.image_size
     settings.update(resolution=[size, size])
   record.write(args.out, settings, mesh, args.overwrite)
-  if generating:
+  if generating and args.task not in EDIT_TASKS:
     task.run(args, engine, sample)
   else:
     task.run(args, engine, args.seed)

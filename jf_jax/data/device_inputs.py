@@ -15,6 +15,8 @@ from jf_jax.data import preprocess
 NORMALIZERS = {
     "und_images": preprocess.siglip_normalize,  # [und_rows, 1, S, S, 3]
     "gen_pixels": preprocess.to_pixel_latent,   # [gen_rows, P, P, 3] in [-1, 1]
+    "edit_images": preprocess.siglip_normalize,  # the edit rows' sources, as und_images
+    "edit_pixels": preprocess.to_pixel_latent,   # their targets, as gen_pixels
 }
 
 

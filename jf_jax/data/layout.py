@@ -1,8 +1,9 @@
-"""The train batch layout: three fixed-shape sub-batches, one per task.
+"""The train batch layout: four fixed-shape sub-batches, one per task.
 
-Every batch holds `und_rows` understanding conversations, `text_rows` text-only sequences
-and `gen_rows` generation examples (the stage's mixture ratio), each padded to fixed
-lengths with masks, so the jitted step never recompiles. Keys and shapes:
+Every batch holds `und_rows` understanding conversations, `text_rows` text-only sequences,
+`gen_rows` generation examples and `edit_rows` image edits (the stage's mixture ratio;
+edits are off, 0 rows, unless a config turns them on), each padded to fixed lengths with
+masks, so the jitted step never recompiles. Keys and shapes:
 
   und_ids        [und_rows, und_seq] int32   tokens (image slots hold placeholder ids)
   und_images     [und_rows, 1, S, S, 3] uint8  images for SigLIP (S = und image size)
@@ -16,6 +17,13 @@ lengths with masks, so the jitted step never recompiles. Keys and shapes:
   gen_pixels      [gen_rows, P, P, 3] uint8  the image's centre crop, P =
                                             `LatentSpace.pixel_size` (models/latent_space.py)
   gen_weights     [gen_rows] f32            1 for real rows, 0 for padding rows
+  edit_prompt_ids  [edit_rows, edit_len] int32  BOS + prompt with the source image's
+                                                 placeholders, left-padded (packing.py)
+  edit_prompt_mask [edit_rows, edit_len] bool
+  edit_image_mask  [edit_rows, edit_len] bool   <begin_of_image> + placeholder positions
+  edit_images      [edit_rows, 1, S, S, 3] uint8  the source image for SigLIP
+  edit_pixels      [edit_rows, P, P, 3] uint8  the edited image (the flow's target)
+  edit_weights     [edit_rows] f32
 
 One schema for every generation space: images travel as uint8 pixels (4x less to build,
 copy between processes and send to the accelerators than float32); the train step turns
@@ -31,11 +39,17 @@ import numpy as np
 from jf_jax.models.config import JanusFlowConfig
 
 
+def edit_prompt_len(batch_cfg: Any) -> int:
+  """`batch_cfg.edit_prompt_len` (a config written before edits existed: gen_prompt_len)."""
+  return int(batch_cfg.get("edit_prompt_len", batch_cfg.gen_prompt_len))
+
+
 def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig, pixel_size: int
                  ) -> dict[str, tuple[tuple[int, ...], Any]]:
   """Key -> (shape, numpy dtype) of a global batch; `pixel_size` = P of the run's
   `LatentSpace`."""
   u, t, g = batch_cfg.und_rows, batch_cfg.text_rows, batch_cfg.gen_rows
+  e, el = batch_cfg.get("edit_rows", 0), edit_prompt_len(batch_cfg)
   s, p = cfg.und_encoder.image_size, pixel_size
   us, ts, pl = batch_cfg.und_seq_len, batch_cfg.text_seq_len, batch_cfg.gen_prompt_len
   shapes = {
@@ -46,6 +60,9 @@ def batch_shapes(batch_cfg: Any, cfg: JanusFlowConfig, pixel_size: int
       "text_targets": ((t, ts), np.int32), "text_weights": ((t, ts), np.float32),
       "gen_prompt_ids": ((g, pl), np.int32), "gen_prompt_mask": ((g, pl), np.bool_),
       "gen_pixels": ((g, p, p, 3), np.uint8), "gen_weights": ((g,), np.float32),
+      "edit_prompt_ids": ((e, el), np.int32), "edit_prompt_mask": ((e, el), np.bool_),
+      "edit_image_mask": ((e, el), np.bool_), "edit_images": ((e, 1, s, s, 3), np.uint8),
+      "edit_pixels": ((e, p, p, 3), np.uint8), "edit_weights": ((e,), np.float32),
   }
   return shapes
 
@@ -57,7 +74,9 @@ def abstract_batch(batch_cfg: Any, cfg: JanusFlowConfig, pixel_size: int
 
 
 def rows_per_task(batch_cfg: Any) -> dict[str, int]:
-  return {"und": batch_cfg.und_rows, "text": batch_cfg.text_rows, "gen": batch_cfg.gen_rows}
+  """{task: rows}; a config without `edit_rows` (written before edits existed) has none."""
+  return {"und": batch_cfg.und_rows, "text": batch_cfg.text_rows, "gen": batch_cfg.gen_rows,
+          "edit": int(batch_cfg.get("edit_rows", 0))}
 
 
 def switch_step(batch_cfg: Any) -> int:

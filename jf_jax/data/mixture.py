@@ -1,6 +1,6 @@
-"""The three task streams as grain datasets, and the fixed-layout batch of a training step.
+"""The task streams as grain datasets, and the fixed-layout batch of a training step.
 
-Each task (und / text / gen) is a grain `MapDataset` of rows (`task_rows`):
+Each task (und / text / gen / edit) is a grain `MapDataset` of rows (`task_rows`):
 
   source (any random-access data) -> shuffle (seeded, per task) -> repeat (a new order
   every epoch) -> map_with_index (record -> fixed-shape row, `processor.RowBuilder`)
@@ -29,7 +29,7 @@ from jf_jax.data import layout
 from jf_jax.data.processor import RowBuilder
 from jf_jax.data.records import BadExample
 
-TASKS = ("und", "text", "gen")
+TASKS = ("und", "text", "gen", "edit")  # appended: earlier tasks keep their seeds
 _TASK_IDS = {name: i for i, name in enumerate(TASKS)}
 # A converter turns a data item into a record (`records.py`); rng is per slot.
 Converter = Callable[[Any, np.random.Generator], dict]
@@ -105,8 +105,8 @@ class MixtureBatches:
     batch = element["batch"]
     batch.update({f"{task}_{k}": np.stack([r[k] for r in rows]) if rows else
                   np.zeros((0,) + v.shape, v.dtype) for k, v in template.items()})
-    if task == "gen":
-      batch["gen_weights"] = np.asarray([skip is None for _, skip in built], np.float32
+    if task in ("gen", "edit"):
+      batch[f"{task}_weights"] = np.asarray([skip is None for _, skip in built], np.float32
                                         ).reshape(local)
 
   def __call__(self, step: int) -> dict:

@@ -7,6 +7,10 @@ with `image_mask` on BOI and the N placeholders (N = SigLIP patches, so BOI + N 
 *target* is an answer token or its EOS (the paper: loss on responses only). Text rows are
 [BOS, text, EOS, pad] with every target supervised. Generation prompts are left-padded
 [pad, BOS, "User: {caption}\\n\\nAssistant:"] (as the official sampler: BOS first, tag dropped).
+Edit prompts are left-padded too, [pad, BOS, "User: ", BOI, N x IMAGE, EOI,
+"\\n{instruction}\\n\\nAssistant:"], with `image_mask` on BOI and the N placeholders as in
+understanding rows (the source image's SigLIP tokens go there) and the flow's inputs after
+them as in generation rows.
 
 A row that does not fit, or has empty text, raises `BadExample`; `padding_row` gives the
 zero-weight row the source puts in its place so batches keep their static shape.
@@ -108,8 +112,37 @@ def pack_gen(tok: tok_lib.Tokenizer, caption: str, prompt_len: int) -> dict[str,
   return {"prompt_ids": row, "prompt_mask": np.arange(prompt_len) >= prompt_len - n}
 
 
+def edit_prompt_ids(tok: tok_lib.Tokenizer, instruction: str, num_patches: int
+                    ) -> tuple[list[int], list[bool]]:
+  """[BOS, "User: ", BOI, N x IMAGE, EOI, "\\n{instruction}\\n\\nAssistant:"] and its image
+  flags (BOI + placeholders): the packed edit row's prompt and the sampler's."""
+  ids = [tok.bos_id] + tok.encode(templates.edit_prompt(instruction))
+  return _expand_image(tok, ids, num_patches)
+
+
+def pack_edit(tok: tok_lib.Tokenizer, instruction: str, num_patches: int, prompt_len: int
+              ) -> dict[str, np.ndarray]:
+  """An instruction -> left-padded prompt_ids/prompt_mask/image_mask [prompt_len]."""
+  if not instruction.strip():
+    raise BadExample("empty_text", "empty instruction")
+  ids, flags = edit_prompt_ids(tok, instruction, num_patches)
+  n = len(ids)
+  if n > prompt_len:
+    raise BadExample("too_long", f"edit prompt of {n} tokens > edit_prompt_len={prompt_len}",
+                     length=n)
+  row = np.full((prompt_len,), tok.pad_id, np.int32)
+  row[prompt_len - n:] = ids
+  image_mask = np.zeros((prompt_len,), bool)
+  image_mask[prompt_len - n:] = flags
+  return {"prompt_ids": row, "prompt_mask": np.arange(prompt_len) >= prompt_len - n,
+          "image_mask": image_mask}
+
+
 def padding_row(task: str, tok: tok_lib.Tokenizer, seq_len: int) -> dict[str, np.ndarray]:
   """A zero-weight row (BOS only, attended) standing in for a skipped example."""
+  if task == "edit":
+    row = padding_row("gen", tok, seq_len)
+    return {**row, "image_mask": np.zeros((seq_len,), bool)}
   if task == "gen":
     row = np.full((seq_len,), tok.pad_id, np.int32)
     row[-1] = tok.bos_id

@@ -102,6 +102,10 @@ def batch_stats(batch: dict[str, np.ndarray], cfg: JanusFlowConfig) -> tuple[int
   tokens = (int(batch["und_valid"].sum()) + int(batch["text_valid"].sum())
             + int(batch["gen_prompt_mask"].sum()) + gen_rows * (1 + cfg.num_gen_tokens))
   images = batch["und_images"].shape[0] + gen_rows
+  if "edit_weights" in batch:  # edit rows: prompt (with the source's tokens) + the flow's
+    edit_rows = int(np.sum(batch["edit_weights"] > 0))
+    tokens += int(batch["edit_prompt_mask"].sum()) + edit_rows * (1 + cfg.num_gen_tokens)
+    images += 2 * edit_rows  # the source through SigLIP, the target through the flow
   return tokens, images
 
 

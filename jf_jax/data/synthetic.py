@@ -3,7 +3,8 @@
 Deterministic in (seed, step). Content is random but well formed: understanding rows are
 [BOS, prompt, BOI, placeholders, EOI, question, answer, EOS, pad...] with loss only on the
 answer and EOS; text rows are fully supervised up to their random length; generation rows
-have a left-padded prompt and uniform uint8 pixels.
+have a left-padded prompt and uniform uint8 pixels; edit rows a left-padded
+[BOS, word, BOI, placeholders, EOI, words] prompt, a uniform source and target.
 """
 
 from typing import Any
@@ -64,6 +65,21 @@ def _gen_rows(rng, b, prompt_len, tok, vocab):
   return ids, mask
 
 
+def _edit_rows(rng, b, prompt_len, n_img, tok, vocab):
+  ids = np.full((b, prompt_len), tok.pad_id, np.int32)
+  image_mask = np.zeros((b, prompt_len), bool)
+  for r in range(b):
+    words = rng.integers(tok.num_special, vocab, size=rng.integers(1, 4))
+    row = [tok.bos_id, int(rng.integers(tok.num_special, vocab)), tok.boi_id,
+           *([tok.image_id] * (n_img - 1)), tok.eoi_id, *words]
+    if len(row) > prompt_len:
+      raise ValueError(f"config.batch.edit_prompt_len={prompt_len} is too short for {n_img} "
+                       f"image tokens plus text ({len(row)} needed)")
+    ids[r, prompt_len - len(row):] = row
+    image_mask[r, prompt_len - len(row) + 2:prompt_len - len(row) + 2 + n_img] = True
+  return ids, image_mask
+
+
 def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: int,
                pixel_size: int) -> dict[str, np.ndarray]:
   """One global batch (numpy) with the layout of `layout.batch_shapes` (`pixel_size`: P of
@@ -88,5 +104,14 @@ def make_batch(batch_cfg: Any, tok: Any, cfg: JanusFlowConfig, seed: int, step: 
       "gen_prompt_ids": gen_ids, "gen_prompt_mask": gen_mask,
       "gen_pixels": random("gen_pixels"), "gen_weights": np.ones((g,), np.float32),
   }
+  e, el = shapes["edit_prompt_ids"][0]
+  if e:  # drawn after everything else: batches without edit rows are unchanged
+    edit_ids, edit_image_mask = _edit_rows(rng, e, el, cfg.num_und_tokens, tok, vocab)
+    batch.update(edit_prompt_ids=edit_ids, edit_prompt_mask=edit_ids != tok.pad_id,
+                 edit_image_mask=edit_image_mask, edit_images=random("edit_images"),
+                 edit_pixels=random("edit_pixels"), edit_weights=np.ones((e,), np.float32))
+  else:
+    batch.update({k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()
+                  if k.startswith("edit_")})
   return batch
 

@@ -13,6 +13,10 @@ Generation: "User: {prompt}\n\nAssistant:" with an empty system prompt. The offi
 sampler appends a generation tag and then removes it ("we remove the last <bog> token and
 replace it with t_emb"), so the conditioning prefix is this string alone.
 
+Editing (an image and an instruction -> an image): "User: <image_placeholder>\n{instruction}
+\n\nAssistant:", the understanding turn's layout without a system prompt, then the
+generation inputs as for text to image (the flow conditions on all of it).
+
 Every message is stripped, as in the official template. The image of an understanding
 conversation goes in the first user turn; `tokenizer.IMAGE` is later expanded to
 <begin_of_image> + N x <image_placeholder> + <end_of_image> (`packing.py`).
@@ -60,3 +64,9 @@ def und_prompt(question: str, system_prompt: str = SYSTEM_PROMPT,
 def gen_prompt(prompt: str) -> str:
   """The text-to-image prompt; the generation tag is dropped, as the official sampler does."""
   return f"User: {prompt.strip()}\n\nAssistant:"
+
+
+def edit_prompt(instruction: str) -> str:
+  """The edit prompt: the source image (expanded by the packer) and the instruction in one
+  user turn, then "Assistant:" (no system prompt, as for text to image)."""
+  return f"User: {tok_lib.IMAGE}\n{instruction.strip()}\n\nAssistant:"

@@ -136,16 +136,24 @@ def from_checkpoint_dir(path: str) -> Tokenizer:
   return Tokenizer(hf, **_special(hf, pad_id=hf.token_to_id(EOS) if pad is None else pad))
 
 
-def word_level_pieces(words: Sequence[str]) -> list[str]:
-  """Non-special pieces of a word-level tokenizer of `words`, in id order."""
+def word_level_pieces(words: Sequence[str], extra_words: Sequence[str] = ()) -> list[str]:
+  """Non-special pieces of a word-level tokenizer of `words`, in id order.
+
+  `extra_words` (those not already there) come after every other piece, so adding them
+  leaves the ids of a vocabulary without them unchanged (old runs' tokens keep their ids).
+  """
   words = sorted(set(words) | set(_TEMPLATE_WORDS))
   pieces = [p for w in words for p in (w, " " + w)]
   pieces += [p for c in _PUNCTUATION for p in (c, " " + c)]
-  return pieces + [" ", "\n", "\n\n"]
+  pieces += [" ", "\n", "\n\n"]
+  extra = sorted(set(extra_words) - set(words))
+  return pieces + [p for w in extra for p in (w, " " + w)]
 
 
-def word_level(tokens_cfg: Any, words: Sequence[str]) -> Tokenizer:
-  """Word-level tokenizer of `words` and the templates; special ids from `tokens_cfg`."""
+def word_level(tokens_cfg: Any, words: Sequence[str], extra_words: Sequence[str] = ()
+               ) -> Tokenizer:
+  """Word-level tokenizer of `words` and the templates, then `extra_words` (ids after all
+  others: `word_level_pieces`); special ids from `tokens_cfg`."""
   ids = {SPECIAL_TOKENS[k]: int(tokens_cfg[k]) for k in SPECIAL_TOKENS}
   num_special = int(tokens_cfg.num_special)
   free = sorted(set(range(num_special)) - set(ids.values()))
@@ -153,7 +161,8 @@ def word_level(tokens_cfg: Any, words: Sequence[str]) -> Tokenizer:
     raise ValueError("config.tokens must give distinct special ids below num_special with "
                      f"one spare id for <unk>; got {dict(tokens_cfg)}")
   vocab = {**ids, UNK: free[0]}
-  vocab.update({p: num_special + i for i, p in enumerate(word_level_pieces(words))})
+  pieces = word_level_pieces(words, extra_words)
+  vocab.update({p: num_special + i for i, p in enumerate(pieces)})
   hf = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token=UNK))
   hf.pre_tokenizer = pre_tokenizers.Split(tokenizers.Regex(_WORD_SPLIT), behavior="isolated")
   hf.decoder = decoders.Fuse()

@@ -1,6 +1,6 @@
 """Readers for your own data, one per task, yielding the records of `records.py`.
 
-All three produce (data, convert) pairs for the mixture (`file_tasks` reads them from
+All four produce (data, convert) pairs for the mixture (`file_tasks` reads them from
 `config.data`), so user data gets the same grain pipeline, packing, preprocessing,
 sharding, resumable state and bad-example counting as the shapes world. Select them
 with `config.data.source = "files"` (see docs/data.md):
@@ -14,6 +14,9 @@ with `config.data.source = "files"` (see docs/data.md):
   {"from": "gpt", "value": "A"}, ...]}; every answer is supervised.
 * text, `text_files(paths, unit)`: plain UTF-8 text; one example per non-empty line
   (`unit="line"`), per blank-line separated paragraph ("paragraph") or per file ("file").
+* edit, `edit_files(paths, image_root)`: .jsonl files of {"source": "path",
+  "instruction": "...", "target": "path"} lines (the layout of InstructPix2Pix /
+  MagicBrush-style sets: a source image, the instruction, the edited image).
 
 Items are parsed lazily, at the time they are drawn: a malformed line, a missing image or
 an empty caption becomes a counted `BadExample`, never an exception that stops training.
@@ -124,8 +127,29 @@ def text_files(paths: Sequence[str], unit: str = "line"):
   return items, lambda item, rng: {"text": item}
 
 
+def _edit_record(item, rng) -> dict:
+  del rng
+  line, base = item
+  try:
+    obj = json.loads(line)
+    return {"image": _resolve(str(obj["source"]), base),
+            "instruction": str(obj["instruction"]), "target": _resolve(str(obj["target"]), base)}
+  except (ValueError, KeyError, TypeError) as e:
+    raise BadExample("bad_record", f"{type(e).__name__}: {e}") from e
+
+
+def edit_files(paths: Sequence[str], image_root: str = ""):
+  """Edit data: .jsonl files of {"source", "instruction", "target"} lines."""
+  items = []
+  for path in paths:
+    base = image_root or os.path.dirname(os.path.abspath(path))
+    with open(path, encoding="utf-8") as f:
+      items += [(line, base) for line in f if line.strip()]
+  return items, _edit_record
+
+
 def file_tasks(data_cfg) -> dict:
-  """{task: (items, converter)} from `config.data.{und,gen,text}_files`."""
+  """{task: (items, converter)} from `config.data.{und,gen,text,edit}_files`."""
   tasks = {}
   if data_cfg.und_files:
     tasks["und"] = llava_files(list(data_cfg.und_files), data_cfg.image_root)
@@ -133,4 +157,6 @@ def file_tasks(data_cfg) -> dict:
     tasks["gen"] = image_caption_files(list(data_cfg.gen_files), data_cfg.image_root)
   if data_cfg.text_files:
     tasks["text"] = text_files(list(data_cfg.text_files), data_cfg.text_unit)
+  if data_cfg.get("edit_files"):
+    tasks["edit"] = edit_files(list(data_cfg.edit_files), data_cfg.image_root)
   return tasks

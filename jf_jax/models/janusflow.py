@@ -152,8 +152,28 @@ class JanusFlow(nn.Module):
       velocity [batch, h, w, c], and with `capture_layer` also the captured hidden states
       [batch, n_latent_tokens, embed].
     """
+    return self._velocity_after(self.language_model.embed(prompt_ids), z_t, t, prompt_mask,
+                                capture_layer)
+
+  def edit_velocity(self, prompt_ids, images, image_mask, z_t, t, prompt_mask=None,
+                    capture_layer=None):
+    """Velocity given an edit prompt: the source image's understanding tokens (SigLIP +
+    aligner, merged where `image_mask` says, as `understand` does) and the instruction.
+
+    Args:
+      prompt_ids: [batch, prompt_len] int, left-padded edit rows (`packing.pack_edit`).
+      images: [batch, 1, H, W, 3] SigLIP-normalised source images.
+      image_mask: [batch, prompt_len] bool, True at <begin_of_image> and the placeholders.
+      z_t, t, prompt_mask, capture_layer: as `generate_velocity`.
+    Returns:
+      as `generate_velocity`.
+    """
+    prefix = self.embed_understanding(prompt_ids, images, image_mask)
+    return self._velocity_after(prefix, z_t, t, prompt_mask, capture_layer)
+
+  def _velocity_after(self, prefix, z_t, t, prompt_mask, capture_layer):
+    """`generate_velocity` from prompt embeddings [batch, prompt_len, embed]."""
     tokens, skip, t_emb = self.encode_gen_inputs(z_t, t)
-    prefix = self.language_model.embed(prompt_ids)
     x = jnp.concatenate([prefix, tokens.astype(prefix.dtype)], axis=1)
     b, seq = x.shape[:2]
     key_valid = None

@@ -50,3 +50,33 @@ def keep_only_bos(ids: jax.Array, mask: jax.Array, pad_id: int
   mask = mask.astype(bool)
   is_bos = mask & (jnp.cumsum(mask, axis=1) == 1)
   return jnp.where(is_bos, ids, pad_id).astype(ids.dtype), is_bos
+
+
+def edit_condition_rows(ids: jax.Array, mask: jax.Array, image_mask: jax.Array,
+                        keep_image: jax.Array, keep_text: jax.Array, pad_id: int,
+                        eoi_id: int) -> tuple[jax.Array, jax.Array]:
+  """Edit prompt rows with the source image and/or the instruction dropped, as both the
+  train step's two-condition dropout and the sampler's guidance rows build them.
+
+  The image block is <begin_of_image>, the placeholders (`image_mask`) and
+  <end_of_image>; the text is every other valid position but BOS. A dropped part becomes
+  `pad_id` with mask False (its positions keep their index: positions stay an arange, as
+  for `keep_only_bos`); BOS always stays, so with both dropped a row is
+  `keep_only_bos` of itself, the caption rows' unconditional row.
+
+  Args:
+    ids, mask, image_mask: [batch, prompt_len] left-padded edit rows (`packing.pack_edit`).
+    keep_image, keep_text: [batch] bool (or scalars): which conditions each row keeps.
+    pad_id, eoi_id: the tokenizer's pad and <end_of_image> ids.
+  Returns:
+    (ids [batch, prompt_len] of ids' dtype, mask [batch, prompt_len] bool); `image_mask`
+    is unchanged (a dropped image's embeddings are merged but masked out).
+  """
+  mask = mask.astype(bool)
+  is_bos = mask & (jnp.cumsum(mask, axis=1) == 1)
+  image = mask & (image_mask.astype(bool) | (ids == eoi_id))
+  text = mask & ~is_bos & ~image
+  keep_image = jnp.broadcast_to(jnp.asarray(keep_image, bool), ids.shape[:1])[:, None]
+  keep_text = jnp.broadcast_to(jnp.asarray(keep_text, bool), ids.shape[:1])[:, None]
+  keep = is_bos | (image & keep_image) | (text & keep_text)
+  return jnp.where(keep, ids, pad_id).astype(ids.dtype), keep

@@ -167,6 +167,18 @@ def _place(rng, n: int, size: int) -> list | None:
   return boxes
 
 
+def layout_boxes(rng: np.random.Generator, n: int, size: int, layout: str = "columns"
+                 ) -> list:
+  """n boxes left to right in `layout` (what `sample_scene` places its objects in)."""
+  check_layout(layout)
+  if layout == "columns":
+    return _place_in_columns(rng, n, size)
+  boxes = None
+  while boxes is None:
+    boxes = _place(rng, n, size)
+  return sorted(boxes, key=lambda b: b[0] + b[2])
+
+
 def sample_scene(rng: np.random.Generator, size: int, holdout: frozenset,
                  test: bool, layout: str = "columns") -> list[Obj]:
   """A scene sorted left to right. Test scenes have 2-3 objects and a held-out pair."""

@@ -59,6 +59,33 @@ def generation_scores(images: Sequence[np.ndarray], captions: Sequence[str]) -> 
   }
 
 
+def edit_scores(images: Sequence[np.ndarray], targets: Sequence[Sequence[tuple[str, str]]],
+                kinds: Sequence[str]) -> dict:
+  """Edit score of uint8 [H, W, 3] edited images: an image passes when its detected scene
+  equals the instruction's result (`edits.apply_instruction` of the source, or the
+  generator's target: the same list), every object's colour, shape and place, so the
+  objects the edit leaves alone must stay as they were. Overall and per edit type
+  (`kinds`), with `object_accuracy`: of the images with the right count, the fraction
+  of objects right in their place (a softer figure: copying the source scores 0 on
+  `score` by construction, each edit changes the scene, but not on this).
+  """
+  if not len(images) == len(targets) == len(kinds):
+    raise ValueError(f"{len(images)} images, {len(targets)} targets, {len(kinds)} kinds")
+  hits, by_kind = [], collections.defaultdict(list)
+  right = paired = 0
+  for image, want, kind in zip(images, targets, kinds):
+    want = [tuple(p) for p in want]
+    got = detector.scene(np.asarray(image))
+    hits.append(got == want)
+    by_kind[kind].append(got == want)
+    if len(got) == len(want):
+      paired += len(want)
+      right += sum(g == w for g, w in zip(got, want))
+  return {"score": float(np.mean(hits)) if hits else 0.0,
+          "score_by_type": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())},
+          "object_accuracy": right / max(paired, 1), "num_images": len(hits)}
+
+
 def normalize_answer(text: str) -> str:
   return text.strip().lower().rstrip(".").strip()
 

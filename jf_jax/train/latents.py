@@ -32,6 +32,7 @@ from jf_jax.parallel import partition
 # The posterior noise is drawn from the step key folded with this constant, so it is
 # independent of the flow-matching draws (t, noise, prompt dropout) made from the same key.
 _POSTERIOR_STREAM = 0x5AE
+_EDIT_POSTERIOR_STREAM = 0x5AF  # the edit rows' targets
 
 
 def frozen_shardings(space: LatentSpace, mesh, rules) -> dict:
@@ -83,16 +84,28 @@ def encode_generation_rows(space: LatentSpace, frozen, batch: dict, rng: jax.Arr
     num_chunks: encode rows in this many sequential chunks (the microbatches).
   Returns:
     The batch without `gen_pixels`, with `gen_latents` [rows, L, L, C] float32 and
-    `gen_images` [rows, S, S, 3] float32; no gradient flows into either.
+    `gen_images` [rows, S, S, 3] float32; no gradient flows into either. Edit rows'
+    `edit_pixels`, when present, become `edit_latents` the same way.
   """
   out = dict(batch)
   pixels = out.pop("gen_pixels")
-  rows = pixels.shape[0]
   params = jax.lax.stop_gradient(frozen)
+  out["gen_latents"] = _encode(space, params, pixels, rng, _POSTERIOR_STREAM, num_chunks)
+  out["gen_images"] = jax.lax.stop_gradient(resize_for_siglip(pixels, und_size))
+  if "edit_pixels" in out:
+    # The edit rows' targets, into the same space (no REPA target: edits train the flow).
+    out["edit_latents"] = _encode(space, params, out.pop("edit_pixels"), rng,
+                                  _EDIT_POSTERIOR_STREAM, num_chunks)
+  return out
+
+
+def _encode(space: LatentSpace, params, pixels, rng, stream: int, num_chunks: int):
+  """[rows, P, P, 3] in [-1, 1] -> the flow's data [rows, L, L, C], no gradient."""
+  rows = pixels.shape[0]
   eps = None
   if space.draws_posterior_noise:
-    eps = jax.random.normal(jax.random.fold_in(rng, _POSTERIOR_STREAM),
-                            space.latent_shape(rows), jnp.float32)
+    eps = jax.random.normal(jax.random.fold_in(rng, stream), space.latent_shape(rows),
+                            jnp.float32)
   if num_chunks <= 1 or rows == 0 or not space.has_params:
     latents = space.encode(params, pixels, eps)
   else:
@@ -100,6 +113,4 @@ def encode_generation_rows(space: LatentSpace, frozen, batch: dict, rng: jax.Arr
     chunk = lambda x: microbatches.split(x, num_chunks)
     xs = (chunk(pixels), None if eps is None else chunk(eps))
     latents = microbatches.merge(jax.lax.map(lambda a: space.encode(params, *a), xs))
-  out["gen_latents"] = jax.lax.stop_gradient(latents)
-  out["gen_images"] = jax.lax.stop_gradient(resize_for_siglip(pixels, und_size))
-  return out
+  return jax.lax.stop_gradient(latents)

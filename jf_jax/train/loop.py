@@ -108,9 +108,9 @@ def plan(config, devices=None) -> Setup:
   model = janusflow.JanusFlow(cfg)
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   check_batch_config(config, mesh)  # per-task rows first: the most specific message
-  mesh_lib.check_divisibility(config.batch.und_rows + config.batch.text_rows
-                              + config.batch.gen_rows, mesh, cfg.llm.num_heads,
-                              cfg.llm.num_kv_heads, batch_key="config.batch.*_rows (sum)")
+  mesh_lib.check_divisibility(sum(layout.rows_per_task(config.batch).values()), mesh,
+                              cfg.llm.num_heads, cfg.llm.num_kv_heads,
+                              batch_key="config.batch.*_rows (sum)")
   rules = rules_lib.merge_rules(rules_lib.default_rules(), config.logical_axis_rules)
   optim_cfg, lplan = optim.from_config(config), None
   if lora_model.enabled(config):  # the wrapped model's one trace; the state's part of it
@@ -286,9 +286,10 @@ def _run(s: Setup, state, start, source, manager, writer, stop) -> dict:
     if new_shapes:
       rows = step_rows
       if rows != layout.rows_per_task(config.batch):
+        edit = f", edit rows {rows['edit']}" if rows["edit"] else ""
         print(f"step {step}: batches now hold und/text/gen rows {rows['und']}/"
-              f"{rows['text']}/{rows['gen']} (config.batch.switch; the step recompiles)",
-              flush=True)
+              f"{rows['text']}/{rows['gen']}{edit} (config.batch.switch; the step "
+              "recompiles)", flush=True)
     with meter.data_wait():  # the prefetched batch: waits only if it is not ready
       local, batch = next(feed)
     guard.observe(step + 1, _loader_stats(source))

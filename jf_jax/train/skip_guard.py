@@ -20,8 +20,9 @@ from typing import Any
 from jf_jax.data.mixture import TASKS
 
 SEQ_KEYS = {"und": "batch.und_seq_len", "text": "batch.text_seq_len",
-            "gen": "batch.gen_prompt_len"}
-FILE_KEYS = {"und": "data.und_files", "text": "data.text_files", "gen": "data.gen_files"}
+            "gen": "batch.gen_prompt_len", "edit": "batch.edit_prompt_len"}
+FILE_KEYS = {"und": "data.und_files", "text": "data.text_files", "gen": "data.gen_files",
+             "edit": "data.edit_files"}
 
 
 class TaskDroppedError(ValueError):

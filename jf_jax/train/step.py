@@ -41,12 +41,23 @@ class StepConfig:
   pad_id: int        # the tokenizer's (CFG-dropped prompts keep only BOS, then pad)
   microbatches: int
   ema_decay: float
+  # Edit rows' two-condition dropout (shares of rows without the instruction / the source
+  # image / both) and the <end_of_image> id that closes the image block.
+  edit_drop: tuple[float, float, float] = (0.0, 0.0, 0.0)
+  eoi_id: int = -1
 
 
-def step_config(config: Any, pad_id: int) -> StepConfig:
-  """`config.loss` / `config.train` as the step reads them; `pad_id` from the tokenizer."""
+def step_config(config: Any, pad_id: int, eoi_id: int | None = None) -> StepConfig:
+  """`config.loss` / `config.train` as the step reads them; `pad_id` (and `eoi_id`, None:
+  `config.tokens.eoi_id`) from the tokenizer."""
   loss, train = config.loss, config.train
+  edit_drop = tuple(float(loss.get(f"edit_drop_{k}", 0.0)) for k in EDIT_DROPS)
+  if sum(edit_drop) > 1.0:
+    raise ValueError(f"config.loss.edit_drop_text + edit_drop_image + edit_drop_both = "
+                     f"{sum(edit_drop):g} > 1 (each is a share of the edit rows)")
   return StepConfig(
+      edit_drop=edit_drop,
+      eoi_id=int(config.tokens.eoi_id if eoi_id is None else eoi_id),
       ar_weight=float(loss.ar_weight), flow_weight=float(loss.flow_weight),
       repa_weight=float(loss.repa_weight), t_distribution=loss.t_distribution,
       t_loc=float(loss.t_loc), t_scale=float(loss.t_scale),
@@ -69,16 +80,38 @@ def drop_prompts(rng, prompt_ids, prompt_mask, drop_prob: float, pad_id: int):
           jnp.where(drop, bos_mask, prompt_mask.astype(bool)))
 
 
+# The edit dropout's cases, in `StepConfig.edit_drop` order (`config.loss.edit_drop_*`).
+EDIT_DROPS = ("text", "image", "both")
+
+
+def edit_keeps(rng, rows: int, drops: tuple[float, float, float]):
+  """Which condition each edit row keeps: ([rows] keep_image, [rows] keep_text) bool.
+
+  One draw per row picks "drop the instruction", "drop the image", "drop both" or "keep
+  both" with probabilities `drops` (then the rest); `sequence.edit_condition_rows`
+  builds the rows, as the sampler's guidance rows.
+  """
+  u = jax.random.uniform(rng, (rows,))
+  edges = jnp.cumsum(jnp.asarray(drops, jnp.float32))
+  no_text, no_image, no_both = u < edges[0], (u >= edges[0]) & (u < edges[1]), (
+      (u >= edges[1]) & (u < edges[2]))
+  return ~(no_image | no_both), ~(no_text | no_both)
+
+
 def loss_denominators(batch, cfg) -> dict[str, jax.Array]:
-  """Whole-batch weights of the three losses (never zero)."""
+  """Whole-batch weights of the three losses (never zero); edit rows count as generation
+  rows in the flow loss (none in REPA's)."""
   gen_rows = jnp.sum(batch["gen_weights"])
+  flow_rows = gen_rows
+  if batch.get("edit_weights") is not None and batch["edit_weights"].shape[0]:
+    flow_rows = gen_rows + jnp.sum(batch["edit_weights"])
   latent_elems = math.prod(batch["gen_latents"].shape[1:])  # per row; 0 rows allowed
   und, text = jnp.sum(batch["und_weights"]), jnp.sum(batch["text_weights"])
   return {
       "ar": jnp.maximum(und + text, 1.0),
       # Only for the logged per-task split of the next-token loss.
       "und": jnp.maximum(und, 1.0), "text": jnp.maximum(text, 1.0),
-      "rf": jnp.maximum(gen_rows * latent_elems, 1.0),
+      "rf": jnp.maximum(flow_rows * latent_elems, 1.0),
       "repa": jnp.maximum(gen_rows * cfg.num_gen_tokens, 1.0),
   }
 
@@ -114,6 +147,42 @@ def draw_generation_noise(rng, batch, step_cfg: StepConfig):
                                   step_cfg.t_scale),
               gen_noise=jax.random.normal(noise_rng, batch["gen_latents"].shape,
                                           batch["gen_latents"].dtype))
+
+
+# The edit rows' draws come from the step key folded with this, apart from the others.
+_EDIT_STREAM = 0xED1
+
+
+def draw_edit_noise(rng, batch, step_cfg: StepConfig):
+  """The edit rows' t, noise and two-condition dropout, drawn once for the whole batch
+  (as `draw_generation_noise`, from a stream of their own: the other rows' draws are the
+  same with or without edit rows). Adds `edit_t`, `edit_noise` and replaces the prompt
+  ids/mask by their dropped versions."""
+  if not batch.get("edit_latents", jnp.zeros((0,))).shape[0]:
+    return batch
+  rows = batch["edit_latents"].shape[0]
+  t_rng, noise_rng, drop_rng = jax.random.split(jax.random.fold_in(rng, _EDIT_STREAM), 3)
+  keep_image, keep_text = edit_keeps(drop_rng, rows, step_cfg.edit_drop)
+  ids, mask = sequence.edit_condition_rows(
+      batch["edit_prompt_ids"], batch["edit_prompt_mask"], batch["edit_image_mask"],
+      keep_image, keep_text, step_cfg.pad_id, step_cfg.eoi_id)
+  return dict(batch, edit_prompt_ids=ids, edit_prompt_mask=mask,
+              edit_t=flow.sample_t(t_rng, rows, step_cfg.t_distribution, step_cfg.t_loc,
+                                   step_cfg.t_scale),
+              edit_noise=jax.random.normal(noise_rng, batch["edit_latents"].shape,
+                                           batch["edit_latents"].dtype))
+
+
+def _edit_sum(model, params, mb):
+  """Flow-loss sum of the edit rows of a microbatch (the source image through SigLIP and
+  the aligner into the prompt, the edited image as the flow's data)."""
+  if not mb.get("edit_latents", jnp.zeros((0,))).shape[0]:
+    return None
+  data, noise, t = mb["edit_latents"], mb["edit_noise"], mb["edit_t"]
+  velocity = model.apply({"params": params}, mb["edit_prompt_ids"], mb["edit_images"],
+                         mb["edit_image_mask"], flow.interpolate(noise, data, t), t,
+                         mb["edit_prompt_mask"], method="edit_velocity")
+  return flow.flow_loss(velocity, flow.velocity_target(noise, data), mb["edit_weights"])[0]
 
 
 def _generation_sums(model, params, mb, repa_on: bool):
@@ -180,10 +249,17 @@ def make_train_step(model, tx, trainable_mask, step_cfg: StepConfig, space, sche
     und, text = _ar_sums(model, params, mb)
     sums = {"ar": und + text}
     sums["rf"], sums["repa"] = _generation_sums(model, params, mb, bool(coef["repa"]))
+    extra = {}
+    edit = _edit_sum(model, params, mb)
+    if edit is not None:  # static: a batch without edit rows traces the step it had before
+      extra["edit"] = edit
+      sums["rf"] = sums["rf"] + edit
     loss = sum(coef[k] * sums[k] / denom[k] for k in coef)
-    return loss, {**sums, "und": und, "text": text}
+    return loss, {**sums, "und": und, "text": text, **extra}
 
   def train_step(frozen, state: TrainState, batch):
+    edits_on = bool(batch.get("edit_pixels", jnp.zeros((0,))).shape[0])
+    logged = (*coef, "und", "text", *(("edit",) if edits_on else ()))
     frozen, base_params = (frozen["space"], frozen["base"]) if lora_base else (frozen, None)
     # uint8 images -> float32 model inputs, here on the devices (`data/device_inputs.py`),
     # then generation pixels -> latents + REPA view (`train/latents.py`).
@@ -192,7 +268,7 @@ def make_train_step(model, tx, trainable_mask, step_cfg: StepConfig, space, sche
     batch = latents.encode_generation_rows(space, frozen, batch, rng,
                                            cfg.und_encoder.image_size, num_micro)
     denom = loss_denominators(batch, cfg)
-    batch = draw_generation_noise(rng, batch, step_cfg)
+    batch = draw_edit_noise(rng, draw_generation_noise(rng, batch, step_cfg), step_cfg)
     micro = _split_microbatches(batch, num_micro)
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
@@ -209,7 +285,7 @@ def make_train_step(model, tx, trainable_mask, step_cfg: StepConfig, space, sche
     zeros = like_params(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32),
                                      state.params))
     init = (zeros, jnp.zeros((), jnp.float32),
-            {k: jnp.zeros((), jnp.float32) for k in (*coef, "und", "text")})
+            {k: jnp.zeros((), jnp.float32) for k in logged})
     (grads, loss, sums), _ = jax.lax.scan(body, init, micro)
     grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
     grad_norm = optim.trainable_global_norm(grads, trainable_mask)
@@ -228,6 +304,8 @@ def make_train_step(model, tx, trainable_mask, step_cfg: StepConfig, space, sche
         "loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
         "nonfinite": 1 - finite.astype(jnp.int32),
         **{f"{k}_loss": sums[k] / denom[k] for k in (*coef, "und", "text")},
+        # The flow loss of the edit rows alone, per latent element of the flow rows.
+        **({"edit_loss": sums["edit"] / denom["rf"]} if edits_on else {}),
     }
     return new_state, metrics
 

@@ -54,10 +54,15 @@ RANGES = (
     ("optim.b2", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("optim.eps", lambda v: v > 0, "> 0"),
     ("loss.cfg_drop_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("loss.edit_drop_text", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("loss.edit_drop_image", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("loss.edit_drop_both", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("loss.t_scale", lambda v: v > 0, "> 0"),
     ("batch.und_rows", lambda v: v >= 0, ">= 0"),
     ("batch.text_rows", lambda v: v >= 0, ">= 0"),
     ("batch.gen_rows", lambda v: v >= 0, ">= 0"),
+    ("batch.edit_rows", lambda v: v >= 0, ">= 0"),
+    ("batch.edit_prompt_len", lambda v: v > 0, "> 0"),
     ("batch.und_seq_len", lambda v: v > 0, "> 0"),
     ("batch.text_seq_len", lambda v: v > 0, "> 0"),
     ("batch.gen_prompt_len", lambda v: v > 0, "> 0"),
@@ -65,6 +70,7 @@ RANGES = (
     ("batch.switch.und_rows", lambda v: v >= 0, ">= 0"),
     ("batch.switch.text_rows", lambda v: v >= 0, ">= 0"),
     ("batch.switch.gen_rows", lambda v: v >= 0, ">= 0"),
+    ("batch.switch.edit_rows", lambda v: v >= 0, ">= 0"),
     ("data.workers", lambda v: v >= 0, ">= 0"),
     ("data.prefetch", lambda v: v >= 1, ">= 1"),
     ("encoder_pretrain.steps", lambda v: v >= 0, ">= 0"),
@@ -76,7 +82,8 @@ RANGES = (
     ("eval.temperature", lambda v: v >= 0, ">= 0"),
     ("eval.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
 )
-TASK_FILES = {"und": "und_files", "gen": "gen_files", "text": "text_files"}
+TASK_FILES = {"und": "und_files", "gen": "gen_files", "text": "text_files",
+              "edit": "edit_files"}
 TASK_RECORDS = {"und": "und_records", "gen": "gen_records", "text": "text_records"}
 
 
