@@ -14,7 +14,6 @@ import time
 
 from array_record.python import array_record_module
 from etils import epath
-import numpy as np
 import pytest
 
 from jf_jax.data import preprocess

@@ -20,7 +20,6 @@ from jf_jax.lora import params as lora_params
 from jf_jax.losses import flow
 from jf_jax.losses import next_token
 from jf_jax.losses import repa as repa_loss
-from jf_jax.models import janusflow
 from jf_jax.models import sequence
 from jf_jax.parallel import microbatches
 from jf_jax.train import latents
