@@ -102,14 +102,21 @@ def pack_gen(tok: tok_lib.Tokenizer, caption: str, prompt_len: int) -> dict[str,
   """A caption -> left-padded prompt_ids/prompt_mask [prompt_len]."""
   if not caption.strip():
     raise BadExample("empty_text", "empty caption")
-  ids = gen_prompt_ids(tok, caption)
+  row, start = _left_padded(tok, gen_prompt_ids(tok, caption), prompt_len,
+                            "prompt", "gen_prompt_len")
+  return {"prompt_ids": row, "prompt_mask": np.arange(prompt_len) >= start}
+
+
+def _left_padded(tok: tok_lib.Tokenizer, ids: list[int], prompt_len: int, what: str,
+                 key: str) -> tuple[np.ndarray, int]:
+  """ids left-padded to [prompt_len] and the first real position; a prompt longer than
+  `key` (the config key of prompt_len) is a too_long bad example."""
   n = len(ids)
   if n > prompt_len:
-    raise BadExample("too_long", f"prompt of {n} tokens > gen_prompt_len={prompt_len}",
-                     length=n)
+    raise BadExample("too_long", f"{what} of {n} tokens > {key}={prompt_len}", length=n)
   row = np.full((prompt_len,), tok.pad_id, np.int32)
   row[prompt_len - n:] = ids
-  return {"prompt_ids": row, "prompt_mask": np.arange(prompt_len) >= prompt_len - n}
+  return row, prompt_len - n
 
 
 def edit_prompt_ids(tok: tok_lib.Tokenizer, instruction: str, num_patches: int
@@ -126,15 +133,10 @@ def pack_edit(tok: tok_lib.Tokenizer, instruction: str, num_patches: int, prompt
   if not instruction.strip():
     raise BadExample("empty_text", "empty instruction")
   ids, flags = edit_prompt_ids(tok, instruction, num_patches)
-  n = len(ids)
-  if n > prompt_len:
-    raise BadExample("too_long", f"edit prompt of {n} tokens > edit_prompt_len={prompt_len}",
-                     length=n)
-  row = np.full((prompt_len,), tok.pad_id, np.int32)
-  row[prompt_len - n:] = ids
+  row, start = _left_padded(tok, ids, prompt_len, "edit prompt", "edit_prompt_len")
   image_mask = np.zeros((prompt_len,), bool)
-  image_mask[prompt_len - n:] = flags
-  return {"prompt_ids": row, "prompt_mask": np.arange(prompt_len) >= prompt_len - n,
+  image_mask[start:] = flags
+  return {"prompt_ids": row, "prompt_mask": np.arange(prompt_len) >= start,
           "image_mask": image_mask}
 
 

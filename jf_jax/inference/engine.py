@@ -280,13 +280,19 @@ class Engine:
     for image, question in zip(images, questions):
       ids, flags = packing.und_prompt_ids(tok, tok.user_text(question),
                                           cfg.und_encoder.num_patches, loaded.system_prompt)
-      seq = bucket(len(ids), self.config.und_prompt_buckets)
-      ids, valid, flags = left_pad(np.asarray([ids], np.int32), np.ones((1, len(ids)), bool),
-                                   seq, tok.pad_id, [np.asarray([flags], bool)])
-      pixels = preprocess.und_image(preprocess.load_image(image), cfg.und_encoder.image_size)
-      rows.append({"ids": ids[0], "valid": valid[0], "image_mask": flags[0],
-                   "images": pixels[None]})
+      ids, valid, flags, pixels = self._image_prompt(ids, flags, image)
+      rows.append({"ids": ids, "valid": valid, "image_mask": flags, "images": pixels})
     return rows
+
+  def _image_prompt(self, ids: list[int], flags: list[bool], image: Any):
+    """A prompt holding an image's tokens, left-padded to its `und_prompt_buckets` bucket:
+    (ids [S], mask [S], image_mask [S], SigLIP pixels [1, s, s, 3])."""
+    seq = bucket(len(ids), self.config.und_prompt_buckets)
+    ids, mask, flags = left_pad(np.asarray([ids], np.int32), np.ones((1, len(ids)), bool),
+                                seq, self.loaded.tok.pad_id, [np.asarray([flags], bool)])
+    size = self.loaded.cfg.und_encoder.image_size
+    pixels = preprocess.und_image(preprocess.load_image(image), size)
+    return ids[0], mask[0], flags[0], pixels[None]
 
   def answer_rows(self, rows: dict[str, np.ndarray], keys: jax.Array, *,
                   max_new_tokens: int, limits: np.ndarray, temperature: np.ndarray,
@@ -404,12 +410,8 @@ class Engine:
     for image, instruction in zip(images, instructions):
       ids, flags = packing.edit_prompt_ids(tok, tok.user_text(instruction),
                                            cfg.und_encoder.num_patches)
-      seq = bucket(len(ids), self.config.und_prompt_buckets)
-      ids, mask, flags = left_pad(np.asarray([ids], np.int32), np.ones((1, len(ids)), bool),
-                                  seq, tok.pad_id, [np.asarray([flags], bool)])
-      pixels = preprocess.und_image(preprocess.load_image(image), cfg.und_encoder.image_size)
-      rows.append({"ids": ids[0], "mask": mask[0], "image_mask": flags[0],
-                   "images": pixels[None]})
+      ids, mask, flags, pixels = self._image_prompt(ids, flags, image)
+      rows.append({"ids": ids, "mask": mask, "image_mask": flags, "images": pixels})
     return rows
 
   def edit(self, images: Sequence[Any], instructions: Sequence[str], *, keys: jax.Array,
