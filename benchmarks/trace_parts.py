@@ -107,8 +107,8 @@ def parse_hlo(text: str) -> dict[str, dict]:
   return info
 
 
-def exclusive_times(events: list[dict]) -> collections.Counter:
-  """{hlo_op: exclusive microseconds} summed over the XLA:CPU thunk events."""
+def exclusive_times(events: list[dict]) -> tuple[collections.Counter, collections.Counter]:
+  """({hlo_op: exclusive microseconds}, {hlo_op: runs}) over the XLA:CPU thunk events."""
   by_thread = collections.defaultdict(list)
   for e in events:
     if e.get("ph") == "X" and "hlo_op" in e.get("args", {}):
