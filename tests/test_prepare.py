@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from array_record.python import array_record_module
@@ -101,13 +102,16 @@ def test_webdataset_tars_from_bucket_to_bucket_with_workers(sources):
   assert not [n for n in names if "partial" in n]
 
 
-def test_parquet_from_bucket_in_process(sources):
+def test_parquet_from_bucket_in_process(sources, tmp_path, monkeypatch):
+  # Shards bound for a bucket are staged in the temp folder: none may be left behind.
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
   settings = examples.Settings(task="gen", image_size=SIZE,
                                max_pixels=source_data.MAX_PIXELS, caption_column="text")
   index = run.prepare("gen", ["gs://bucket/src/parquet/train-*.parquet"],
                       "gs://bucket/rec/hf", settings, show_progress=False)
   assert len(index["shards"]) == 5  # 3 + 2 row groups
   check_round_trip("gs://bucket/rec/hf", sources["parquet"])
+  assert not list(tmp_path.iterdir())
 
 
 def test_sigkill_midway_then_rerun_equals_uninterrupted(sources, tmp_path):

@@ -11,6 +11,7 @@ shard's contents are a pure function of its units, gives the same shards.
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 from typing import Callable
 
@@ -55,6 +56,15 @@ def _local_target(final: str) -> str:
   return f"{final}.partial-{os.getpid()}"
 
 
+def _discard(local: str, final: str) -> None:
+  """Removes what `_local_target` made that is still there: the partial file, and for a
+  bucket its temp folder (left empty once the shard is uploaded)."""
+  if os.path.exists(local):
+    os.remove(local)
+  if storage.is_remote(final):
+    shutil.rmtree(os.path.dirname(local), ignore_errors=True)
+
+
 def write(prefix: str, index: int, count: int, units: list[tuple],
           settings: examples.Settings, report: Callable[[int, int], None]) -> dict:
   """Writes shard `index` from its units; `report(records, units)` after each unit.
@@ -82,10 +92,10 @@ def write(prefix: str, index: int, count: int, units: list[tuple],
     writer.close()
   except BaseException:
     writer.close()
-    if os.path.exists(local):
-      os.remove(local)
+    _discard(local, final)
     raise
   storage.publish(local, final)
+  _discard(local, final)
   marker = {"shard": os.path.basename(final), "records": records, "bad": bad,
             "settings": dataclasses.asdict(settings)}
   storage.write_text(marker_path(prefix, index, count), json.dumps(marker, indent=1))
