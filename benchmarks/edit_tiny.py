@@ -33,6 +33,7 @@ from jf_jax.data import plugins
 from jf_jax.inference import loader
 from jf_jax.shapes import edit_eval
 from jf_jax.shapes import edits
+from jf_jax.shapes import scores
 from jf_jax.train import loop
 
 
@@ -171,6 +172,9 @@ def table(out: dict) -> str:
     lines.append(row(f"edit outputs that are the source unchanged, guidance "
                      f"{r['guidance_text']:g}, {r['guidance_image']:g}", r["copied"]["rate"],
                      r["copied"]["by_type"]))
+  if "source_reading" in out:
+    lines.append("\n(d) by question: " + scores.format_rates(
+        out["source_reading"]["by_question"], 3))
   return "\n".join(lines)
 
 

@@ -118,7 +118,8 @@ def drawing_ceiling(engine: engine_lib.Engine, items: list[dict], *, steps: int 
 def source_reading(engine: engine_lib.Engine, items: list[dict], *, seed: int = 0,
                    batch_size: int = 50, answer_tokens: int = 8) -> dict:
   """Exact-match answers to the source scenes' own questions (count, colours, shapes,
-  presence, left/right), by the edit type of the item: does the model read the source?"""
+  presence, left/right), by the edit type of the item and by question type: does the
+  model read the source?"""
   t0 = time.time()
   rows = [(x["image"], q, a, x["kind"]) for x in items
           for q, a in zip(x["questions"], x["answers"])]
@@ -134,7 +135,9 @@ def source_reading(engine: engine_lib.Engine, items: list[dict], *, seed: int = 
     right.setdefault(kind, []).append(
         scores.normalize_answer(got) == scores.normalize_answer(want))
   hits = [h for v in right.values() for h in v]
+  by_question = scores.understanding_scores(answers, [r[2] for r in rows], [r[1] for r in rows])
   return {"exact_match": float(np.mean(hits)) if hits else 0.0,
           "by_type": {k: float(np.mean(v)) for k, v in sorted(right.items())},
+          "by_question": by_question.get("accuracy_by_type", {}),
           "num_questions": len(rows), "seconds": time.time() - t0}
 
