@@ -84,11 +84,11 @@ def evaluate(engine: engine_lib.Engine, items: list[dict], *, steps: int = 20,
   result.update(seconds=time.time() - t0, steps=steps, guidance_text=guidance_text,
                 guidance_image=guidance_image,
                 copy_baseline=scores.edit_scores([x["image"] for x in items], targets, kinds),
-                copied=_copies(images, items))
+                copied=copies(images, items))
   return result
 
 
-def _copies(images, items) -> dict:
+def copies(images, items) -> dict:
   """Share of outputs whose detected scene is the source's (the model copied), by type."""
   by_kind = {}
   for image, x in zip(images, items):
