@@ -21,7 +21,9 @@ the demo does (its cache is always empty). Ours: `sampling/image.make_sampler` (
 K/V cached once, all steps in one jitted loop). Reported per ODE evaluation (a whole
 generation, prompt prefill included, divided by the step count): the median wall time
 and process CPU time over --repeats rounds, the two sides run in turn each round so that
-both meet the same load on a shared machine, and the per-round ratio.
+both meet the same load on a shared machine, and the per-round ratio. --parts adds the
+diagnostic: each part of one evaluation alone on both sides, and plain matmuls of its
+shapes (is the loss in the dot itself, or around it?).
 """
 
 import copy
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # trace_parts
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
@@ -46,6 +49,7 @@ from jf_jax import testing  # pylint: disable=wrong-import-position
 from jf_jax.models import config as model_config  # pylint: disable=wrong-import-position
 from jf_jax.models import janusflow  # pylint: disable=wrong-import-position
 from jf_jax.sampling import image  # pylint: disable=wrong-import-position
+import trace_parts  # pylint: disable=wrong-import-position
 import test_parity  # pylint: disable=wrong-import-position  (the PyTorch references)
 from transformers import LlamaConfig  # pylint: disable=wrong-import-position
 from transformers import LlamaForCausalLM  # pylint: disable=wrong-import-position
@@ -59,6 +63,14 @@ _TORCH_MODE = flags.DEFINE_enum("torch_mode", "cache", ["cache", "recompute"],
                                 "PyTorch loop: prompt K/V cached, or the demo's recompute.")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Only our sampler.")
 _SKIP_JAX = flags.DEFINE_bool("skip_jax", False, "Only the PyTorch loop.")
+_PARTS = flags.DEFINE_bool(
+    "parts", False, "Also time one ODE evaluation's parts alone on both sides (generation "
+    "encoder, LLM over the cached prompt, decoder) and plain matmuls of the LLM's and the "
+    "ConvNeXt's shapes: which part loses, and whether by the dot itself.")
+_PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir", "", "If set, trace one more generation of our sampler with jax.profiler "
+    "there and print where its time went per model part and op category "
+    "(benchmarks/trace_parts.py), per ODE evaluation.")
 _DEPTHWISE = flags.DEFINE_enum("depthwise", None, list(model_config.DEPTHWISE),
                                "Our ConvNeXt depthwise convolution (default: the config's).")
 PAD = 0
@@ -128,6 +140,110 @@ def torch_generate(llm, top, cfg, prompt_ids: torch.Tensor, steps: int, guidance
   return z
 
 
+def _jax_llm_step(module, tokens, cache, key_valid):
+  """(Module method) The LLM over [t_emb, latent tokens] after the cached prompt."""
+  b, seq = tokens.shape[:2]
+  prompt_len = key_valid.shape[1] - seq
+  positions = prompt_len + jnp.broadcast_to(jnp.arange(seq), (b, seq))
+  hidden, _, cache = module.llm(tokens, positions, key_valid=key_valid, cache=cache,
+                                cache_index=prompt_len)
+  return hidden, cache
+
+
+def jax_parts(cfg, params, ids: np.ndarray) -> dict:
+  """One ODE evaluation of our sampler cut into its parts, each jitted alone: name ->
+  a call that runs it on the CFG batch of 2 rows (inputs made once, outside the timing)."""
+  model = janusflow.JanusFlow(cfg)
+  size, c = cfg.latent_size, cfg.gen_encoder.in_channels
+  z, t = jnp.ones((2, size, size, c)), jnp.full((2,), 0.5)
+  rows, mask = image.cfg_prompt_rows(jnp.asarray(ids, jnp.int32),
+                                     jnp.ones(ids.shape, bool), PAD)
+  cache, key_valid = jax.jit(image.prefill_prompt, static_argnums=0)(model, params, rows, mask)
+  enc = jax.jit(lambda p, z, t: model.apply({"params": p}, z, t, method="encode_gen_inputs"))
+  llm = jax.jit(lambda p, x, cache, kv: model.apply({"params": p}, x, cache, kv,
+                                                    method=_jax_llm_step))
+  dec = jax.jit(lambda p, h, skip, t_emb, z, t: model.apply(
+      {"params": p}, h, skip, t_emb, z, t, method="decode_velocity"))
+  tokens, skip, t_emb = enc(params, z, t)
+  hidden = llm(params, tokens, cache, key_valid)[0][:, 1:]
+  return {
+      "gen_enc": lambda: jax.block_until_ready(enc(params, z, t)),
+      "llm": lambda: jax.block_until_ready(llm(params, tokens, cache, key_valid)),
+      "gen_dec": lambda: jax.block_until_ready(dec(params, hidden, skip, t_emb, z, t)),
+  }
+
+
+@torch.no_grad()
+def torch_parts(llm, top, cfg, ids: np.ndarray) -> dict:
+  """The same parts of the PyTorch loop's step (--torch_mode=cache), each alone."""
+  tokens = torch.from_numpy(ids).repeat(2, 1)
+  tokens[1:, 1:] = PAD
+  lp, n = tokens.shape[1], cfg.num_gen_tokens
+  mask = torch.ones(2, lp + 1 + n, dtype=torch.long)
+  mask[1:, 1:lp] = 0
+  cache = llm.model(inputs_embeds=llm.get_input_embeddings()(tokens),
+                    attention_mask=mask[:, :lp], use_cache=True).past_key_values
+  size, grid = cfg.latent_size, cfg.latent_size // cfg.gen_encoder.patch_size
+  z2 = torch.ones(2, cfg.gen_encoder.in_channels, size, size)
+  t = torch.full((2,), 500.0)
+  positions = torch.arange(lp, lp + 1 + n)[None].expand(2, -1)
+
+  def enc():
+    feats, t_emb, skips = top.vision_gen_enc_model(z2, t)
+    latent = top.vision_gen_enc_aligner(feats.flatten(2).transpose(1, 2))
+    return torch.cat([t_emb[:, None], latent], dim=1), t_emb, skips
+
+  def llm_step(x):
+    return llm.model(inputs_embeds=x, attention_mask=mask, past_key_values=copy.deepcopy(cache),
+                     position_ids=positions, use_cache=True).last_hidden_state
+
+  def dec(hidden, skips, t_emb):
+    h = top.vision_gen_dec_aligner(top.vision_gen_dec_aligner_norm(hidden[:, 1:]))
+    h = h.reshape(2, grid, grid, -1).permute(0, 3, 1, 2)
+    return top.vision_gen_dec_model(h, list(skips), t_emb)  # it pops the skips it uses
+
+  x, t_emb, skips = enc()
+  hidden = llm_step(x)
+  return {"gen_enc": torch.no_grad()(enc), "llm": torch.no_grad()(lambda: llm_step(x)),
+          "gen_dec": torch.no_grad()(lambda: dec(hidden, skips, t_emb))}
+
+
+def matmul_parts(cfg) -> dict:
+  """Plain float32 matmuls of the step's main shapes on both sides: name -> (jax, torch)."""
+  m_llm = 2 * (1 + cfg.num_gen_tokens)
+  m_conv = 2 * cfg.num_gen_tokens  # the ConvNeXt blocks run at the token grid
+  width, mlp, ch = cfg.llm.embed_dim, cfg.llm.mlp_dim, cfg.gen_encoder.channels
+  shapes = {"llm attn [m, d] x [d, d]": (m_llm, width, width),
+            "llm mlp [m, d] x [d, mlp]": (m_llm, width, mlp),
+            "convnext [m, c] x [c, 4c]": (m_conv, ch, 4 * ch)}
+  out = {}
+  for name, (m, k, n) in shapes.items():
+    a, b = np.random.default_rng(0).standard_normal((2, max(m, k), max(k, n)), np.float32)
+    ja, jb = jnp.asarray(a[:m, :k]), jnp.asarray(b[:k, :n])
+    ta, tb = torch.from_numpy(a[:m, :k].copy()), torch.from_numpy(b[:k, :n].copy())
+    dot = jax.jit(jnp.dot)
+    out[name] = (2 * m * k * n, lambda dot=dot, ja=ja, jb=jb: jax.block_until_ready(dot(ja, jb)),
+                 lambda ta=ta, tb=tb: torch.matmul(ta, tb))
+  return out
+
+
+def report_parts(cfg, params, llm, top, ids: np.ndarray, repeats: int) -> None:
+  """Prints each part's median wall time on both sides (alternating rounds) and the
+  plain matmuls' GFLOP/s: the diagnostic that names the part that loses."""
+  ours, theirs = jax_parts(cfg, params, ids), torch_parts(llm, top, cfg, ids)
+  print("per part of one ODE evaluation (each alone; median wall ms over "
+        f"{repeats} alternating rounds):")
+  for name in ours:
+    times = compare({"jax": ours[name], "torch": theirs[name]}, repeats)
+    a, b = (statistics.median(times[k]["wall"]) * 1e3 for k in ("jax", "torch"))
+    print(f"  {name:8s} jax {a:8.1f}  torch {b:8.1f}  torch/jax {b / a:5.2f}x", flush=True)
+  for name, (flop, jfn, tfn) in matmul_parts(cfg).items():
+    times = compare({"jax": jfn, "torch": tfn}, repeats)
+    a, b = (flop / statistics.median(times[k]["wall"]) / 1e9 for k in ("jax", "torch"))
+    print(f"  matmul {name:28s} jax {a:6.0f}  torch {b:6.0f} GFLOP/s  jax/torch {a / b:5.2f}x",
+          flush=True)
+
+
 def _timed(fn) -> tuple[float, float]:
   """(wall seconds, this process's CPU seconds over all threads) of one call."""
   wall, cpu = time.perf_counter(), time.process_time()
@@ -165,6 +281,11 @@ def main(argv):
     keys = iter(range(10_000))
     fns["jax"] = lambda: jax.block_until_ready(sampler(
         params, jids, jmask, jax.random.key(next(keys)), steps, _GUIDANCE.value))
+    if _PROFILE_DIR.value:
+      text = sampler.lower(params, jids, jmask, jax.random.key(0), steps,
+                           _GUIDANCE.value).compile().as_text()
+      print(trace_parts.profile_cpu(fns["jax"], text, _PROFILE_DIR.value, 1, steps),
+            flush=True)
   if not _SKIP_TORCH.value:
     torch.manual_seed(0)
     llm, top = torch_modules(cfg)
@@ -186,6 +307,8 @@ def main(argv):
     print(f"torch / jax wall time per round: {' '.join(f'{r:.2f}' for r in ratios)}; median "
           f"{statistics.median(ratios):.2f}x; CPU time median "
           f"{statistics.median(b['cpu']) / statistics.median(a['cpu']):.2f}x")
+  if _PARTS.value and not (_SKIP_JAX.value or _SKIP_TORCH.value):
+    report_parts(cfg, params, llm, top, ids, _REPEATS.value)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,6 +108,17 @@ def parse_hlo(text: str) -> dict[str, dict]:
   return info
 
 
+def module_name(hlo_text: str) -> str:
+  """`HloModule NAME, ...` -> NAME (the `hlo_module` of that executable's trace events)."""
+  return hlo_text.split(None, 2)[1].rstrip(",")
+
+
+def of_module(events: list[dict], module: str) -> list[dict]:
+  """The thunk events of one executable: instruction names are unique only within a
+  module, so another executable's `copy.10` must not be read against this HLO."""
+  return [e for e in events if e.get("args", {}).get("hlo_module") == module]
+
+
 def exclusive_times(events: list[dict]) -> tuple[collections.Counter, collections.Counter]:
   """({hlo_op: exclusive microseconds}, {hlo_op: runs}) over the XLA:CPU thunk events."""
   by_thread = collections.defaultdict(list)
@@ -169,6 +181,40 @@ def summarise(events: list[dict], hlo: dict[str, dict], steps: int, top: int,
   return "\n".join(lines)
 
 
+def matmul_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
+  """GFLOP/s per core of a jitted float32 [m, k] x [k, n] matmul alone (median)."""
+  import jax  # pylint: disable=g-import-not-at-top  (reading a trace needs no JAX)
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+  matmul = jax.jit(jnp.dot)
+  matmul(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * m * k * n / float(np.median(times)) / 1e9 / (os.cpu_count() or 1)
+
+
+def profile_cpu(call, compiled_text: str, trace_dir: str, calls: int, units: int,
+                top: int = 15) -> str:
+  """Traces `calls` runs of `call()` under jax.profiler into `trace_dir` (with the
+  compiled HLO text written beside it as step.hlo.txt) and returns the tables, per
+  `units` (steps, or ODE evaluations) over all calls. One untraced call first: the trace
+  holds neither the compilation nor work still queued (e.g. drawing random params)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(trace_dir, "step.hlo.txt"), "w") as f:
+    f.write(compiled_text)
+  call()
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    for _ in range(calls):
+      call()
+  events = of_module(trace_summary.load_events(trace_summary.find_trace(trace_dir)),
+                     module_name(compiled_text))
+  return summarise(events, parse_hlo(compiled_text), units, top, matmul_rate)
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("path", help="--profile_dir of train_step.py / sampling.py")
@@ -182,7 +228,8 @@ def main(argv=None) -> int:
              "benchmarks/train_step.py --profile_dir (it writes step.hlo.txt), or give --hlo")
   with open(hlo_path) as f:
     hlo = parse_hlo(f.read())
-  events = trace_summary.load_events(trace_summary.find_trace(args.path))
+  events = of_module(trace_summary.load_events(trace_summary.find_trace(args.path)),
+                     module_name(open(hlo_path).read(4096)))
   print(summarise(events, hlo, args.steps, args.top))
   return 0
 

@@ -41,7 +41,6 @@ import time
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
@@ -102,19 +101,6 @@ def _profile(step_fn, state, global_batches):
   return state, metrics
 
 
-def _matmul_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
-  """GFLOP/s per core of a jitted float32 [m, k] x [k, n] matmul alone (median)."""
-  a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
-  matmul = jax.jit(jnp.dot)
-  matmul(a, b).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    matmul(a, b).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return 2 * m * k * n / float(np.median(times)) / 1e9 / (os.cpu_count() or 1)
-
-
 def _cpu_parts(s, state, batch) -> None:
   """On CPU: writes the compiled step's HLO beside the trace and prints where the
   profiled steps' time went per model part (benchmarks/trace_parts.py)."""
@@ -123,9 +109,11 @@ def _cpu_parts(s, state, batch) -> None:
   path = os.path.join(_PROFILE_DIR.value, "step.hlo.txt")
   with open(path, "w") as f:
     f.write(text)
-  events = trace_summary.load_events(trace_summary.find_trace(_PROFILE_DIR.value))
+  events = trace_parts.of_module(
+      trace_summary.load_events(trace_summary.find_trace(_PROFILE_DIR.value)),
+      trace_parts.module_name(text))
   print(trace_parts.summarise(events, trace_parts.parse_hlo(text), _PROFILE_STEPS.value,
-                              15, _matmul_rate))
+                              15, trace_parts.matmul_rate))
 
 
 def main(argv):
