@@ -119,6 +119,7 @@ def data_defaults() -> ml_collections.ConfigDict:
       gen_records=(),         # glob patterns, local or gs://
       und_records=(),
       text_records=(),
+      edit_records=(),        # `prepare edit`: {source, instruction, target} records
   ))
 
 

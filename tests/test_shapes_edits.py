@@ -98,3 +98,25 @@ def test_edit_score_by_type_and_the_copy_baseline():
                              for i in recolor], [targets[i] for i in recolor],
                             ["recolor"] * len(recolor))
   assert 0.0 < soft["object_accuracy"] < 1.0
+
+
+def test_split_edits_carry_what_the_diagnostic_needs(tmp_path):
+  """Each test edit's target caption is its target scene in caption words, its source is
+  the detected source image, and its questions are the source example's; outputs equal
+  to the source count as copies, blank ones do not."""
+  from jf_jax import config_defaults  # pylint: disable=g-import-not-at-top
+  from jf_jax.shapes import config as shapes_config  # pylint: disable=g-import-not-at-top
+  from jf_jax.shapes import edit_eval  # pylint: disable=g-import-not-at-top
+  config = shapes_config.add_world(config_defaults.base_config())
+  config.data.update(dict(data_dir=str(tmp_path), num_train=10, num_validation=10,
+                          num_test=30))
+  items = edit_eval.split_edits(config.data, "test", per_type=2)
+  assert sorted({x["kind"] for x in items}) == sorted(edits.EDIT_TYPES)
+  for x in items:
+    assert shapes_scene.parse_caption(x["target_caption"]) == x["target"]
+    assert detector.scene(x["image"]) == x["source"]
+    assert edits.apply_instruction(x["source"], x["instruction"]) == x["target"]
+    assert len(x["questions"]) == len(x["answers"]) > 0
+  assert edit_eval.copies([x["image"] for x in items], items)["rate"] == 1.0
+  blank = edit_eval.copies([np.full_like(x["image"], 255) for x in items], items)
+  assert blank["rate"] == 0.0 and set(blank["by_type"]) == set(edits.EDIT_TYPES)

@@ -5,8 +5,10 @@ One msgpack map per record, the `records.py` record of its task plus the source 
   gen:  {"key": str, "image": JPEG bytes, "caption": str}
   und:  {"key": str, "image": JPEG bytes, "turns": [[question, answer], ...]}
   text: {"key": str, "text": str}
+  edit: {"key": str, "image": JPEG bytes (the source), "instruction": str,
+         "target": JPEG bytes (the edited image)}
 
-Images are stored re-encoded once at the prepare's short side (`--image_size`), so the
+Images (both of an edit) are stored re-encoded once at the prepare's short side (`--image_size`), so the
 training loader decodes small JPEGs; the row builders (`processor.py`) take the decoded
 record exactly as they take a file reader's.
 """
@@ -16,7 +18,7 @@ import msgpack
 from jf_jax.data.records import BadExample
 
 FIELDS = {"gen": ("key", "image", "caption"), "und": ("key", "image", "turns"),
-          "text": ("key", "text")}
+          "text": ("key", "text"), "edit": ("key", "image", "instruction", "target")}
 
 
 def encode(task: str, record: dict) -> bytes:

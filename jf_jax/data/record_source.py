@@ -1,6 +1,6 @@
 """Prepared ArrayRecord shards as task data: `config.data.source = "records"`.
 
-`config.data.{gen,und,text}_records` are glob patterns (local or gs://) of the shards
+`config.data.{gen,und,text,edit}_records` are glob patterns (local or gs://) of the shards
 `python -m jf_jax.prepare` writes. Each task's shards become one grain
 `ArrayRecordDataSource` (random access: record i is read when slot k of the shuffled
 stream needs it), paired with a converter that decodes the record (`record_format.py`)
@@ -28,7 +28,8 @@ class ShardError(ValueError):
   """Shards that cannot be read (truncated, not ArrayRecord, empty); names the path."""
 
 
-TASK_KEYS = {"gen": "gen_records", "und": "und_records", "text": "text_records"}
+TASK_KEYS = {"gen": "gen_records", "und": "und_records", "text": "text_records",
+             "edit": "edit_records"}
 
 
 def _convert(task: str, data: bytes, rng) -> dict:

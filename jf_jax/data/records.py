@@ -6,8 +6,9 @@ items into these plain dicts; `packing.py` turns records into fixed-shape rows.
   und:  {"image": ..., "turns": [(question, answer), ...]}   image goes in the first turn
   gen:  {"image": ..., "caption": str}
   text: {"text": str}
+  edit: {"image": ..., "instruction": str, "target": ...}     source image, edited image
 
-"image" is a uint8 [H, W, 3] array, encoded image bytes (PNG, JPEG, ...) or a file path.
+"image" (and an edit's "target") is a uint8 [H, W, 3] array, encoded image bytes (PNG, JPEG, ...) or a file path.
 """
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""`python -m jf_jax.prepare {gen,und,text}`: source data -> ArrayRecord shards + index.
+"""`python -m jf_jax.prepare {gen,und,text,edit}`: source data -> ArrayRecord shards + index.
 
 inputs.py   what the input patterns hold, as units of work (a tar, a Parquet row group,
             a chunk of a small file list) and the raw examples of each unit

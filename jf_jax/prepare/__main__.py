@@ -1,4 +1,4 @@
-r"""`python -m jf_jax.prepare {gen,und,text} --input PATTERN... --output PREFIX`.
+r"""`python -m jf_jax.prepare {gen,und,text,edit} --input PATTERN... --output PREFIX`.
 
   python -m jf_jax.prepare gen --input 'gs://bucket/laion/*.tar' \
       --output gs://bucket/records/laion --shards 256 --image_size 384 --workers 8
@@ -6,6 +6,8 @@ r"""`python -m jf_jax.prepare {gen,und,text} --input PATTERN... --output PREFIX`
       --image_column image --caption_column text
   python -m jf_jax.prepare und --input llava.json --image_root /data/coco --output rec/llava
   python -m jf_jax.prepare text --input 'notes/*.txt' --output rec/notes
+  python -m jf_jax.prepare edit --input edits.jsonl --output rec/edits   # {source,
+      instruction, target} lines (config.data.edit_files' layout)
 
 Writes PREFIX-SSSSS-of-NNNNN.array_record shards and PREFIX.json (docs/data.md, "Training
 data at scale"). Rerunning the same command after a crash writes only the shards still
@@ -23,10 +25,11 @@ from jf_jax.prepare import run
 def parse(argv: list[str]) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m jf_jax.prepare", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("task", choices=("gen", "und", "text"))
+  p.add_argument("task", choices=("gen", "und", "text", "edit"))
   p.add_argument("--input", nargs="+", required=True,
                  help="glob patterns, local or gs://: WebDataset .tar (gen), .parquet, "
-                 "folders / .jsonl (gen), LLaVA .json (und), text files (text)")
+                 "folders / .jsonl (gen), LLaVA .json (und), text files (text), .jsonl of "
+                 "{source, instruction, target} (edit)")
   p.add_argument("--output", required=True, help="shard prefix, local or gs://")
   p.add_argument("--shards", type=int, default=0,
                  help="number of shards (0: one per unit of work, at most 1,024)")

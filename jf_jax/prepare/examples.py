@@ -34,7 +34,7 @@ class Settings:
   text_column: str = "text"
 
   def columns(self) -> dict:
-    """The Parquet columns read for the task."""
+    """The Parquet columns read for the task (edit inputs are JSONL: none)."""
     image = self.image_column if self.task != "text" else ""
     return {"image": image, "caption": self.caption_column if self.task == "gen" else "",
             "text": self.text_column if self.task == "text" else ""}
@@ -129,9 +129,31 @@ def raw_record(unit_kind: str, raw, settings: Settings) -> dict:
   return raw
 
 
+def _instruction(text) -> str:
+  instruction = as_text(text).strip()
+  if not instruction:
+    raise BadExample("missing_instruction", "empty or absent instruction")
+  return instruction
+
+
+def _image_bytes(image, settings: Settings, field: str) -> bytes:
+  """A path or encoded bytes -> the stored JPEG; a BadExample names the field."""
+  try:
+    if isinstance(image, str):
+      image = _read_path(image)
+    return reencode(bytes(image), settings)
+  except BadExample as e:
+    raise BadExample(e.reason, f"{field}: {e}") from e
+
+
 def serialized(key: str, unit_kind: str, raw, settings: Settings) -> bytes:
   """The record bytes of one raw example; raises BadExample."""
   record = dict(raw_record(unit_kind, raw, settings), key=key)
+  if settings.task == "edit":  # source and edited image, each re-encoded as gen's
+    record["instruction"] = _instruction(record.get("instruction"))
+    record["image"] = _image_bytes(record["image"], settings, "source")
+    record["target"] = _image_bytes(record["target"], settings, "target")
+    return record_format.encode("edit", record)
   if settings.task == "text":
     record["text"] = as_text(record["text"]).strip()
     if not record["text"]:

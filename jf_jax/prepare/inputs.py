@@ -5,7 +5,8 @@ A unit is a picklable tuple a worker process reads on its own:
   ("tar", path)                 a WebDataset shard: members KEY.EXT grouped by KEY
   ("parquet", path, row_group)  one row group of a Parquet file
   ("items", items)              a chunk of a small reader's items (folders / JSONL for
-                                gen, LLaVA JSON for und, text files), `user_data.py`
+                                gen, LLaVA JSON for und, text files, edit JSONL),
+                                `user_data.py`
 
 `examples(task, unit, columns)` yields (key, raw) pairs: raw is {extension: bytes} for a
 tar member group, {"image": ..., "caption"/"text": ...} for a Parquet row, or the
@@ -48,6 +49,9 @@ def units(task: str, patterns: Sequence[str], image_root: str = "",
       continue
     for path in storage.expand([pattern], "--input"):
       kind = _kind(path)
+      if task == "edit" and kind != "file":
+        raise ValueError(f"--input {path}: edit inputs are .jsonl files of {{source, "
+                         "instruction, target} lines (config.data.edit_files' layout)")
       if kind == "tar":
         out.append(("tar", path))
       elif kind == "parquet":
@@ -66,7 +70,8 @@ def _small_items(task: str, paths: list[str], image_root: str, text_unit: str) -
   small by definition); a malformed item stays an item and is counted by the worker."""
   read = {"gen": lambda: user_data.image_caption_files(paths, image_root),
           "und": lambda: user_data.llava_files(paths, image_root),
-          "text": lambda: user_data.text_files(paths, text_unit)}[task]
+          "text": lambda: user_data.text_files(paths, text_unit),
+          "edit": lambda: user_data.edit_files(paths, image_root)}[task]
   items, convert = read()
   return [(f"{i}", _converted(convert, item)) for i, item in enumerate(items)]
 

@@ -1,5 +1,5 @@
 """The edit score of a run on a shapes-world split, by edit type, beside the copy-the-source
-baseline.
+baseline, and the diagnostic that says why an edit score is low (`diagnose`).
 
 Edit k of a split is a pure function of (seed, k): example k's scene and one edit of each
 type that applies (`edits.make_edit`, the split's held-out rule: test edits end in
@@ -13,6 +13,7 @@ import numpy as np
 
 from jf_jax.inference import engine as engine_lib
 from jf_jax.inference import loader
+from jf_jax.shapes import detector
 from jf_jax.shapes import edits
 from jf_jax.shapes import scene as shapes_scene
 from jf_jax.shapes import scores
@@ -22,8 +23,10 @@ from jf_jax.shapes import world as shapes_world
 def split_edits(data_cfg: Any, split: str, per_type: int, seed: int = 0,
                 kinds: Sequence[str] = edits.EDIT_TYPES, data_dir: str | None = None
                 ) -> list[dict]:
-  """Up to `per_type` edits of each kind: [{"kind", "image", "instruction", "target"}]
-  ("target": the expected [(colour, shape)] left to right)."""
+  """Up to `per_type` edits of each kind: [{"kind", "image", "instruction", "target",
+  "target_caption", "source", "questions", "answers"}] ("target" / "source": the expected
+  / the source's [(colour, shape)] left to right; "target_caption": the target scene in
+  the world's caption words; "questions" / "answers": the source example's own)."""
   kwargs = shapes_world.config_kwargs(data_cfg)
   source = shapes_world.load(data_dir or data_cfg.data_dir, **kwargs)[split]
   holdout = shapes_scene.holdout_pairs(0)
@@ -44,17 +47,29 @@ def split_edits(data_cfg: Any, split: str, per_type: int, seed: int = 0,
         continue
       counts[kind] += 1
       out.append({"kind": kind, "image": ex["image"], "instruction": edit.instruction,
-                  "target": edit.target_pairs})
+                  "target": edit.target_pairs, "source": edits.pairs(edit.source),
+                  "target_caption": shapes_scene.caption(list(edit.target)),
+                  "questions": [_text(q) for q in ex["questions"]],
+                  "answers": [_text(a) for a in ex["answers"]]})
   return out
 
 
-def evaluate(loaded: loader.Loaded, items: list[dict], *, steps: int = 20,
-             guidance_text: float = 2.0, guidance_image: float = 1.5, seed: int = 0,
-             batch_size: int = 50) -> dict:
-  """Edit scores of a loaded run on `items` (`split_edits`), with the copy baseline."""
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def make_engine(loaded: loader.Loaded, batch_size: int = 50) -> engine_lib.Engine:
+  """One engine for every measurement of a run (each compiles its functions once)."""
   config = engine_lib.default_config()
   config.batch_buckets = (batch_size,)
-  engine = engine_lib.Engine(loaded, config)
+  return engine_lib.Engine(loaded, config)
+
+
+def evaluate(engine: engine_lib.Engine, items: list[dict], *, steps: int = 20,
+             guidance_text: float = 2.0, guidance_image: float = 1.5, seed: int = 0,
+             batch_size: int = 50) -> dict:
+  """Edit scores of a run's engine (`make_engine`) on `items` (`split_edits`), with the copy
+  baseline and the share of outputs that copy the source (`copied`)."""
   t0 = time.time()
   outputs = []
   for lo in range(0, len(items), batch_size):
@@ -68,5 +83,61 @@ def evaluate(loaded: loader.Loaded, items: list[dict], *, steps: int = 20,
   result = scores.edit_scores(images, targets, kinds)
   result.update(seconds=time.time() - t0, steps=steps, guidance_text=guidance_text,
                 guidance_image=guidance_image,
-                copy_baseline=scores.edit_scores([x["image"] for x in items], targets, kinds))
+                copy_baseline=scores.edit_scores([x["image"] for x in items], targets, kinds),
+                copied=copies(images, items))
   return result
+
+
+def copies(images, items) -> dict:
+  """Share of outputs whose detected scene is the source's (the model copied), by type."""
+  by_kind = {}
+  for image, x in zip(images, items):
+    by_kind.setdefault(x["kind"], []).append(detector.scene(np.asarray(image)) == x["source"])
+  hits = [h for v in by_kind.values() for h in v]
+  return {"rate": float(np.mean(hits)) if hits else 0.0,
+          "by_type": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())}}
+
+
+def drawing_ceiling(engine: engine_lib.Engine, items: list[dict], *, steps: int = 20,
+                    guidance: float = 2.0, seed: int = 0, batch_size: int = 50) -> dict:
+  """Text-to-image from each edit's target caption with the same checkpoint, scored by the
+  edit judge: how well the model draws the target scene from words (an edit that must
+  also read the source can hardly do better)."""
+  t0 = time.time()
+  captions = [x["target_caption"] for x in items]
+  images = np.concatenate([
+      engine.generate(captions[lo:lo + batch_size],
+                      keys=engine_lib.request_keys(seed, len(captions[lo:lo + batch_size]),
+                                                   start=lo), steps=steps, guidance=guidance)
+      for lo in range(0, len(items), batch_size)])
+  result = scores.edit_scores(images, [x["target"] for x in items], [x["kind"] for x in items])
+  result.update(seconds=time.time() - t0, steps=steps, guidance=guidance)
+  return result
+
+
+def source_reading(engine: engine_lib.Engine, items: list[dict], *, seed: int = 0,
+                   batch_size: int = 50, answer_tokens: int = 8) -> dict:
+  """Exact-match answers to the source scenes' own questions (count, colours, shapes,
+  presence, left/right), by the edit type of the item and by question type: does the
+  model read the source?"""
+  t0 = time.time()
+  rows = [(x["image"], q, a, x["kind"]) for x in items
+          for q, a in zip(x["questions"], x["answers"])]
+  answers = []
+  for lo in range(0, len(rows), batch_size):
+    chunk = rows[lo:lo + batch_size]
+    answers += [a.text for a in engine.answer(
+        [r[0] for r in chunk], [r[1] for r in chunk],
+        keys=engine_lib.request_keys(seed, len(chunk), start=lo),
+        max_new_tokens=answer_tokens)]
+  right = {}
+  for (_, _, want, kind), got in zip(rows, answers):
+    right.setdefault(kind, []).append(
+        scores.normalize_answer(got) == scores.normalize_answer(want))
+  hits = [h for v in right.values() for h in v]
+  by_question = scores.understanding_scores(answers, [r[2] for r in rows], [r[1] for r in rows])
+  return {"exact_match": float(np.mean(hits)) if hits else 0.0,
+          "by_type": {k: float(np.mean(v)) for k, v in sorted(right.items())},
+          "by_question": by_question.get("accuracy_by_type", {}),
+          "num_questions": len(rows), "seconds": time.time() - t0}
+

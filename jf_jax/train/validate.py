@@ -84,7 +84,8 @@ RANGES = (
 )
 TASK_FILES = {"und": "und_files", "gen": "gen_files", "text": "text_files",
               "edit": "edit_files"}
-TASK_RECORDS = {"und": "und_records", "gen": "gen_records", "text": "text_records"}
+TASK_RECORDS = {"und": "und_records", "gen": "gen_records", "text": "text_records",
+                "edit": "edit_records"}
 
 
 class ConfigError(ValueError):
