@@ -43,6 +43,9 @@ class Service:
         self._run, max_rows=max(engine.batch_buckets), max_wait_s=config.max_wait_ms / 1e3,
         rejoin_wait_s=config.rejoin_wait_ms / 1e3, max_queue=config.limits.max_queue,
         on_batch=self._record)
+    self.metrics.worker_cpu.set_function(self.batcher.cpu_seconds)
+    self.metrics.queue_rows.set_function(lambda: self.batcher.queued_rows)
+    self.metrics.device_busy.set_function(lambda: self.engine.device_busy_seconds)
 
   # ------------------------------------------------------------------- startup
   def warmup(self) -> int:
@@ -164,25 +167,28 @@ class Service:
             "completion_tokens": len(ids)}
 
   # -------------------------------------------------------------- device calls
-  def _run(self, group: Hashable, rows: list) -> list:
-    """One batch of rows of one group through the engine (the batcher's thread)."""
+  def _run(self, group: Hashable, rows: list) -> batcher_lib.FetchFn:
+    """Dispatches one batch of rows of one group (the batcher's dispatching thread);
+    returns the function that waits for its results (its finishing thread)."""
     if group[0] == IMAGE:
       _, _, steps, guidance = group
-      images = self.engine.generate_rows(
+      pending = self.engine.start_generate_rows(
           np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
           engine_lib.row_keys([r[2] for r in rows], [r[3] for r in rows]), steps=steps,
           guidance=guidance)
-      return list(images)
+      return lambda: list(pending.result())
     _, _, budget = group
     stacked = {k: np.stack([r[0][k] for r in rows]) for k in rows[0][0]}
-    tokens, lengths = self.engine.answer_rows(
+    pending = self.engine.start_answer_rows(
         stacked, engine_lib.row_keys([r[1] for r in rows], [0] * len(rows)),
         max_new_tokens=budget,
         limits=np.array([r[2] for r in rows]), temperature=np.array([r[3] for r in rows]),
         top_p=np.array([r[4] for r in rows]))
-    return list(zip(tokens, lengths))
+    return lambda: list(zip(*pending.result()))
 
   def _record(self, group: Hashable, batch: list, started: float) -> None:
+    """A batch's metrics (the batcher's finishing thread, right after its results: the
+    engine's counters then changed by this batch's calls alone)."""
     kind = group[0]
     m = self.metrics
     m.batch_rows.labels(kind).observe(sum(len(w.rows) for w in batch))
@@ -193,5 +199,3 @@ class Service:
     m.device_calls.labels(kind).inc(calls - self._device_seen[0])
     m.device_seconds.labels(kind).inc(seconds - self._device_seen[1])
     self._device_seen = (calls, seconds)
-    m.queue_rows.set(self.batcher.queued_rows)
-    m.worker_cpu.set(time.thread_time())  # called on the batching thread
