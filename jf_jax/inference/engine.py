@@ -20,6 +20,11 @@ The engine is built once; its two jitted functions (sampler + image decoder, and
 answer decoder per answer-length bucket) keep one executable per shape, which `warmup`
 compiles ahead (the server does, before /health says ready). Params are placed on the
 mesh by the logical axis rules; batch rows split over ('data', 'fsdp').
+
+`start_generate_rows` / `start_answer_rows` return once their calls are dispatched (JAX
+runs them asynchronously) with a `Pending` whose `result()` waits for them: the server
+forms and dispatches its next batch while the last one runs. `generate_rows` /
+`answer_rows` are the same, waited for.
 """
 
 import dataclasses
