@@ -67,6 +67,26 @@ class _TooLarge(Exception):
   pass
 
 
+class CountRequests:
+  """ASGI middleware: counts each HTTP request by path and status. A plain ASGI wrapper:
+  Starlette's `@app.middleware("http")` runs every request through an extra task and
+  memory streams (measured: 0.80 -> 0.48 ms of server CPU per GET /v1/models)."""
+
+  def __init__(self, app, counter):
+    self.app, self.counter = app, counter
+
+  async def __call__(self, scope, receive, send):
+    if scope["type"] != "http":
+      return await self.app(scope, receive, send)
+
+    async def counting_send(message):
+      if message["type"] == "http.response.start":
+        self.counter.labels(scope["path"], str(message["status"])).inc()
+      await send(message)
+
+    await self.app(scope, receive, counting_send)
+
+
 def create_app(service: service_lib.Service) -> fastapi.FastAPI:
   """The app around one `Service` (its engine warmed up separately, see __main__)."""
   config = service.config
@@ -90,11 +110,7 @@ def create_app(service: service_lib.Service) -> fastapi.FastAPI:
   async def http_error(request, e: starlette_exceptions.HTTPException):
     return errors.response(e.status_code, str(e.detail))
 
-  @app.middleware("http")
-  async def count_requests(request: fastapi.Request, call_next):
-    response = await call_next(request)
-    service.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-    return response
+  app.add_middleware(CountRequests, counter=service.metrics.requests)
 
   def authorize(request: fastapi.Request) -> None:
     if config.api_key and request.headers.get("authorization") != f"Bearer {config.api_key}":
