@@ -112,7 +112,9 @@ def create_app(service: service_lib.Service) -> fastapi.FastAPI:
 
   app.add_middleware(CountRequests, counter=service.metrics.requests)
 
-  def authorize(request: fastapi.Request) -> None:
+  async def authorize(request: fastapi.Request) -> None:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, and that hop costs
+    # more CPU than the check
     if config.api_key and request.headers.get("authorization") != f"Bearer {config.api_key}":
       raise errors.ApiError(401, "missing or wrong API key (Authorization: Bearer ...)")
     if not service.ready.is_set():
@@ -131,8 +133,9 @@ def create_app(service: service_lib.Service) -> fastapi.FastAPI:
   async def images(req: schemas.ImageRequest):
     group, rows, seed = await concurrency.run_in_threadpool(service.image_work, req)
     results = await queued(group, rows)
-    return await concurrency.run_in_threadpool(service.image_response, results, seed,
-                                               group[2], group[3])
+    # JSONResponse: the body is plain JSON types already (no jsonable_encoder pass)
+    return responses.JSONResponse(await concurrency.run_in_threadpool(
+        service.image_response, results, seed, group[2], group[3]))
 
   @app.post("/v1/chat/completions", dependencies=[fastapi.Depends(authorize)])
   async def chat(req: schemas.ChatRequest):
@@ -148,9 +151,10 @@ def create_app(service: service_lib.Service) -> fastapi.FastAPI:
       include_usage = bool(req.stream_options and req.stream_options.include_usage)
       return responses.StreamingResponse(
           _sse(head, answer, usage, include_usage), media_type="text/event-stream")
-    return {**head, "object": "chat.completion", "usage": usage, "choices": [{
-        "index": 0, "finish_reason": answer["finish_reason"], "logprobs": None,
-        "message": {"role": "assistant", "content": answer["text"]}}]}
+    return responses.JSONResponse({
+        **head, "object": "chat.completion", "usage": usage, "choices": [{
+            "index": 0, "finish_reason": answer["finish_reason"], "logprobs": None,
+            "message": {"role": "assistant", "content": answer["text"]}}]})
 
   @app.get("/v1/models", dependencies=[fastapi.Depends(authorize)])
   async def models():
