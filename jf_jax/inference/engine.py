@@ -490,23 +490,30 @@ class _Call:
       host = jax.device_get(self._out)
     finally:  # a call's time: from its dispatch to its results on the host
       self._out = None  # the device buffers go
-      self._engine._finished(time.perf_counter() - self._started)  # pylint: disable=protected-access
+      self.seconds = time.perf_counter() - self._started
+      self._engine._finished(self.seconds)  # pylint: disable=protected-access
     return jax.tree.map(lambda x: x[:self._rows], host)
 
 
 class Pending:
   """Device calls in flight (JAX dispatches asynchronously): `result()` waits for them and
   returns their outputs on the host, concatenated along rows; the first call of
-  `result()` fetches, later ones return (or raise) the same."""
+  `result()` fetches, later ones return (or raise) the same. After it, `calls` and
+  `seconds` (their summed dispatch -> host times) are these calls' own, whatever else
+  was in flight."""
 
   def __init__(self, calls: Sequence[_Call]):
     self._calls, self._result, self._error = list(calls), None, None
+    self.calls, self.seconds = len(self._calls), 0.0
 
   def result(self):
     if self._calls:
       calls, self._calls = self._calls, []
       try:
-        parts = [c.fetch() for c in calls]
+        parts = []
+        for c in calls:
+          parts.append(c.fetch())
+          self.seconds += c.seconds
         self._result = (parts[0] if len(parts) == 1
                         else jax.tree.map(lambda *x: np.concatenate(x), *parts))
       except Exception as e:  # kept: a later result() raises it again
