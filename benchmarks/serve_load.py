@@ -21,6 +21,12 @@ threads, from /proc), the server's host work (HTTP, JSON, images, queue: the res
 CPU) and the openai clients' (this process), with the cores that 0.9x the engine would
 need at that cost: on a CPU backend server, clients and device share the same cores.
 Prints one line per measurement and a JSON summary.
+
+--profile FILE runs the server under py-spy (`pip install py-spy`; sampling from outside
+the process, on-CPU stacks only) and prints where the server's host CPU goes per request:
+the event loop's and the worker threads' stacks, by function, inclusive. Profile a single
+load (e.g. `--kinds chat --clients 16`): the samples of the startup and the batcher's
+threads are left out, the rest is divided by that load's requests.
 """
 
 import argparse
@@ -52,6 +58,7 @@ def parse() -> argparse.Namespace:
   p.add_argument("--checkpoint", default=None, help="default: a tiny random checkpoint")
   p.add_argument("--vae", default=None, help="SDXL-VAE of a latent-space checkpoint")
   p.add_argument("--clients", default="1,4,16")
+  p.add_argument("--kinds", default="image,chat", help="which loads, in order")
   p.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
   p.add_argument("--engine_duration", type=float, default=5.0,
                  help="seconds per engine measurement (one per batch bucket)")
@@ -68,6 +75,9 @@ def parse() -> argparse.Namespace:
   p.add_argument("--devices", type=int, default=1)
   p.add_argument("--server_flags", default="", help="more flags for jf_jax.serve")
   p.add_argument("--out", default=None, help="write the JSON summary here")
+  p.add_argument("--profile", default=None,
+                 help="py-spy the server; its raw stacks go to this file (see the doc)")
+  p.add_argument("--profile_rate", type=int, default=200, help="py-spy samples per second")
   return p.parse_args()
 
 
@@ -162,10 +172,11 @@ def process_cpu_s(pid: int) -> tuple[float, float]:
 
 
 def server_counters(base: str, kind: str) -> dict[str, float]:
-  """The server's batch-row sum/count and device seconds for `kind` and its batching
-thread's CPU seconds (from /metrics)."""
+  """The server's batch-row sum/count and device seconds for `kind`, its device busy time
+and its batcher threads' CPU seconds (from /metrics)."""
   wanted = {"jf_batch_rows_sum": "rows", "jf_batch_rows_count": "batches",
-            "jf_device_seconds_total": "device_s", "jf_worker_cpu_seconds": "worker_cpu_s"}
+            "jf_device_seconds_total": "device_s", "jf_device_busy_seconds": "device_busy_s",
+            "jf_worker_cpu_seconds": "worker_cpu_s"}
   out = dict.fromkeys(wanted.values(), 0.0)
   for family in prom_parser.text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
     for s in family.samples:
@@ -177,9 +188,13 @@ thread's CPU seconds (from /metrics)."""
 def measure_server(args, checkpoint: str) -> tuple[dict, dict]:
   port = free_port()
   env = dict(os.environ, PYTHONPATH=str(REPO))
-  proc = subprocess.Popen([sys.executable, "-m", "jf_jax.serve",
-                           *server_flags(args, checkpoint, port)], cwd=REPO, env=env)
+  command = [sys.executable, "-m", "jf_jax.serve", *server_flags(args, checkpoint, port)]
+  if args.profile:
+    command = ["py-spy", "record", "--format", "raw", "--function", "--nonblocking",
+               f"--rate={args.profile_rate}", f"--output={args.profile}", "--", *command]
+  proc = subprocess.Popen(command, cwd=REPO, env=env)
   base = f"http://127.0.0.1:{port}"
+  server_pid = proc.pid
   try:
     t0 = time.time()
     while True:
@@ -193,6 +208,9 @@ def measure_server(args, checkpoint: str) -> tuple[dict, dict]:
         pass
       time.sleep(1)
     print(f"server ready in {time.time() - t0:.0f}s: {health.json()}", flush=True)
+    if args.profile:  # py-spy's child is the server
+      server_pid = int(pathlib.Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                       .read_text().split()[0])
     size = health.json()["image_size"]
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0,
                            timeout=600, http_client=httpx.Client(
@@ -210,17 +228,17 @@ def measure_server(args, checkpoint: str) -> tuple[dict, dict]:
                                        {"type": "text", "text": "how many shapes are there?"}]}])
 
     out = {"image": [], "chat": []}
-    for kind, fn in (("image", image), ("chat", chat)):
+    for kind, fn in [(k, {"image": image, "chat": chat}[k]) for k in args.kinds.split(",")]:
       fn(0)  # first request outside the timing
       for clients in [int(c) for c in args.clients.split(",")]:
         before = server_counters(base, kind)
-        (cpu0, pool0), client_cpu0 = process_cpu_s(proc.pid), time.process_time()
+        (cpu0, pool0), client_cpu0 = process_cpu_s(server_pid), time.process_time()
         row = load(clients, args.duration, fn)
-        (cpu1, pool1), client_cpu1 = process_cpu_s(proc.pid), time.process_time()
+        (cpu1, pool1), client_cpu1 = process_cpu_s(server_pid), time.process_time()
         after = server_counters(base, kind)
         batches = max(after["batches"] - before["batches"], 1)
         row["mean_batch_rows"] = (after["rows"] - before["rows"]) / batches
-        row["device_s"] = after["device_s"] - before["device_s"]
+        row["device_s"] = after["device_busy_s"] - before["device_busy_s"]
         row["device_share"] = row["device_s"] / row["elapsed_s"]
         row["server_cpu_s"] = cpu1 - cpu0
         # The device's CPU: the batching thread (it runs each call and waits on it) plus
@@ -236,7 +254,7 @@ def measure_server(args, checkpoint: str) -> tuple[dict, dict]:
     metrics = httpx.get(f"{base}/metrics").text
     return out, {"image_size": size, "metrics_lines": len(metrics.splitlines())}
   finally:
-    proc.send_signal(signal.SIGTERM)
+    os.kill(server_pid, signal.SIGTERM)
     proc.wait(timeout=300)
 
 
@@ -264,7 +282,7 @@ def measure_engine(args, checkpoint: str) -> dict:
                        top_p=np.ones(b))
 
   out = {"image": {}, "chat": {}}
-  for kind, fn in (("image", images), ("chat", answers)):
+  for kind, fn in [(k, {"image": images, "chat": answers}[k]) for k in args.kinds.split(",")]:
     for b in engine.batch_buckets:
       fn(0, b)  # compile
       calls, t0, cpu0 = 0, time.perf_counter(), time.process_time()
@@ -280,6 +298,38 @@ def measure_engine(args, checkpoint: str) -> dict:
   return out
 
 
+# Where a py-spy stack comes from, by a frame it holds (the first match wins).
+_THREADS = (("batcher", ("_dispatch_loop", "_finish_loop")),
+            ("startup", ("warm (", "warmup (")),
+            ("worker threads", ("anyio/_backends", "concurrent/futures/thread.py")),
+            ("event loop", ("uvicorn/server.py",)))
+
+
+def profile_table(path: str, rate: int, requests: int, top: int = 25) -> dict:
+  """Host CPU ms per request by function (inclusive) from py-spy's raw stacks: the event
+  loop's and the worker threads' samples; the batcher's and the startup's left out."""
+  by_thread, by_function = {}, {}
+  for line in pathlib.Path(path).read_text().splitlines():
+    stack, _, count = line.rpartition(" ")
+    if not stack:
+      continue
+    frames, count = stack.split(";"), int(count)
+    where = next((name for name, marks in _THREADS
+                  if any(m in f for f in frames for m in marks)), "other (imports, load)")
+    by_thread[where] = by_thread.get(where, 0) + count
+    if where in ("worker threads", "event loop"):
+      for f in set(frames):
+        by_function[f] = by_function.get(f, 0) + count
+  ms = lambda samples: 1e3 * samples / rate / max(requests, 1)
+  print(f"profile ({path}, {rate} Hz): on-CPU ms per request by thread: "
+        + ", ".join(f"{k} {ms(v):.2f}" for k, v in sorted(by_thread.items())), flush=True)
+  rows = sorted(by_function.items(), key=lambda kv: -kv[1])[:top]
+  for f, samples in rows:
+    print(f"  {ms(samples):6.3f} ms  {f}", flush=True)
+  return {"threads_ms": {k: ms(v) for k, v in by_thread.items()},
+          "functions_ms": {f: ms(v) for f, v in rows}}
+
+
 def main():
   args = parse()
   with tempfile.TemporaryDirectory() as tmp:
@@ -287,7 +337,7 @@ def main():
     server, info = measure_server(args, checkpoint)
     engine = measure_engine(args, checkpoint)
   summary = {"server": server, "engine": engine, **info}
-  for kind in ("image", "chat"):
+  for kind in args.kinds.split(","):
     by_clients = {r["clients"]: r for r in server[kind]}
     top, one = max(by_clients), min(by_clients)
     rate = {c: r["requests_per_s"] for c, r in by_clients.items()}
@@ -325,6 +375,9 @@ def main():
           f"{cpu_ms:.1f} ms CPU per request needs "
           f"{summary[f'{kind}_cores_for_0.9x']:.2f} cores; the machine has "
           f"{os.cpu_count()}", flush=True)
+  if args.profile:
+    r = server[args.kinds.split(",")[-1]][-1]  # the last load: the one to profile
+    summary["profile"] = profile_table(args.profile, args.profile_rate, r["requests"])
   print(json.dumps(summary))
   if args.out:
     pathlib.Path(args.out).write_text(json.dumps(summary, indent=2))

@@ -20,6 +20,11 @@ The engine is built once; its two jitted functions (sampler + image decoder, and
 answer decoder per answer-length bucket) keep one executable per shape, which `warmup`
 compiles ahead (the server does, before /health says ready). Params are placed on the
 mesh by the logical axis rules; batch rows split over ('data', 'fsdp').
+
+`start_generate_rows` / `start_answer_rows` return once their calls are dispatched (JAX
+runs them asynchronously) with a `Pending` whose `result()` waits for them: the server
+forms and dispatches its next batch while the last one runs. `generate_rows` /
+`answer_rows` are the same, waited for.
 """
 
 import dataclasses
@@ -170,8 +175,10 @@ class Engine:
     self._decode_params = None
     self._decoders: dict[int, Callable] = {}
     self._lock = threading.Lock()  # counters; device calls may come from several threads
-    self.device_calls = 0
-    self.device_seconds = 0.0
+    # device_seconds: each call's dispatch -> results on host, summed (calls may overlap);
+    # device_busy_seconds: the time at least one call was in flight.
+    self.device_calls, self.device_seconds, self.device_busy_seconds = 0, 0.0, 0.0
+    self._in_flight, self._busy_since = 0, 0.0
 
   # ---------------------------------------------------------------------- helpers
   def _with_rules(self, fn: Callable) -> Callable:
@@ -183,15 +190,34 @@ class Engine:
   def _shard(self, x):
     return jax.device_put(x, self._rows)
 
-  def _call(self, fn: Callable, *args):
-    """Runs one device call under the mesh, counted and timed (to the results on host)."""
-    t0 = time.perf_counter()
-    with jax.set_mesh(self.mesh):
-      out = jax.device_get(fn(*args))
+  def _start(self, fn: Callable, rows: int, *args) -> "_Call":
+    """Dispatches one device call under the mesh and returns at once (JAX runs it
+    asynchronously); its `fetch()` waits and gives its outputs' first `rows` on the host."""
+    started = time.perf_counter()
     with self._lock:
       self.device_calls += 1
-      self.device_seconds += time.perf_counter() - t0
-    return out
+      if self._in_flight == 0:
+        self._busy_since = started
+      self._in_flight += 1
+    try:
+      with jax.set_mesh(self.mesh):
+        out = fn(*args)
+    except BaseException:
+      self._finished(time.perf_counter() - started)
+      raise
+    return _Call(self, out, rows, started)
+
+  def _finished(self, seconds: float) -> None:
+    """A call's results reached the host: its time and the busy time (union of calls)."""
+    with self._lock:
+      self.device_seconds += seconds
+      self._in_flight -= 1
+      if self._in_flight == 0:
+        self.device_busy_seconds += time.perf_counter() - self._busy_since
+
+  def _call(self, fn: Callable, rows: int, *args):
+    """One device call, waited for: its outputs' first `rows` on the host."""
+    return self._start(fn, rows, *args).fetch()
 
   @property
   def image_size(self) -> int:
@@ -228,17 +254,23 @@ class Engine:
       rows.append((row["prompt_ids"], row["prompt_mask"]))
     return rows
 
+  def start_generate_rows(self, ids: np.ndarray, mask: np.ndarray, keys: jax.Array, *,
+                          steps: int, guidance: float) -> "Pending":
+    """`generate_rows` dispatched: returns once its calls are on the device; the Pending's
+    `result()` waits for the images."""
+    fn, calls = self._image_fn(), []
+    for lo, hi, size in batch_sizes(len(ids), self.batch_buckets):
+      calls.append(self._start(
+          fn, hi - lo, self.params, self._shard(pad_rows(ids[lo:hi], size)),
+          self._shard(pad_rows(mask[lo:hi], size)), self._shard(pad_keys(keys[lo:hi], size)),
+          jnp.int32(steps), jnp.float32(guidance), self._decode_params))
+    return Pending(calls)
+
   def generate_rows(self, ids: np.ndarray, mask: np.ndarray, keys: jax.Array, *,
                     steps: int, guidance: float) -> np.ndarray:
     """uint8 [n, H, W, 3] from prompt rows of one length (ids, mask [n, Lp]) and their
     noise keys [n], in batches of `batch_buckets`."""
-    fn, out = self._image_fn(), []
-    for lo, hi, size in batch_sizes(len(ids), self.batch_buckets):
-      out.append(self._call(
-          fn, self.params, self._shard(pad_rows(ids[lo:hi], size)),
-          self._shard(pad_rows(mask[lo:hi], size)), self._shard(pad_keys(keys[lo:hi], size)),
-          jnp.int32(steps), jnp.float32(guidance), self._decode_params)[:hi - lo])
-    return np.concatenate(out)
+    return self.start_generate_rows(ids, mask, keys, steps=steps, guidance=guidance).result()
 
   def generate(self, captions: Sequence[str], *, keys: jax.Array, steps: int = 30,
                guidance: float = 2.0) -> np.ndarray:
@@ -294,14 +326,12 @@ class Engine:
     pixels = preprocess.und_image(preprocess.load_image(image), size)
     return ids[0], mask[0], flags[0], pixels[None]
 
-  def answer_rows(self, rows: dict[str, np.ndarray], keys: jax.Array, *,
-                  max_new_tokens: int, limits: np.ndarray, temperature: np.ndarray,
-                  top_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens [n, max_new_tokens], lengths [n]) for rows of one shape (ids/valid/
-    image_mask [n, S], images [n, 1, s, s, 3]) with per-row keys, limits, temperature and
-    top_p [n]; `max_new_tokens` must be one of `max_tokens_buckets` (or any, outside the
-    server: each value compiles once)."""
-    fn, tokens, lengths = self._decoder(max_new_tokens), [], []
+  def start_answer_rows(self, rows: dict[str, np.ndarray], keys: jax.Array, *,
+                        max_new_tokens: int, limits: np.ndarray, temperature: np.ndarray,
+                        top_p: np.ndarray) -> "Pending":
+    """`answer_rows` dispatched: returns once its calls are on the device; the Pending's
+    `result()` waits for (tokens, lengths)."""
+    fn, calls = self._decoder(max_new_tokens), []
     per_row = {"keys": keys, "limits": np.asarray(limits, np.int32),
                "temperature": np.asarray(temperature, np.float32),
                "top_p": np.asarray(top_p, np.float32)}
@@ -309,11 +339,20 @@ class Engine:
       b = {k: self._shard(pad_rows(v[lo:hi], size)) for k, v in rows.items()}
       r = {k: self._shard(pad_keys(v[lo:hi], size) if k == "keys" else pad_rows(v[lo:hi], size))
            for k, v in per_row.items()}
-      t, n = self._call(fn, self.params, b["ids"], b["valid"], b["images"], b["image_mask"],
-                        r["keys"], r["temperature"], r["top_p"], r["limits"])
-      tokens.append(t[:hi - lo])
-      lengths.append(n[:hi - lo])
-    return np.concatenate(tokens), np.concatenate(lengths)
+      calls.append(self._start(fn, hi - lo, self.params, b["ids"], b["valid"], b["images"],
+                               b["image_mask"], r["keys"], r["temperature"], r["top_p"],
+                               r["limits"]))
+    return Pending(calls)
+
+  def answer_rows(self, rows: dict[str, np.ndarray], keys: jax.Array, *,
+                  max_new_tokens: int, limits: np.ndarray, temperature: np.ndarray,
+                  top_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens [n, max_new_tokens], lengths [n]) for rows of one shape (ids/valid/
+    image_mask [n, S], images [n, 1, s, s, 3]) with per-row keys, limits, temperature and
+    top_p [n]; `max_new_tokens` must be one of `max_tokens_buckets` (or any, outside the
+    server: each value compiles once)."""
+    return self.start_answer_rows(rows, keys, max_new_tokens=max_new_tokens, limits=limits,
+                                  temperature=temperature, top_p=top_p).result()
 
   def answer(self, images: Sequence[Any], questions: Sequence[str], *, keys: jax.Array,
              max_new_tokens: int | Sequence[int] = 64, temperature: float | Sequence[float] = 0.0,
@@ -375,7 +414,7 @@ class Engine:
                              temperature=np.zeros(size), top_p=np.ones(size))
             count += 1
     with self._lock:
-      self.device_calls, self.device_seconds = 0, 0.0
+      self.device_calls, self.device_seconds, self.device_busy_seconds = 0, 0.0, 0.0
     return count
 
 
@@ -430,13 +469,58 @@ class Engine:
       for lo, hi, size in batch_sizes(len(idx), self.batch_buckets):
         b = {k: self._shard(pad_rows(v[lo:hi], size)) for k, v in stacked.items()}
         pieces.append(self._call(
-            fn, self.params, b["ids"], b["mask"], b["image_mask"], b["images"],
+            fn, hi - lo, self.params, b["ids"], b["mask"], b["image_mask"], b["images"],
             self._shard(pad_keys(group_keys[lo:hi], size)), jnp.int32(steps),
             jnp.float32(guidance_text), jnp.float32(guidance_image),
-            self._decode_params)[:hi - lo])
+            self._decode_params))
       for i, image in zip(idx, np.concatenate(pieces)):
         out[i] = image
     return np.stack(out)
+
+
+class _Call:
+  """One dispatched device call: `fetch()` waits for it and gives its outputs (an array or
+  a tuple of arrays) on the host, the padding rows past `rows` cut off."""
+
+  def __init__(self, engine: "Engine", out: Any, rows: int, started: float):
+    self._engine, self._out, self._rows, self._started = engine, out, rows, started
+
+  def fetch(self):
+    try:
+      host = jax.device_get(self._out)
+    finally:  # a call's time: from its dispatch to its results on the host
+      self._out = None  # the device buffers go
+      self.seconds = time.perf_counter() - self._started
+      self._engine._finished(self.seconds)  # pylint: disable=protected-access
+    return jax.tree.map(lambda x: x[:self._rows], host)
+
+
+class Pending:
+  """Device calls in flight (JAX dispatches asynchronously): `result()` waits for them and
+  returns their outputs on the host, concatenated along rows; the first call of
+  `result()` fetches, later ones return (or raise) the same. After it, `calls` and
+  `seconds` (their summed dispatch -> host times) are these calls' own, whatever else
+  was in flight."""
+
+  def __init__(self, calls: Sequence[_Call]):
+    self._calls, self._result, self._error = list(calls), None, None
+    self.calls, self.seconds = len(self._calls), 0.0
+
+  def result(self):
+    if self._calls:
+      calls, self._calls = self._calls, []
+      try:
+        parts = []
+        for c in calls:
+          parts.append(c.fetch())
+          self.seconds += c.seconds
+        self._result = (parts[0] if len(parts) == 1
+                        else jax.tree.map(lambda *x: np.concatenate(x), *parts))
+      except Exception as e:  # kept: a later result() raises it again
+        self._error = e
+    if self._error is not None:
+      raise self._error
+    return self._result
 
 
 def _group(keys: Sequence[Any]) -> dict[Any, list[int]]:

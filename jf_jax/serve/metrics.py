@@ -24,13 +24,16 @@ class Metrics:
     self.device_calls = prom.Counter("jf_device_calls", "jitted engine calls", ["kind"],
                                      registry=self.registry)
     self.device_seconds = prom.Counter(
-        "jf_device_seconds", "seconds spent in engine calls (to results on host)", ["kind"],
+        "jf_device_seconds", "engine calls' time from dispatch to results on host, summed "
+        "(up to two calls may overlap)", ["kind"], registry=self.registry)
+    self.device_busy = prom.Gauge(
+        "jf_device_busy_seconds", "time with at least one engine call in flight",
         registry=self.registry)
-    # On a CPU backend this thread and XLA's pool threads are the device: the benchmark
+    # On a CPU backend these threads and XLA's pool threads are the device: the benchmark
     # subtracts both from the process's CPU to get the host work per request.
     self.worker_cpu = prom.Gauge(
-        "jf_worker_cpu_seconds", "CPU seconds of the batching thread, which makes every "
-        "device call", registry=self.registry)
+        "jf_worker_cpu_seconds", "CPU seconds of the batcher's two threads, which make "
+        "and fetch every device call", registry=self.registry)
     self.queue_rows = prom.Gauge("jf_queue_rows", "rows waiting in the queue",
                                  registry=self.registry)
 

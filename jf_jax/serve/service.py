@@ -9,7 +9,7 @@ response (`seed`), so any result can be reproduced.
 import secrets
 import threading
 import time
-from typing import Any, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import ml_collections
 import numpy as np
@@ -38,17 +38,18 @@ class Service:
     self.can_generate = engine.loaded.decode_fn is not None
     self.image_size = engine.image_size if self.can_generate else None
     self.ready = threading.Event()
-    self._device_seen = (0, 0.0)
     self.batcher = batcher_lib.Batcher(
         self._run, max_rows=max(engine.batch_buckets), max_wait_s=config.max_wait_ms / 1e3,
         rejoin_wait_s=config.rejoin_wait_ms / 1e3, max_queue=config.limits.max_queue,
         on_batch=self._record)
+    self.metrics.worker_cpu.set_function(self.batcher.cpu_seconds)
+    self.metrics.queue_rows.set_function(lambda: self.batcher.queued_rows)
+    self.metrics.device_busy.set_function(lambda: self.engine.device_busy_seconds)
 
   # ------------------------------------------------------------------- startup
   def warmup(self) -> int:
     """Compiles every bucket (before /health says ready); returns the shapes compiled."""
     count = self.engine.warmup(images=self.can_generate)
-    self._device_seen = (self.engine.device_calls, self.engine.device_seconds)
     self.ready.set()
     return count
 
@@ -164,34 +165,37 @@ class Service:
             "completion_tokens": len(ids)}
 
   # -------------------------------------------------------------- device calls
-  def _run(self, group: Hashable, rows: list) -> list:
-    """One batch of rows of one group through the engine (the batcher's thread)."""
+  def _run(self, group: Hashable, rows: list) -> batcher_lib.FetchFn:
+    """Dispatches one batch of rows of one group (the batcher's dispatching thread);
+    returns the function that waits for its results (its finishing thread)."""
     if group[0] == IMAGE:
       _, _, steps, guidance = group
-      images = self.engine.generate_rows(
+      pending = self.engine.start_generate_rows(
           np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
           engine_lib.row_keys([r[2] for r in rows], [r[3] for r in rows]), steps=steps,
           guidance=guidance)
-      return list(images)
+      return lambda: self._fetched(IMAGE, pending, list)
     _, _, budget = group
     stacked = {k: np.stack([r[0][k] for r in rows]) for k in rows[0][0]}
-    tokens, lengths = self.engine.answer_rows(
+    pending = self.engine.start_answer_rows(
         stacked, engine_lib.row_keys([r[1] for r in rows], [0] * len(rows)),
         max_new_tokens=budget,
         limits=np.array([r[2] for r in rows]), temperature=np.array([r[3] for r in rows]),
         top_p=np.array([r[4] for r in rows]))
-    return list(zip(tokens, lengths))
+    return lambda: self._fetched(CHAT, pending, lambda out: list(zip(*out)))
+
+  def _fetched(self, kind: str, pending: engine_lib.Pending, rows: Callable) -> list:
+    """The batch's results as rows (the finishing thread), its device calls counted."""
+    out = rows(pending.result())
+    self.metrics.device_calls.labels(kind).inc(pending.calls)
+    self.metrics.device_seconds.labels(kind).inc(pending.seconds)
+    return out
 
   def _record(self, group: Hashable, batch: list, started: float) -> None:
+    """A batch's sizes and queue waits (the batcher's finishing thread)."""
     kind = group[0]
     m = self.metrics
     m.batch_rows.labels(kind).observe(sum(len(w.rows) for w in batch))
     m.batch_requests.labels(kind).observe(len(batch))
     for work in batch:
       m.queue_wait.labels(kind).observe(started - work.enqueued)
-    calls, seconds = self.engine.device_calls, self.engine.device_seconds
-    m.device_calls.labels(kind).inc(calls - self._device_seen[0])
-    m.device_seconds.labels(kind).inc(seconds - self._device_seen[1])
-    self._device_seen = (calls, seconds)
-    m.queue_rows.set(self.batcher.queued_rows)
-    m.worker_cpu.set(time.thread_time())  # called on the batching thread
