@@ -59,6 +59,16 @@ def test_every_problem_is_reported_with_its_key(tmp_path):
     validate.check_config(_bad_files_config(tmp_path))
 
 
+def test_edit_drop_shares_over_one_are_named_together():
+  config = config_files.load("default")
+  config.loss.edit_drop_text, config.loss.edit_drop_image = 0.6, 0.5
+  found = validate.problems(config)
+  assert len(found) == 1 and found[0].startswith(
+      "config.loss.edit_drop_text + edit_drop_image + edit_drop_both = 1.15"), found
+  config.loss.edit_drop_image = 0.3
+  assert not validate.problems(config)
+
+
 def test_unknown_source_is_named():
   config = config_files.load("tiny")
   config.data.source = "filez"

@@ -124,6 +124,17 @@ def _ranges(config) -> Iterator[str]:
       yield f"config.{key}={value!r}: must be {wanted}"
 
 
+def _edit_drops(config) -> Iterator[str]:
+  """The three edit dropout shares split one set of rows: together at most 1."""
+  keys = ("loss.edit_drop_text", "loss.edit_drop_image", "loss.edit_drop_both")
+  values = [_get(config, key) for key in keys]
+  if all(present and isinstance(v, numbers.Number) for present, v in values):
+    total = sum(v for _, v in values)
+    if total > 1:
+      yield (f"config.loss.edit_drop_text + edit_drop_image + edit_drop_both = {total:g}: "
+             "must be <= 1 (each is a share of the edit rows)")
+
+
 def _enums(config) -> Iterator[str]:
   yield from _enum(config, "stage", STAGES)
   yield from _enum(config, "data.gen_space", latent_space.KINDS)
@@ -258,7 +269,7 @@ def _other_paths(config) -> Iterator[str]:
 
 def problems(config: Any) -> list[str]:
   """Every problem found in `config`, one line each naming its key ([] if none)."""
-  found = list(_ranges(config)) + list(_enums(config))
+  found = list(_ranges(config)) + list(_edit_drops(config)) + list(_enums(config))
   for check in (_source_and_files, _tokenizer, _plugins, _other_paths):
     found += list(check(config))
   return found
