@@ -51,9 +51,9 @@ def step_config(config: Any, pad_id: int, eoi_id: int | None = None) -> StepConf
   `config.tokens.eoi_id`) from the tokenizer."""
   loss, train = config.loss, config.train
   edit_drop = tuple(float(loss.get(f"edit_drop_{k}", 0.0)) for k in EDIT_DROPS)
-  if sum(edit_drop) > 1.0:
-    raise ValueError(f"config.loss.edit_drop_text + edit_drop_image + edit_drop_both = "
-                     f"{sum(edit_drop):g} > 1 (each is a share of the edit rows)")
+  problem = edit_drop_problem(edit_drop)
+  if problem:
+    raise ValueError(problem)
   return StepConfig(
       edit_drop=edit_drop,
       eoi_id=int(config.tokens.eoi_id if eoi_id is None else eoi_id),
@@ -81,6 +81,16 @@ def drop_prompts(rng, prompt_ids, prompt_mask, drop_prob: float, pad_id: int):
 
 # The edit dropout's cases, in `StepConfig.edit_drop` order (`config.loss.edit_drop_*`).
 EDIT_DROPS = ("text", "image", "both")
+
+
+def edit_drop_problem(shares) -> str | None:
+  """The problem with the edit dropout's shares (EDIT_DROPS order), None if none: they
+  split one set of rows, so together they are at most 1."""
+  total = sum(shares)
+  if total <= 1.0:
+    return None
+  return (f"config.loss.edit_drop_text + edit_drop_image + edit_drop_both = {total:g}: "
+          "must be <= 1 (each is a share of the edit rows)")
 
 
 def edit_keeps(rng, rows: int, drops: tuple[float, float, float]):

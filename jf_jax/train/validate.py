@@ -28,6 +28,7 @@ from jf_jax.models import config as model_config
 from jf_jax.models import latent_space
 from jf_jax.models import layers
 from jf_jax.models import vae as vae_lib
+from jf_jax.train import step as step_lib
 
 SOURCES = ("synthetic", "files", "records")  # besides a data package named by config.data.source
 TEXT_UNITS = ("line", "paragraph", "file")
@@ -125,14 +126,13 @@ def _ranges(config) -> Iterator[str]:
 
 
 def _edit_drops(config) -> Iterator[str]:
-  """The three edit dropout shares split one set of rows: together at most 1."""
-  keys = ("loss.edit_drop_text", "loss.edit_drop_image", "loss.edit_drop_both")
-  values = [_get(config, key) for key in keys]
+  """The train step's rule for the edit dropout shares (`step.edit_drop_problem`), checked
+  here too so that it is listed with the others before anything is built."""
+  values = [_get(config, f"loss.edit_drop_{k}") for k in step_lib.EDIT_DROPS]
   if all(present and isinstance(v, numbers.Number) for present, v in values):
-    total = sum(v for _, v in values)
-    if total > 1:
-      yield (f"config.loss.edit_drop_text + edit_drop_image + edit_drop_both = {total:g}: "
-             "must be <= 1 (each is a share of the edit rows)")
+    problem = step_lib.edit_drop_problem([v for _, v in values])
+    if problem:
+      yield problem
 
 
 def _enums(config) -> Iterator[str]:
