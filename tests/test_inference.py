@@ -215,3 +215,28 @@ def test_a_run_with_ema_is_sampled_with_its_moving_average(checkpoint, tmp_path)
   differ = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(default.params),
                                                       jax.tree.leaves(raw.params))]
   assert any(differ)
+
+
+class _FetchOnce:
+  """A dispatched call as `Pending` sees it: fetch() (raising or not) and its seconds."""
+
+  def __init__(self, fails: bool):
+    self.fails, self.fetched, self.seconds = fails, False, 0.25
+
+  def fetch(self):
+    self.fetched = True
+    if self.fails:
+      raise RuntimeError("device call failed")
+    return np.zeros((2, 3))
+
+
+def test_pending_fetches_every_call_when_one_fails():
+  # The calls after a failing one must still be fetched: fetching is what counts a call
+  # finished in the engine's busy time.
+  calls = [_FetchOnce(True), _FetchOnce(False)]
+  pending = engine_lib.Pending(calls)
+  with pytest.raises(RuntimeError, match="device call failed"):
+    pending.result()
+  assert all(c.fetched for c in calls) and pending.seconds == 0.5
+  with pytest.raises(RuntimeError, match="device call failed"):
+    pending.result()  # the same error again, nothing fetched twice

@@ -484,6 +484,7 @@ class _Call:
 
   def __init__(self, engine: "Engine", out: Any, rows: int, started: float):
     self._engine, self._out, self._rows, self._started = engine, out, rows, started
+    self.seconds = 0.0  # set by fetch()
 
   def fetch(self):
     try:
@@ -509,15 +510,16 @@ class Pending:
   def result(self):
     if self._calls:
       calls, self._calls = self._calls, []
-      try:
-        parts = []
-        for c in calls:
+      parts = []
+      for c in calls:  # every call is fetched, even after one fails: each must be
+        try:           # counted finished, or the engine's busy time stops adding up
           parts.append(c.fetch())
-          self.seconds += c.seconds
+        except Exception as e:  # the first error is kept: later result()s raise it again
+          self._error = self._error or e
+        self.seconds += c.seconds
+      if self._error is None:
         self._result = (parts[0] if len(parts) == 1
                         else jax.tree.map(lambda *x: np.concatenate(x), *parts))
-      except Exception as e:  # kept: a later result() raises it again
-        self._error = e
     if self._error is not None:
       raise self._error
     return self._result
