@@ -90,12 +90,9 @@ def evaluate(engine: engine_lib.Engine, items: list[dict], *, steps: int = 20,
 
 def copies(images, items) -> dict:
   """Share of outputs whose detected scene is the source's (the model copied), by type."""
-  by_kind = {}
-  for image, x in zip(images, items):
-    by_kind.setdefault(x["kind"], []).append(detector.scene(np.asarray(image)) == x["source"])
-  hits = [h for v in by_kind.values() for h in v]
-  return {"rate": float(np.mean(hits)) if hits else 0.0,
-          "by_type": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())}}
+  hits = [detector.scene(np.asarray(image)) == x["source"] for image, x in zip(images, items)]
+  rate, by_type = scores.share_by(hits, [x["kind"] for x in items])
+  return {"rate": rate, "by_type": by_type}
 
 
 def drawing_ceiling(engine: engine_lib.Engine, items: list[dict], *, steps: int = 20,
@@ -130,14 +127,9 @@ def source_reading(engine: engine_lib.Engine, items: list[dict], *, seed: int = 
         [r[0] for r in chunk], [r[1] for r in chunk],
         keys=engine_lib.request_keys(seed, len(chunk), start=lo),
         max_new_tokens=answer_tokens)]
-  right = {}
-  for (_, _, want, kind), got in zip(rows, answers):
-    right.setdefault(kind, []).append(
-        scores.normalize_answer(got) == scores.normalize_answer(want))
-  hits = [h for v in right.values() for h in v]
-  by_question = scores.understanding_scores(answers, [r[2] for r in rows], [r[1] for r in rows])
-  return {"exact_match": float(np.mean(hits)) if hits else 0.0,
-          "by_type": {k: float(np.mean(v)) for k, v in sorted(right.items())},
-          "by_question": by_question.get("accuracy_by_type", {}),
+  hits = scores.answer_hits(answers, [r[2] for r in rows])
+  exact_match, by_type = scores.share_by(hits, [r[3] for r in rows])
+  by_question = scores.share_by(hits, [scores.question_type(r[1]) for r in rows])[1]
+  return {"exact_match": exact_match, "by_type": by_type, "by_question": by_question,
           "num_questions": len(rows), "seconds": time.time() - t0}
 

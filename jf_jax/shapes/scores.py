@@ -59,6 +59,15 @@ def generation_scores(images: Sequence[np.ndarray], captions: Sequence[str]) -> 
   }
 
 
+def share_by(hits: Sequence[bool], labels: Sequence[str]) -> tuple[float, dict[str, float]]:
+  """(share of hits overall, 0 for none; {label: share of its hits}, labels sorted)."""
+  groups = collections.defaultdict(list)
+  for hit, label in zip(hits, labels):
+    groups[label].append(hit)
+  return (float(np.mean(hits)) if len(hits) else 0.0,
+          {k: float(np.mean(v)) for k, v in sorted(groups.items())})
+
+
 def edit_scores(images: Sequence[np.ndarray], targets: Sequence[Sequence[tuple[str, str]]],
                 kinds: Sequence[str]) -> dict:
   """Edit score of uint8 [H, W, 3] edited images: an image passes when its detected scene
@@ -71,18 +80,16 @@ def edit_scores(images: Sequence[np.ndarray], targets: Sequence[Sequence[tuple[s
   """
   if not len(images) == len(targets) == len(kinds):
     raise ValueError(f"{len(images)} images, {len(targets)} targets, {len(kinds)} kinds")
-  hits, by_kind = [], collections.defaultdict(list)
-  right = paired = 0
-  for image, want, kind in zip(images, targets, kinds):
+  hits, right, paired = [], 0, 0
+  for image, want in zip(images, targets):
     want = [tuple(p) for p in want]
     got = detector.scene(np.asarray(image))
     hits.append(got == want)
-    by_kind[kind].append(got == want)
     if len(got) == len(want):
       paired += len(want)
       right += sum(g == w for g, w in zip(got, want))
-  return {"score": float(np.mean(hits)) if hits else 0.0,
-          "score_by_type": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())},
+  score, by_type = share_by(hits, kinds)
+  return {"score": score, "score_by_type": by_type,
           "object_accuracy": right / max(paired, 1), "num_images": len(hits)}
 
 
@@ -111,14 +118,17 @@ def understanding_scores(predictions: Sequence[str], answers: Sequence[str],
   """Exact-match accuracy (normalised), overall and per question type."""
   if len(predictions) != len(answers):
     raise ValueError(f"{len(predictions)} predictions but {len(answers)} answers")
-  hits = [normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers)]
-  out = {"accuracy": float(np.mean(hits)) if hits else 0.0, "num_questions": len(hits)}
+  hits = answer_hits(predictions, answers)
+  accuracy, by_type = share_by(hits, [question_type(q) for q in questions or ()])
+  out = {"accuracy": accuracy, "num_questions": len(hits)}
   if questions is not None:
-    by_type = collections.defaultdict(list)
-    for q, hit in zip(questions, hits):
-      by_type[question_type(q)].append(hit)
-    out["accuracy_by_type"] = {k: float(np.mean(v)) for k, v in sorted(by_type.items())}
+    out["accuracy_by_type"] = by_type
   return out
+
+
+def answer_hits(predictions: Sequence[str], answers: Sequence[str]) -> list[bool]:
+  """Exact match of each prediction with its answer, both normalised."""
+  return [normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers)]
 
 
 def format_rates(rates: dict[str, float], digits: int = 2) -> str:
