@@ -197,6 +197,21 @@ def matmul_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
   return 2 * m * k * n / float(np.median(times)) / 1e9 / (os.cpu_count() or 1)
 
 
+def summarise_trace(trace_dir: str, hlo_text: str, units: int, top: int = 15,
+                    rate=None) -> str:
+  """The tables of the trace under `trace_dir`, read against the compiled HLO text of
+  the executable it profiled (only that module's events), per `units` over the trace."""
+  events = of_module(trace_summary.load_events(trace_summary.find_trace(trace_dir)),
+                     module_name(hlo_text))
+  return summarise(events, parse_hlo(hlo_text), units, top, rate)
+
+
+def write_hlo(trace_dir: str, hlo_text: str) -> None:
+  """The compiled HLO beside the trace, as step.hlo.txt (what `main` reads back)."""
+  with open(os.path.join(trace_dir, "step.hlo.txt"), "w") as f:
+    f.write(hlo_text)
+
+
 def profile_cpu(call, compiled_text: str, trace_dir: str, calls: int, units: int,
                 top: int = 15) -> str:
   """Traces `calls` runs of `call()` under jax.profiler into `trace_dir` (with the
@@ -204,15 +219,12 @@ def profile_cpu(call, compiled_text: str, trace_dir: str, calls: int, units: int
   `units` (steps, or ODE evaluations) over all calls. One untraced call first: the trace
   holds neither the compilation nor work still queued (e.g. drawing random params)."""
   import jax  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(trace_dir, "step.hlo.txt"), "w") as f:
-    f.write(compiled_text)
+  write_hlo(trace_dir, compiled_text)
   call()
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     for _ in range(calls):
       call()
-  events = of_module(trace_summary.load_events(trace_summary.find_trace(trace_dir)),
-                     module_name(compiled_text))
-  return summarise(events, parse_hlo(compiled_text), units, top, matmul_rate)
+  return summarise_trace(trace_dir, compiled_text, units, top, matmul_rate)
 
 
 def main(argv=None) -> int:
@@ -227,10 +239,7 @@ def main(argv=None) -> int:
     sys.exit(f"trace_parts: error: no HLO text at {hlo_path}: profile with "
              "benchmarks/train_step.py --profile_dir (it writes step.hlo.txt), or give --hlo")
   with open(hlo_path) as f:
-    hlo = parse_hlo(f.read())
-  events = of_module(trace_summary.load_events(trace_summary.find_trace(args.path)),
-                     module_name(open(hlo_path).read(4096)))
-  print(summarise(events, hlo, args.steps, args.top))
+    print(summarise_trace(args.path, f.read(), args.steps, args.top))
   return 0
 
 

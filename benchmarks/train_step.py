@@ -45,7 +45,7 @@ import numpy as np
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # trace_parts, trace_summary
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # trace_parts
 
 from jf_jax.checkpoint import convert_hf  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jf_jax.checkpoint import vae_map  # pylint: disable=wrong-import-position
@@ -56,7 +56,6 @@ from jf_jax.tools import flops as flops_lib  # pylint: disable=wrong-import-posi
 from jf_jax.train import loop  # pylint: disable=wrong-import-position
 from jf_jax.train import step as step_lib  # pylint: disable=wrong-import-position
 import trace_parts  # pylint: disable=wrong-import-position
-import trace_summary  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
@@ -106,14 +105,9 @@ def _cpu_parts(s, state, batch) -> None:
   profiled steps' time went per model part (benchmarks/trace_parts.py)."""
   with jax.set_mesh(s.mesh):
     text = s.jitted.lower(s.frozen, state, batch).compile().as_text()
-  path = os.path.join(_PROFILE_DIR.value, "step.hlo.txt")
-  with open(path, "w") as f:
-    f.write(text)
-  events = trace_parts.of_module(
-      trace_summary.load_events(trace_summary.find_trace(_PROFILE_DIR.value)),
-      trace_parts.module_name(text))
-  print(trace_parts.summarise(events, trace_parts.parse_hlo(text), _PROFILE_STEPS.value,
-                              15, trace_parts.matmul_rate))
+  trace_parts.write_hlo(_PROFILE_DIR.value, text)
+  print(trace_parts.summarise_trace(_PROFILE_DIR.value, text, _PROFILE_STEPS.value, 15,
+                                    trace_parts.matmul_rate))
 
 
 def main(argv):
