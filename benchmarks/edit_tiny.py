@@ -62,7 +62,7 @@ def run_config(args):
     config = config_defaults.sibling_config(os.path.join(CONFIGS, "x.py"), "tiny_shapes")
   config.batch.update(dict(und_rows=args.und_rows, text_rows=0, gen_rows=args.gen_rows,
                            edit_rows=args.edit_rows))
-  if args.pretrain_steps and not args.init_from:  # the default job's understanding-tower pre-training, then frozen
+  if args.pretrain_steps:  # the default job's understanding-tower pre-training, then frozen
     config.stage = 2
     config.model.gen_encoder.channels = 64
     config.encoder_pretrain.update(dict(steps=args.pretrain_steps, batch_size=32,
@@ -106,12 +106,14 @@ def main():
   parser.add_argument("--score_only", action="store_true",
                       help="score WORKDIR as it is (no training)")
   args = parser.parse_args()
+  if args.init_from:  # its workdir's params hold the pre-trained tower already
+    args.pretrain_steps = 0
   config = run_config(args)
   t0 = time.time()
   metrics = {}
   if not args.score_only:
     initialise = None
-    if args.pretrain_steps and not args.init_from:
+    if args.pretrain_steps:
       initialise = plugins.import_named(config.init, "config.init", "initialise").initialise
     metrics = loop.train(config, args.workdir, initialise=initialise)
   train_s = time.time() - t0
