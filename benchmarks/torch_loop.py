@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)  # trace_parts
+sys.path.insert(0, HERE)  # gemm_vs_torch, trace_parts
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
@@ -49,6 +49,7 @@ from jf_jax import testing  # pylint: disable=wrong-import-position
 from jf_jax.models import config as model_config  # pylint: disable=wrong-import-position
 from jf_jax.models import janusflow  # pylint: disable=wrong-import-position
 from jf_jax.sampling import image  # pylint: disable=wrong-import-position
+import gemm_vs_torch  # pylint: disable=wrong-import-position
 import trace_parts  # pylint: disable=wrong-import-position
 import test_parity  # pylint: disable=wrong-import-position  (the PyTorch references)
 from transformers import LlamaConfig  # pylint: disable=wrong-import-position
@@ -208,25 +209,6 @@ def torch_parts(llm, top, cfg, ids: np.ndarray) -> dict:
           "gen_dec": torch.no_grad()(lambda: dec(hidden, skips, t_emb))}
 
 
-def matmul_parts(cfg) -> dict:
-  """Plain float32 matmuls of the step's main shapes on both sides: name -> (jax, torch)."""
-  m_llm = 2 * (1 + cfg.num_gen_tokens)
-  m_conv = 2 * cfg.num_gen_tokens  # the ConvNeXt blocks run at the token grid
-  width, mlp, ch = cfg.llm.embed_dim, cfg.llm.mlp_dim, cfg.gen_encoder.channels
-  shapes = {"llm attn [m, d] x [d, d]": (m_llm, width, width),
-            "llm mlp [m, d] x [d, mlp]": (m_llm, width, mlp),
-            "convnext [m, c] x [c, 4c]": (m_conv, ch, 4 * ch)}
-  out = {}
-  for name, (m, k, n) in shapes.items():
-    a, b = np.random.default_rng(0).standard_normal((2, max(m, k), max(k, n)), np.float32)
-    ja, jb = jnp.asarray(a[:m, :k]), jnp.asarray(b[:k, :n])
-    ta, tb = torch.from_numpy(a[:m, :k].copy()), torch.from_numpy(b[:k, :n].copy())
-    dot = jax.jit(jnp.dot)
-    out[name] = (2 * m * k * n, lambda dot=dot, ja=ja, jb=jb: jax.block_until_ready(dot(ja, jb)),
-                 lambda ta=ta, tb=tb: torch.matmul(ta, tb))
-  return out
-
-
 def report_parts(cfg, params, llm, top, ids: np.ndarray, repeats: int) -> None:
   """Prints each part's median wall time on both sides (alternating rounds) and the
   plain matmuls' GFLOP/s: the diagnostic that names the part that loses."""
@@ -237,7 +219,8 @@ def report_parts(cfg, params, llm, top, ids: np.ndarray, repeats: int) -> None:
     times = compare({"jax": ours[name], "torch": theirs[name]}, repeats)
     a, b = (statistics.median(times[k]["wall"]) * 1e3 for k in ("jax", "torch"))
     print(f"  {name:8s} jax {a:8.1f}  torch {b:8.1f}  torch/jax {b / a:5.2f}x", flush=True)
-  for name, (flop, jfn, tfn) in matmul_parts(cfg).items():
+  for name, shape in gemm_vs_torch.gemm_shapes(cfg).items():
+    flop, jfn, tfn = gemm_vs_torch.matmul_calls(*shape)
     times = compare({"jax": jfn, "torch": tfn}, repeats)
     a, b = (flop / statistics.median(times[k]["wall"]) / 1e9 for k in ("jax", "torch"))
     print(f"  matmul {name:28s} jax {a:6.0f}  torch {b:6.0f} GFLOP/s  jax/torch {a / b:5.2f}x",
