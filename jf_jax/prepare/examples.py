@@ -136,12 +136,17 @@ def _instruction(text) -> str:
   return instruction
 
 
+def _stored_image(image, settings: Settings) -> bytes:
+  """A path or encoded bytes -> the stored JPEG; raises BadExample."""
+  if isinstance(image, str):
+    image = _read_path(image)
+  return reencode(bytes(image), settings)
+
+
 def _image_bytes(image, settings: Settings, field: str) -> bytes:
-  """A path or encoded bytes -> the stored JPEG; a BadExample names the field."""
+  """`_stored_image` of one of an edit's two images; a BadExample names the field."""
   try:
-    if isinstance(image, str):
-      image = _read_path(image)
-    return reencode(bytes(image), settings)
+    return _stored_image(image, settings)
   except BadExample as e:
     raise BadExample(e.reason, f"{field}: {e}") from e
 
@@ -159,10 +164,7 @@ def serialized(key: str, unit_kind: str, raw, settings: Settings) -> bytes:
     if not record["text"]:
       raise BadExample("empty_text", "empty text")
     return record_format.encode("text", record)
-  image = record["image"]
-  if isinstance(image, str):
-    image = _read_path(image)
-  record["image"] = reencode(bytes(image), settings)
+  record["image"] = _stored_image(record["image"], settings)
   if settings.task == "gen":
     record["caption"] = _caption(record["caption"])
   else:
